@@ -1,0 +1,67 @@
+# OTRS Bridge: `make run` brings up the console, the workers and the OTRS simulator;
+# `make test` runs the whole suite (SQLite, then PostgreSQL when TEST_DATABASE_URL or
+# DATABASE_URL points at one).
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: run test bench screenshots lint format check chromium demo clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+# Debian's Chromium for the browser tests (Playwright drives /usr/bin/chromium; it never
+# downloads a browser of its own).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "Installing Debian's chromium for the browser tests"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+demo: $(VENV)/.installed
+	DEBUG=True $(PY) manage.py migrate --noinput -v0
+	DEBUG=True $(PY) manage.py collectstatic --noinput -v0
+	DEBUG=True $(PY) manage.py load_demo
+
+run: demo
+	@echo
+	@echo "  Console:        http://127.0.0.1:8000/        (setup: http://127.0.0.1:8000/admin/)"
+	@echo "  OTRS simulator: http://127.0.0.1:8089/        (play the OTRS agent here)"
+	@echo "  Stop everything with one Ctrl-C."
+	@echo
+	DEBUG=True $(VENV)/bin/honcho start -f Procfile
+
+test: $(VENV)/.installed-test chromium
+	env -u DATABASE_URL -u TEST_DATABASE_URL $(PY) -m pytest $(PYTEST_ARGS)
+	@if [ -n "$${TEST_DATABASE_URL}$${DATABASE_URL}" ]; then \
+	  echo "--- again on $${TEST_DATABASE_URL:-$$DATABASE_URL}"; \
+	  TEST_DATABASE_URL="$${TEST_DATABASE_URL:-$$DATABASE_URL}" $(PY) -m pytest $(PYTEST_ARGS); \
+	fi
+
+bench: $(VENV)/.installed-test
+	$(PY) -m bench
+
+screenshots: $(VENV)/.installed-test chromium
+	$(PY) -m pytest tests/test_screenshots.py -q -p no:cacheprovider --screenshots
+
+lint: $(VENV)/.installed-test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	DEBUG=True $(PY) manage.py makemigrations --check --dry-run
+	DEBUG=True $(PY) manage.py check
+
+format: $(VENV)/.installed-test
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) var/*.sqlite3* var/staticfiles

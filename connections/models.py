@@ -1,0 +1,290 @@
+"""How to reach a ticket system: connections, security systems, endpoints and the call log.
+
+`connections` never imports `tickets`. An ApiCall names what caused it with an opaque
+`ref` string (e.g. "task:42") that the caller passes in, not with a foreign key.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.urls import reverse
+
+from . import crypto
+
+# Shown instead of a stored secret. Saving a document that still holds it keeps the secret.
+SECRET_PLACEHOLDER = "********"
+
+# Keys whose values are secrets wherever they appear inside an auth block (case-insensitive).
+SECRET_KEY_NAMES = frozenset(
+    {
+        "password",
+        "accesstoken",
+        "access_token",
+        "refreshtoken",
+        "refresh_token",
+        "clientsecret",
+        "client_secret",
+        "secret",
+        "skey",
+        "keyfilepassword",
+        "apikey",
+        "api_key",
+        "token",
+        "sessionid",
+    }
+)
+
+
+def _is_reference(value: Any) -> bool:
+    """`${connection.password}` refers to a secret; it is not one."""
+    return isinstance(value, str) and value.startswith("${") and value.endswith("}")
+
+
+def _walk_secrets(node: Any, path: tuple[str, ...], extra: frozenset[str], out: dict[str, Any]) -> Any:
+    """Return `node` with secret values replaced by the placeholder; collect them in `out`."""
+    if isinstance(node, dict):
+        result = {}
+        for key, value in node.items():
+            sub = (*path, str(key))
+            if (
+                str(key).lower() in SECRET_KEY_NAMES or str(key).lower() in extra
+            ) and isinstance(value, str | int | float) and not _is_reference(value) and value != "":
+                out["/".join(sub)] = value
+                result[key] = SECRET_PLACEHOLDER
+            else:
+                result[key] = _walk_secrets(value, sub, extra, out)
+        return result
+    if isinstance(node, list):
+        return [_walk_secrets(v, (*path, str(i)), extra, out) for i, v in enumerate(node)]
+    return node
+
+
+def split_secrets(connection_json: dict) -> tuple[dict, dict[str, Any]]:
+    """Split a ConnectionJSON into a public document and a {json-path: secret} map."""
+    public: dict = {k: v for k, v in connection_json.items() if k != "authentications"}
+    secrets: dict[str, Any] = {}
+    auths = connection_json.get("authentications") or {}
+    public["authentications"] = {}
+    for name, block in auths.items():
+        if not isinstance(block, dict):
+            public["authentications"][name] = block
+            continue
+        extra = frozenset(str(k).lower() for k in (block.get("maskInLogs") or []) if isinstance(k, str))
+        public["authentications"][name] = _walk_secrets(block, ("authentications", name), extra, secrets)
+    return public, secrets
+
+
+def merge_secrets(public: Any, secrets: dict[str, Any], path: tuple[str, ...] = ()) -> Any:
+    """Put secrets back into a public document (the inverse of split_secrets)."""
+    if isinstance(public, dict):
+        return {k: merge_secrets(v, secrets, (*path, str(k))) for k, v in public.items()}
+    if isinstance(public, list):
+        return [merge_secrets(v, secrets, (*path, str(i))) for i, v in enumerate(public)]
+    if public == SECRET_PLACEHOLDER:
+        return secrets.get("/".join(path), "")
+    return public
+
+
+class Connection(models.Model):
+    """One ticket system (an OTRS/Znuny web service) and the documents that drive it."""
+
+    name = models.SlugField(max_length=100, unique=True, help_text="Short unique name, used in URLs.")
+    description = models.CharField(max_length=300, blank=True)
+    enabled = models.BooleanField(default=True)
+
+    # ConnectionJSON with secret values replaced by SECRET_PLACEHOLDER; the secrets
+    # themselves live encrypted in `secrets_encrypted`.
+    connection_json = models.JSONField("ConnectionJSON", default=dict)
+    create_ticket_json = models.JSONField("CreateTicketJSON", default=dict)
+    ticket_status_json = models.JSONField("TicketStatusJSON", default=dict)
+    config_json = models.JSONField("ConfigJSON", default=dict, blank=True)
+    secrets_encrypted = models.TextField(blank=True, editable=False)
+
+    poll_minutes = models.PositiveIntegerField(
+        default=2, validators=[MinValueValidator(1), MaxValueValidator(1440)],
+        help_text="How often open tickets are polled.",
+    )
+    provision_minutes = models.PositiveIntegerField(
+        default=1, validators=[MinValueValidator(1), MaxValueValidator(1440)],
+        help_text="How often due provisioning tasks are picked up.",
+    )
+    batch_size = models.PositiveIntegerField(
+        default=50, validators=[MinValueValidator(1), MaxValueValidator(500)],
+        help_text="Ticket ids per status call (batch mode).",
+    )
+    max_status_check_days = models.PositiveIntegerField(
+        default=14, validators=[MinValueValidator(1), MaxValueValidator(3650)],
+        help_text="After this many days an open ticket is flagged stale (it is still polled).",
+    )
+    webhook_secret_encrypted = models.TextField(blank=True, editable=False)
+    completion_email_subject = models.CharField(
+        max_length=200, blank=True, default="Access request {{ request.number }} is {{ request.get_status_display|lower }}"
+    )
+    completion_email_template = models.TextField(
+        blank=True,
+        help_text="Django template for the completion email; empty uses the built-in one.",
+    )
+
+    last_test_at = models.DateTimeField(null=True, blank=True)
+    last_test_ok = models.BooleanField(null=True, blank=True)
+    last_test_message = models.TextField(blank=True)
+    last_error = models.TextField(blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("connections:detail", args=[self.name])
+
+    # --- secrets -------------------------------------------------------------------------
+    @property
+    def secrets(self) -> dict[str, Any]:
+        if not self.secrets_encrypted:
+            return {}
+        return json.loads(crypto.decrypt(self.secrets_encrypted))
+
+    def set_connection_json(self, document: dict) -> None:
+        """Store a ConnectionJSON: secrets go encrypted, the placeholder keeps the old value."""
+        public, new_secrets = split_secrets(document)
+        kept = self.secrets
+        merged: dict[str, Any] = {}
+        for path, value in new_secrets.items():
+            merged[path] = kept.get(path, "") if value == SECRET_PLACEHOLDER else value
+        self.connection_json = public
+        self.secrets_encrypted = crypto.encrypt(json.dumps(merged)) if merged else ""
+
+    def connection_document(self) -> dict:
+        """The ConnectionJSON with its secrets, for the call engine only. Never render it."""
+        return merge_secrets(self.connection_json, self.secrets)
+
+    def secret_values(self) -> list[str]:
+        """Every secret string of this connection, so logs and pages can mask them."""
+        values = [str(v) for v in self.secrets.values() if str(v)]
+        webhook = self.webhook_secret
+        if webhook:
+            values.append(webhook)
+        values.extend(t.token for t in self.tokens.all() if t.token)
+        return values
+
+    @property
+    def webhook_secret(self) -> str:
+        return crypto.decrypt(self.webhook_secret_encrypted)
+
+    def set_webhook_secret(self, value: str) -> None:
+        self.webhook_secret_encrypted = crypto.encrypt(value)
+
+
+class ConnectionToken(models.Model):
+    """The current token or session of one auth block, encrypted, with its expiry.
+
+    `refresh_lease_until` makes refreshing single-flight across threads, processes and
+    machines: a worker takes the lease with a conditional UPDATE, refreshes, and bumps
+    `version`; the others wait for the version to move and use the new token.
+    """
+
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="tokens")
+    auth_name = models.CharField(max_length=100)
+    token_encrypted = models.TextField(blank=True)
+    obtained_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    refresh_lease_until = models.DateTimeField(null=True, blank=True)
+    version = models.PositiveIntegerField(default=0)
+    refresh_count = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["connection", "auth_name"], name="one_token_per_auth_block")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.connection.name}/{self.auth_name}"
+
+    @property
+    def token(self) -> str:
+        return crypto.decrypt(self.token_encrypted)
+
+
+class SecuritySystem(models.Model):
+    """An application family whose access is granted by hand through tickets."""
+
+    name = models.SlugField(max_length=100, unique=True)
+    display_name = models.CharField(max_length=200, blank=True)
+    description = models.TextField(blank=True)
+    instant_provisioning = models.BooleanField(
+        default=False, help_text="Queue the ticket at approval instead of waiting for the provisioning job."
+    )
+    provisioning_tries = models.PositiveSmallIntegerField(
+        default=5, validators=[MinValueValidator(1), MaxValueValidator(20)]
+    )
+    service_desk_connection = models.ForeignKey(
+        Connection, on_delete=models.PROTECT, null=True, blank=True, related_name="security_systems"
+    )
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.display_name or self.name
+
+
+class Endpoint(models.Model):
+    """One application (target system) inside a security system."""
+
+    security_system = models.ForeignKey(SecuritySystem, on_delete=models.PROTECT, related_name="endpoints")
+    name = models.SlugField(max_length=100, unique=True)
+    display_name = models.CharField(max_length=200, blank=True)
+    attributes = models.JSONField(
+        default=dict, blank=True, help_text='Free attributes for templates, e.g. {"queue": "Raw"}.'
+    )
+    entitlements = models.JSONField(
+        default=list, blank=True, help_text="Entitlements that can be requested on this endpoint."
+    )
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.display_name or self.name
+
+
+class ApiCall(models.Model):
+    """One HTTP call to a ticket system, with secrets masked before the row is written."""
+
+    class Outcome(models.TextChoices):
+        OK = "ok", "OK"
+        ERROR = "error", "Error"
+        AUTH_ERROR = "auth_error", "Auth error"
+        TRANSPORT_ERROR = "transport_error", "Transport error"
+        TIMEOUT = "timeout", "Timeout"
+
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="api_calls", null=True)
+    ref = models.CharField(max_length=100, blank=True, db_index=True, help_text='What caused it, e.g. "task:42".')
+    call_name = models.CharField(max_length=100, blank=True)
+    method = models.CharField(max_length=10)
+    url = models.TextField()
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(default=0)
+    outcome = models.CharField(max_length=20, choices=Outcome.choices)
+    error = models.TextField(blank=True)
+    request_excerpt = models.TextField(blank=True)
+    response_excerpt = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["connection", "-created_at"], name="apicall_conn_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.call_name or self.url} → {self.status_code or self.outcome}"

@@ -1,0 +1,9 @@
+from django.apps import AppConfig
+
+
+class OtrsBridgeConfig(AppConfig):
+    name = "otrsbridge"
+    verbose_name = "OTRS Bridge"
+
+    def ready(self):
+        from . import checks  # noqa: F401  (registers the system checks)

@@ -1,0 +1,56 @@
+"""Settings: production passes `check --deploy`, and secrets have no default without DEBUG."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in {"DEBUG", "SECRET_KEY", "FIELD_ENCRYPTION_KEY"}}
+    clean.update(env)
+    clean["DJANGO_SETTINGS_MODULE"] = "otrsbridge.settings"
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_production_settings_pass_check_deploy():
+    result = _manage(
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        env={
+            "DEBUG": "False",
+            "SECRET_KEY": "prod-" + "x7Kq9!vR2#mP" * 6,
+            "FIELD_ENCRYPTION_KEY": "cHJvZC1rZXktcHJvZC1rZXktcHJvZC1rZXktcHJvZC0=",
+            "ALLOWED_HOSTS": "bridge.example.com",
+        },
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_missing_secret_key_without_debug_is_refused():
+    result = _manage("check", env={"DEBUG": "False", "ALLOWED_HOSTS": "bridge.example.com"})
+    assert result.returncode != 0
+    assert "SECRET_KEY is not set" in result.stderr
+
+
+def test_debug_uses_development_defaults():
+    result = _manage("check", env={"DEBUG": "True"})
+    assert result.returncode == 0, result.stderr
+
+
+def test_q_cluster_timeout_is_below_retry(settings):
+    from otrsbridge.checks import check_q_cluster
+
+    assert check_q_cluster(None) == []
+    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "timeout": 400, "retry": 300}
+    ids = [e.id for e in check_q_cluster(None)]
+    assert "otrsbridge.E001" in ids
