@@ -44,15 +44,20 @@ def _is_reference(value: Any) -> bool:
     return isinstance(value, str) and value.startswith("${") and value.endswith("}")
 
 
-def _walk_secrets(node: Any, path: tuple[str, ...], extra: frozenset[str], out: dict[str, Any]) -> Any:
+def _walk_secrets(
+    node: Any, path: tuple[str, ...], extra: frozenset[str], out: dict[str, Any]
+) -> Any:
     """Return `node` with secret values replaced by the placeholder; collect them in `out`."""
     if isinstance(node, dict):
         result = {}
         for key, value in node.items():
             sub = (*path, str(key))
             if (
-                str(key).lower() in SECRET_KEY_NAMES or str(key).lower() in extra
-            ) and isinstance(value, str | int | float) and not _is_reference(value) and value != "":
+                (str(key).lower() in SECRET_KEY_NAMES or str(key).lower() in extra)
+                and isinstance(value, str | int | float)
+                and not _is_reference(value)
+                and value != ""
+            ):
                 out["/".join(sub)] = value
                 result[key] = SECRET_PLACEHOLDER
             else:
@@ -73,8 +78,12 @@ def split_secrets(connection_json: dict) -> tuple[dict, dict[str, Any]]:
         if not isinstance(block, dict):
             public["authentications"][name] = block
             continue
-        extra = frozenset(str(k).lower() for k in (block.get("maskInLogs") or []) if isinstance(k, str))
-        public["authentications"][name] = _walk_secrets(block, ("authentications", name), extra, secrets)
+        extra = frozenset(
+            str(k).lower() for k in (block.get("maskInLogs") or []) if isinstance(k, str)
+        )
+        public["authentications"][name] = _walk_secrets(
+            block, ("authentications", name), extra, secrets
+        )
     return public, secrets
 
 
@@ -92,7 +101,9 @@ def merge_secrets(public: Any, secrets: dict[str, Any], path: tuple[str, ...] = 
 class Connection(models.Model):
     """One ticket system (an OTRS/Znuny web service) and the documents that drive it."""
 
-    name = models.SlugField(max_length=100, unique=True, help_text="Short unique name, used in URLs.")
+    name = models.SlugField(
+        max_length=100, unique=True, help_text="Short unique name, used in URLs."
+    )
     description = models.CharField(max_length=300, blank=True)
     enabled = models.BooleanField(default=True)
 
@@ -105,24 +116,30 @@ class Connection(models.Model):
     secrets_encrypted = models.TextField(blank=True, editable=False)
 
     poll_minutes = models.PositiveIntegerField(
-        default=2, validators=[MinValueValidator(1), MaxValueValidator(1440)],
+        default=2,
+        validators=[MinValueValidator(1), MaxValueValidator(1440)],
         help_text="How often open tickets are polled.",
     )
     provision_minutes = models.PositiveIntegerField(
-        default=1, validators=[MinValueValidator(1), MaxValueValidator(1440)],
+        default=1,
+        validators=[MinValueValidator(1), MaxValueValidator(1440)],
         help_text="How often due provisioning tasks are picked up.",
     )
     batch_size = models.PositiveIntegerField(
-        default=50, validators=[MinValueValidator(1), MaxValueValidator(500)],
+        default=50,
+        validators=[MinValueValidator(1), MaxValueValidator(500)],
         help_text="Ticket ids per status call (batch mode).",
     )
     max_status_check_days = models.PositiveIntegerField(
-        default=14, validators=[MinValueValidator(1), MaxValueValidator(3650)],
+        default=14,
+        validators=[MinValueValidator(1), MaxValueValidator(3650)],
         help_text="After this many days an open ticket is flagged stale (it is still polled).",
     )
     webhook_secret_encrypted = models.TextField(blank=True, editable=False)
     completion_email_subject = models.CharField(
-        max_length=200, blank=True, default="Access request {{ request.number }} is {{ request.get_status_display|lower }}"
+        max_length=200,
+        blank=True,
+        default="Access request {{ request.number }} is {{ request.get_status_display|lower }}",
     )
     completion_email_template = models.TextField(
         blank=True,
@@ -205,7 +222,9 @@ class ConnectionToken(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["connection", "auth_name"], name="one_token_per_auth_block")
+            models.UniqueConstraint(
+                fields=["connection", "auth_name"], name="one_token_per_auth_block"
+            )
         ]
 
     def __str__(self) -> str:
@@ -223,7 +242,8 @@ class SecuritySystem(models.Model):
     display_name = models.CharField(max_length=200, blank=True)
     description = models.TextField(blank=True)
     instant_provisioning = models.BooleanField(
-        default=False, help_text="Queue the ticket at approval instead of waiting for the provisioning job."
+        default=False,
+        help_text="Queue the ticket at approval instead of waiting for the provisioning job.",
     )
     provisioning_tries = models.PositiveSmallIntegerField(
         default=5, validators=[MinValueValidator(1), MaxValueValidator(20)]
@@ -242,7 +262,9 @@ class SecuritySystem(models.Model):
 class Endpoint(models.Model):
     """One application (target system) inside a security system."""
 
-    security_system = models.ForeignKey(SecuritySystem, on_delete=models.PROTECT, related_name="endpoints")
+    security_system = models.ForeignKey(
+        SecuritySystem, on_delete=models.PROTECT, related_name="endpoints"
+    )
     name = models.SlugField(max_length=100, unique=True)
     display_name = models.CharField(max_length=200, blank=True)
     attributes = models.JSONField(
@@ -269,8 +291,12 @@ class ApiCall(models.Model):
         TRANSPORT_ERROR = "transport_error", "Transport error"
         TIMEOUT = "timeout", "Timeout"
 
-    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="api_calls", null=True)
-    ref = models.CharField(max_length=100, blank=True, db_index=True, help_text='What caused it, e.g. "task:42".')
+    connection = models.ForeignKey(
+        Connection, on_delete=models.CASCADE, related_name="api_calls", null=True
+    )
+    ref = models.CharField(
+        max_length=100, blank=True, db_index=True, help_text='What caused it, e.g. "task:42".'
+    )
     call_name = models.CharField(max_length=100, blank=True)
     method = models.CharField(max_length=10)
     url = models.TextField()

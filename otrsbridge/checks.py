@@ -20,7 +20,10 @@ def check_q_cluster(app_configs, **kwargs):
         )
     if conf.get("max_attempts") in (None, 0):
         errors.append(
-            Error("Q_CLUSTER max_attempts must be explicit (0 means retry forever).", id="otrsbridge.E002")
+            Error(
+                "Q_CLUSTER max_attempts must be explicit (0 means retry forever).",
+                id="otrsbridge.E002",
+            )
         )
     if settings.JOB_TIME_BUDGET_SECONDS >= (timeout or 0):
         errors.append(

@@ -38,7 +38,9 @@ def _secret(name: str, dev_default: str) -> str:
 SECRET_KEY = _secret("SECRET_KEY", _DEV_SECRET_KEY)
 # Comma-separated Fernet keys: the first encrypts, all of them decrypt (key rotation).
 FIELD_ENCRYPTION_KEYS = [
-    k.strip() for k in _secret("FIELD_ENCRYPTION_KEY", _DEV_FIELD_ENCRYPTION_KEY).split(",") if k.strip()
+    k.strip()
+    for k in _secret("FIELD_ENCRYPTION_KEY", _DEV_FIELD_ENCRYPTION_KEY).split(",")
+    if k.strip()
 ]
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"] if DEBUG else [])
@@ -92,7 +94,9 @@ TEMPLATES = [
 # Default: a SQLite file under var/ in WAL mode, so gunicorn and the django-q2 cluster can
 # share it. PostgreSQL through DATABASE_URL=postgres://… for more than one machine.
 VAR_DIR.mkdir(exist_ok=True)
-DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'otrsbridge.sqlite3'}")}
+DATABASES = {
+    "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'otrsbridge.sqlite3'}")
+}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {
@@ -164,6 +168,11 @@ else:
 # How long one job run may keep claiming work before it stops and leaves the rest for the
 # next run: well below Q_CLUSTER["timeout"], so a run never gets killed mid-ticket.
 JOB_TIME_BUDGET_SECONDS = env.int("JOB_TIME_BUDGET_SECONDS", default=120)
+# Threads one provisioning run uses to create tickets in parallel.
+PROVISION_THREADS = env.int("PROVISION_THREADS", default=4)
+# Retry backoff of a task after a transient failure: base × 2^(attempt-1), ±25% jitter, capped.
+PROVISION_BACKOFF_SECONDS = env.float("PROVISION_BACKOFF_SECONDS", default=30.0)
+PROVISION_BACKOFF_MAX_SECONDS = env.float("PROVISION_BACKOFF_MAX_SECONDS", default=3600.0)
 
 # --- Security -----------------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True
@@ -191,6 +200,10 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# How the connection admin's template preview gets the variables of a real task
+# (`connections` never imports `tickets`; it resolves this dotted path instead).
+OTRSBRIDGE_TASK_CONTEXT = "tickets.services.task_context"
 
 # Optional local overrides, never committed (see local_settings.py.example).
 try:

@@ -21,8 +21,12 @@ class Identity(models.Model):
     first_name = models.CharField(max_length=150, blank=True)
     last_name = models.CharField(max_length=150, blank=True)
     email = models.EmailField(blank=True)
-    manager = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="reports")
-    properties = models.JSONField(default=dict, blank=True, help_text="Custom attributes, usable in templates.")
+    manager = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="reports"
+    )
+    properties = models.JSONField(
+        default=dict, blank=True, help_text="Custom attributes, usable in templates."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -78,9 +82,15 @@ class AccessRequest(models.Model):
 
     number = models.CharField(max_length=20, unique=True, null=True, blank=True, editable=False)
     requester = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="access_requests"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="access_requests",
     )
-    api_client = models.ForeignKey(ApiClient, on_delete=models.PROTECT, null=True, blank=True, related_name="requests")
+    api_client = models.ForeignKey(
+        ApiClient, on_delete=models.PROTECT, null=True, blank=True, related_name="requests"
+    )
     beneficiary = models.ForeignKey(Identity, on_delete=models.PROTECT, related_name="requests")
     endpoint = models.ForeignKey(Endpoint, on_delete=models.PROTECT, related_name="requests")
     operation = models.CharField(max_length=20, choices=Operation.choices)
@@ -88,11 +98,19 @@ class AccessRequest(models.Model):
     entitlements = models.JSONField(default=list, blank=True)
     justification = models.TextField(blank=True)
 
-    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING_APPROVAL, db_index=True)
-    decided_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="decisions"
+    status = models.CharField(
+        max_length=20, choices=Status.choices, default=Status.PENDING_APPROVAL, db_index=True
     )
-    decided_by_label = models.CharField(max_length=200, blank=True, help_text="Upstream approver, for trusted API clients.")
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="decisions",
+    )
+    decided_by_label = models.CharField(
+        max_length=200, blank=True, help_text="Upstream approver, for trusted API clients."
+    )
     decided_at = models.DateTimeField(null=True, blank=True)
     decision_comment = models.TextField(blank=True)
     result_summary = models.CharField(max_length=200, blank=True)
@@ -112,6 +130,11 @@ class AccessRequest(models.Model):
             )
         ]
         indexes = [models.Index(fields=["status", "-created_at"], name="request_status_recent")]
+        permissions = [
+            ("approve_accessrequest", "Can approve or reject access requests"),
+            ("operate_tasks", "Can retry and cancel tasks and run jobs"),
+            ("view_all_requests", "Can see every request, not only their own"),
+        ]
 
     def __str__(self) -> str:
         return self.number or f"request {self.pk}"
@@ -143,8 +166,16 @@ class Ticket(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["connection", "ticket_id"], name="one_mapping_per_ticket")]
-        indexes = [models.Index(fields=["connection", "is_open", "last_polled_at"], name="ticket_open_by_poll")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["connection", "ticket_id"], name="one_mapping_per_ticket"
+            )
+        ]
+        indexes = [
+            models.Index(
+                fields=["connection", "is_open", "last_polled_at"], name="ticket_open_by_poll"
+            )
+        ]
 
     def __str__(self) -> str:
         return self.ticket_number or f"#{self.ticket_id}"
@@ -180,9 +211,13 @@ class ProvisioningTask(models.Model):
     # The last create attempt may have reached OTRS: search for the key before creating.
     outcome_unknown = models.BooleanField(default=False)
     last_error = models.TextField(blank=True)
-    flag = models.CharField(max_length=200, blank=True, help_text='e.g. "unmapped state: merged" or "stale".')
+    flag = models.CharField(
+        max_length=200, blank=True, help_text='e.g. "unmapped state: merged" or "stale".'
+    )
     correlation_key = models.CharField(max_length=40, unique=True)
-    ticket = models.OneToOneField(Ticket, on_delete=models.SET_NULL, null=True, blank=True, related_name="task")
+    ticket = models.OneToOneField(
+        Ticket, on_delete=models.SET_NULL, null=True, blank=True, related_name="task"
+    )
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -217,13 +252,17 @@ class TaskEvent(models.Model):
         SYSTEM = "system", "System"
 
     request = models.ForeignKey(AccessRequest, on_delete=models.CASCADE, related_name="events")
-    task = models.ForeignKey(ProvisioningTask, on_delete=models.CASCADE, null=True, blank=True, related_name="events")
+    task = models.ForeignKey(
+        ProvisioningTask, on_delete=models.CASCADE, null=True, blank=True, related_name="events"
+    )
     at = models.DateTimeField(auto_now_add=True, db_index=True)
     from_status = models.CharField(max_length=20, blank=True)
     to_status = models.CharField(max_length=20, blank=True)
     reason = models.TextField(blank=True)
     actor_kind = models.CharField(max_length=10, choices=Actor.choices)
-    actor_user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
+    actor_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
+    )
     actor_label = models.CharField(max_length=200, blank=True)
 
     class Meta:
@@ -247,7 +286,9 @@ class Account(models.Model):
         ordering = ["endpoint__name", "name"]
         constraints = [
             models.UniqueConstraint(
-                fields=["endpoint", "name"], condition=Q(active=True), name="one_active_account_per_name"
+                fields=["endpoint", "name"],
+                condition=Q(active=True),
+                name="one_active_account_per_name",
             )
         ]
 
@@ -265,7 +306,11 @@ class AccountEntitlement(models.Model):
 
     class Meta:
         ordering = ["entitlement"]
-        constraints = [models.UniqueConstraint(fields=["account", "entitlement"], name="one_grant_per_entitlement")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "entitlement"], name="one_grant_per_entitlement"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.account} · {self.entitlement}"
@@ -281,7 +326,9 @@ class JobRun(models.Model):
         ERRORED = "errored", "Errored"
 
     name = models.CharField(max_length=50, db_index=True)
-    trigger = models.CharField(max_length=50, blank=True, help_text="schedule, command, button or webhook")
+    trigger = models.CharField(
+        max_length=50, blank=True, help_text="schedule, command, button or webhook"
+    )
     started_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)

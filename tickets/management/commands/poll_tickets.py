@@ -1,0 +1,21 @@
+"""`manage.py poll_tickets`: one polling cycle in the foreground (what the schedule runs)."""
+
+from django.core.management.base import BaseCommand
+
+from tickets import services
+from tickets.models import Ticket
+
+from ._progress import Progress
+
+
+class Command(BaseCommand):
+    help = "Poll every open ticket once and apply its state, showing progress."
+
+    def handle(self, *args, **options):
+        progress = Progress(
+            self.stdout, "poll", total=Ticket.objects.filter(is_open=True).count() or None
+        )
+        run = services.poll_job(trigger="command", progress=progress.step)
+        progress.finish(f"{run.get_status_display()}: {run.summary or run.error}")
+        if run.status != run.Status.OK:
+            raise SystemExit(1)

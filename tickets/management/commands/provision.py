@@ -1,0 +1,30 @@
+"""`manage.py provision`: one provisioning cycle in the foreground (what the schedule runs)."""
+
+from django.core.management.base import BaseCommand
+
+from tickets import services
+from tickets.models import ProvisioningTask
+
+from ._progress import Progress
+
+
+class Command(BaseCommand):
+    help = "Create tickets for due provisioning tasks, once, showing progress."
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--workers",
+            type=int,
+            default=None,
+            help="Parallel threads (default PROVISION_THREADS).",
+        )
+
+    def handle(self, *args, workers=None, **options):
+        due = ProvisioningTask.objects.filter(services._due_filter(services.timezone.now())).count()
+        progress = Progress(self.stdout, "provision", total=due or None)
+        run = services.provision_job(
+            trigger="command", workers=workers, progress=lambda note: progress.step(1, note)
+        )
+        progress.finish(f"{run.get_status_display()}: {run.summary or run.error}")
+        if run.status != run.Status.OK:
+            raise SystemExit(1)

@@ -1,0 +1,1275 @@
+"""Every state change of requests and tasks, and the event it records.
+
+Views, the API, admin actions, management commands and django-q2 jobs all call these
+functions; none of them changes a status itself. Rules that hold everywhere here:
+
+- A transition is a conditional UPDATE (`filter(id=…, status=<from>)`) plus its TaskEvent,
+  in one transaction. When the row has moved on, nothing is written and TransitionError
+  says what state it is in now.
+- No HTTP call happens inside a transaction. A ticket system can be slow; a row lock or
+  SQLite's write lock must never wait for it.
+- Before a create call is sent, the task is marked `outcome_unknown`. A worker killed
+  mid-call, a timeout or a reset therefore leave a mark, and the next attempt searches
+  OTRS for the task's correlation key before it creates anything (reconcile-before-create).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import secrets
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from connections.client import OTRSError, TicketClient, TicketStatus
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import PermissionDenied
+from django.core.mail import send_mail
+from django.db import close_old_connections, transaction
+from django.db.models import Case, F, Q, Value, When
+from django.template import Context, Template
+from django.template.loader import render_to_string
+from django.utils import timezone
+
+from connections.models import Connection, Endpoint
+
+from .models import (
+    ACCESS_OPERATIONS,
+    AccessRequest,
+    Account,
+    AccountEntitlement,
+    ApiClient,
+    Identity,
+    JobRun,
+    Operation,
+    ProvisioningTask,
+    TaskEvent,
+    Ticket,
+)
+
+log = logging.getLogger(__name__)
+
+Task = ProvisioningTask
+TS = ProvisioningTask.Status
+RS = AccessRequest.Status
+
+# A claimed task belongs to its worker for this long; after that another worker may take
+# it over (and searches OTRS first, since the first worker may have created the ticket).
+LEASE = timedelta(minutes=5)
+
+TASK_TRANSITIONS: dict[str, set[str]] = {
+    TS.NEW: {TS.CLAIMED, TS.CANCELLED},
+    TS.RETRY_WAIT: {TS.CLAIMED, TS.NEW, TS.CANCELLED},
+    TS.CLAIMED: {TS.CLAIMED, TS.TICKET_OPEN, TS.RETRY_WAIT, TS.FAILED, TS.CANCELLED},
+    TS.TICKET_OPEN: {TS.TICKET_PENDING, TS.COMPLETED, TS.DISCONTINUED, TS.FAILED, TS.CANCELLED},
+    TS.TICKET_PENDING: {TS.TICKET_OPEN, TS.COMPLETED, TS.DISCONTINUED, TS.FAILED, TS.CANCELLED},
+    TS.FAILED: {TS.NEW},
+    TS.COMPLETED: set(),
+    TS.DISCONTINUED: set(),
+    TS.CANCELLED: set(),
+}
+REQUEST_TRANSITIONS: dict[str, set[str]] = {
+    RS.PENDING_APPROVAL: {RS.APPROVED, RS.REJECTED, RS.CANCELLED},
+    RS.APPROVED: {RS.IN_PROGRESS, RS.COMPLETED, RS.FAILED, RS.CANCELLED},
+    RS.IN_PROGRESS: {RS.COMPLETED, RS.FAILED, RS.CANCELLED},
+    RS.FAILED: {RS.IN_PROGRESS},
+    RS.COMPLETED: set(),
+    RS.REJECTED: set(),
+    RS.CANCELLED: set(),
+}
+# Ticket outcome (from the connection's status mapping) → task status.
+OUTCOME_TO_STATUS = {
+    "completed": TS.COMPLETED,
+    "discontinued": TS.DISCONTINUED,
+    "failed": TS.FAILED,
+    "pending": TS.TICKET_PENDING,
+    "open": TS.TICKET_OPEN,
+}
+
+APPROVE_PERMISSION = "tickets.approve_accessrequest"
+OPERATE_PERMISSION = "tickets.operate_tasks"
+
+
+class TransitionError(Exception):
+    """The change is not allowed from the state the row is in now. Nothing was written."""
+
+
+class RequestInvalid(Exception):
+    """A submitted request is wrong. `fields` maps a field name to its messages."""
+
+    def __init__(self, fields: dict[str, list[str]]):
+        self.fields = fields
+        super().__init__("; ".join(f"{k}: {' '.join(v)}" for k, v in fields.items()))
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who caused a change: a person, a job, the webhook, an API client or the system."""
+
+    kind: str
+    label: str
+    user: AbstractBaseUser | None = None
+
+    @classmethod
+    def person(cls, user: AbstractBaseUser) -> Actor:
+        return cls(TaskEvent.Actor.PERSON, user.get_username(), user)
+
+    @classmethod
+    def job(cls, name: str) -> Actor:
+        return cls(TaskEvent.Actor.JOB, name)
+
+    @classmethod
+    def webhook(cls, connection: Connection) -> Actor:
+        return cls(TaskEvent.Actor.WEBHOOK, f"webhook:{connection.name}")
+
+    @classmethod
+    def api(cls, client: ApiClient) -> Actor:
+        return cls(TaskEvent.Actor.API, f"api:{client.name}")
+
+
+SYSTEM = Actor(TaskEvent.Actor.SYSTEM, "system")
+
+
+# --- events and transitions ----------------------------------------------------------------
+
+
+def _event(
+    *, request_id: int, task_id: int | None, frm: str, to: str, reason: str, actor: Actor
+) -> TaskEvent:
+    return TaskEvent.objects.create(
+        request_id=request_id,
+        task_id=task_id,
+        from_status=frm,
+        to_status=to,
+        reason=reason[:2000],
+        actor_kind=actor.kind,
+        actor_user=actor.user if actor.user is not None and actor.user.pk else None,
+        actor_label=actor.label[:200],
+    )
+
+
+def _move_task(
+    task: Task, to: str, *, reason: str, actor: Actor, frm: str | None = None, **fields
+) -> Task:
+    """Move a task from its current (or the given) status to `to`, with its event.
+
+    Must run inside a transaction. Raises TransitionError when the row has moved on.
+    """
+    frm = frm or task.status
+    if to not in TASK_TRANSITIONS[frm]:
+        raise TransitionError(f"Task {task.pk} is {frm}; it cannot become {to}.")
+    updated = Task.objects.filter(pk=task.pk, status=frm).update(
+        status=to, updated_at=timezone.now(), **fields
+    )
+    if updated != 1:
+        current = Task.objects.filter(pk=task.pk).values_list("status", flat=True).first()
+        raise TransitionError(f"Task {task.pk} is {current} now, not {frm}; nothing was changed.")
+    _event(request_id=task.request_id, task_id=task.pk, frm=frm, to=to, reason=reason, actor=actor)
+    task.refresh_from_db()
+    return task
+
+
+def _move_request(
+    access_request: AccessRequest,
+    to: str,
+    *,
+    reason: str,
+    actor: Actor,
+    frm: str | None = None,
+    **fields,
+) -> AccessRequest:
+    frm = frm or access_request.status
+    if to not in REQUEST_TRANSITIONS[frm]:
+        raise TransitionError(f"Request {access_request} is {frm}; it cannot become {to}.")
+    updated = AccessRequest.objects.filter(pk=access_request.pk, status=frm).update(
+        status=to, updated_at=timezone.now(), **fields
+    )
+    if updated != 1:
+        current = (
+            AccessRequest.objects.filter(pk=access_request.pk)
+            .values_list("status", flat=True)
+            .first()
+        )
+        raise TransitionError(
+            f"Request {access_request} is {current} now, not {frm}; nothing was changed."
+        )
+    _event(request_id=access_request.pk, task_id=None, frm=frm, to=to, reason=reason, actor=actor)
+    access_request.refresh_from_db()
+    return access_request
+
+
+# --- submit, decide, cancel, retry ------------------------------------------------------------
+
+
+def _identity_for(beneficiary: Identity | dict, errors: dict[str, list[str]]) -> Identity | None:
+    if isinstance(beneficiary, Identity):
+        return beneficiary
+    if not isinstance(beneficiary, dict):
+        errors.setdefault("beneficiary", []).append("must be an object with a username.")
+        return None
+    username = str(beneficiary.get("username") or "").strip()
+    if not username:
+        errors.setdefault("beneficiary.username", []).append("is required.")
+        return None
+    if len(username) > 150:
+        errors.setdefault("beneficiary.username", []).append("is longer than 150 characters.")
+        return None
+    identity = Identity.objects.filter(username=username).first()
+    if identity is not None:
+        return identity
+    values = {k: str(beneficiary.get(k) or "")[:150] for k in ("first_name", "last_name")}
+    email = str(beneficiary.get("email") or "")
+    if email and ("@" not in email or len(email) > 254):
+        errors.setdefault("beneficiary.email", []).append(f"{email!r} is not an email address.")
+        return None
+    return Identity(username=username, email=email, **values)
+
+
+def _check_operation_fits(
+    *,
+    identity: Identity,
+    endpoint: Endpoint,
+    operation: str,
+    account_name: str,
+    entitlements: list[str],
+    errors: dict[str, list[str]],
+) -> None:
+    """Refuse an operation that does not fit the access that exists today."""
+    account = None
+    if identity.pk:
+        account = Account.objects.filter(identity=identity, endpoint=endpoint, active=True).first()
+    who = identity.username
+    if operation == Operation.CREATE_ACCOUNT and account is not None:
+        errors.setdefault("operation", []).append(
+            f"{who} already has the account {account.name!r} on {endpoint.name}."
+        )
+    if operation in (Operation.REMOVE_ACCOUNT, *ACCESS_OPERATIONS) and account is None:
+        errors.setdefault("operation", []).append(
+            f"{who} has no account on {endpoint.name}, so there is nothing to "
+            f"{'remove' if operation == Operation.REMOVE_ACCOUNT else 'change'}."
+            + (" Request create_account first." if operation == Operation.ADD_ACCESS else "")
+        )
+    if operation in ACCESS_OPERATIONS and not entitlements:
+        errors.setdefault("entitlements", []).append(
+            "name at least one entitlement for an access change."
+        )
+    allowed = set(endpoint.entitlements or [])
+    unknown = [e for e in entitlements if allowed and e not in allowed]
+    if unknown:
+        errors.setdefault("entitlements", []).append(
+            f"not offered by {endpoint.name}: {', '.join(unknown)}."
+        )
+    if account is not None and operation in ACCESS_OPERATIONS:
+        held = set(account.entitlements.values_list("entitlement", flat=True))
+        if operation == Operation.ADD_ACCESS:
+            already = [e for e in entitlements if e in held]
+            if already:
+                errors.setdefault("entitlements", []).append(
+                    f"{who} already has: {', '.join(already)}."
+                )
+        else:
+            missing = [e for e in entitlements if e not in held]
+            if missing:
+                errors.setdefault("entitlements", []).append(
+                    f"{who} does not have: {', '.join(missing)}."
+                )
+
+
+def request_submit(
+    *,
+    beneficiary: Identity | dict,
+    endpoint: Endpoint | str,
+    operation: str,
+    requester: AbstractBaseUser | None = None,
+    api_client: ApiClient | None = None,
+    account_name: str = "",
+    entitlements: Iterable[str] = (),
+    justification: str = "",
+    idempotency_key: str = "",
+    upstream_approver: str = "",
+) -> AccessRequest:
+    """Validate and record a new request. A trusted API client's request arrives approved.
+
+    Raises RequestInvalid naming every wrong field; nothing is written then.
+    """
+    errors: dict[str, list[str]] = {}
+    if operation not in Operation.values:
+        errors.setdefault("operation", []).append(f"must be one of {', '.join(Operation.values)}.")
+    if isinstance(endpoint, str):
+        name = endpoint
+        endpoint = Endpoint.objects.select_related("security_system").filter(name=name).first()
+        if endpoint is None:
+            errors.setdefault("endpoint", []).append(f"there is no endpoint named {name!r}.")
+    elif endpoint.security_system.service_desk_connection_id is None:
+        errors.setdefault("endpoint", []).append(f"{endpoint.name} has no service-desk connection.")
+    entitlements = [str(e).strip() for e in entitlements if str(e).strip()]
+    if len(set(entitlements)) != len(entitlements):
+        errors.setdefault("entitlements", []).append("lists an entitlement twice.")
+    identity = _identity_for(beneficiary, errors)
+    account_name = (account_name or (identity.username if identity else "")).strip()
+    if len(account_name) > 200:
+        errors.setdefault("account_name", []).append("is longer than 200 characters.")
+    if identity is not None and isinstance(endpoint, Endpoint) and operation in Operation.values:
+        _check_operation_fits(
+            identity=identity,
+            endpoint=endpoint,
+            operation=operation,
+            account_name=account_name,
+            entitlements=entitlements,
+            errors=errors,
+        )
+    if errors:
+        raise RequestInvalid(errors)
+    assert identity is not None and isinstance(endpoint, Endpoint)
+
+    actor = (
+        Actor.api(api_client) if api_client else Actor.person(requester) if requester else SYSTEM
+    )
+    with transaction.atomic():
+        if identity.pk is None:
+            identity.save()
+        access_request = AccessRequest.objects.create(
+            requester=requester,
+            api_client=api_client,
+            beneficiary=identity,
+            endpoint=endpoint,
+            operation=operation,
+            account_name=account_name,
+            entitlements=entitlements,
+            justification=justification,
+            idempotency_key=idempotency_key,
+        )
+        access_request.number = f"REQ-{access_request.pk:06d}"
+        AccessRequest.objects.filter(pk=access_request.pk).update(number=access_request.number)
+        _event(
+            request_id=access_request.pk,
+            task_id=None,
+            frm="",
+            to=RS.PENDING_APPROVAL,
+            reason=f"submitted: {access_request.get_operation_display()} on {endpoint.name}",
+            actor=actor,
+        )
+        if api_client is not None and api_client.trusted:
+            label = upstream_approver or f"upstream approval via {api_client.name}"
+            _approve(
+                access_request, actor=actor, comment="approved upstream", decided_by_label=label
+            )
+    return access_request
+
+
+def _can(user: AbstractBaseUser | None, permission: str) -> bool:
+    return bool(user and user.is_active and user.has_perm(permission))
+
+
+def request_approve(
+    *, access_request: AccessRequest, by: AbstractBaseUser, comment: str = ""
+) -> AccessRequest:
+    """Approve a pending request and create its tasks. Nobody approves their own request."""
+    if not _can(by, APPROVE_PERMISSION):
+        raise PermissionDenied("You are not allowed to approve requests.")
+    if access_request.requester_id and access_request.requester_id == by.pk:
+        raise PermissionDenied("Nobody approves their own request.")
+    with transaction.atomic():
+        return _approve(access_request, actor=Actor.person(by), comment=comment, decided_by=by)
+
+
+def _approve(
+    access_request: AccessRequest, *, actor: Actor, comment: str, **decision
+) -> AccessRequest:
+    now = timezone.now()
+    access_request = _move_request(
+        access_request,
+        RS.APPROVED,
+        frm=RS.PENDING_APPROVAL,
+        reason=f"approved{': ' + comment if comment else ''}",
+        actor=actor,
+        decided_at=now,
+        decision_comment=comment,
+        **decision,
+    )
+    endpoint = access_request.endpoint
+    system = endpoint.security_system
+    if access_request.operation in ACCESS_OPERATIONS:
+        entitlements = list(access_request.entitlements)
+    else:
+        entitlements = [""]
+    tasks = []
+    for entitlement in entitlements:
+        task = Task.objects.create(
+            request=access_request,
+            endpoint=endpoint,
+            connection_id=system.service_desk_connection_id,
+            operation=access_request.operation,
+            entitlement=entitlement,
+            max_attempts=system.provisioning_tries,
+            next_attempt_at=now,
+            correlation_key=new_correlation_key(),
+        )
+        _event(
+            request_id=access_request.pk,
+            task_id=task.pk,
+            frm="",
+            to=TS.NEW,
+            reason="task created",
+            actor=actor,
+        )
+        tasks.append(task)
+    if system.instant_provisioning:
+        ids = [t.pk for t in tasks]
+        transaction.on_commit(lambda: _enqueue_instant(ids))
+    return access_request
+
+
+def _enqueue_instant(task_ids: list[int]) -> None:
+    from django_q.tasks import async_task
+
+    for task_id in task_ids:
+        async_task("tickets.jobs.provision_task", task_id, task_name=f"provision-task-{task_id}")
+
+
+def new_correlation_key() -> str:
+    """A short unique token that goes into the ticket title, so a ticket can be found again."""
+    return "BR-" + secrets.token_hex(5).upper()
+
+
+def request_reject(
+    *, access_request: AccessRequest, by: AbstractBaseUser, comment: str = ""
+) -> AccessRequest:
+    if not _can(by, APPROVE_PERMISSION):
+        raise PermissionDenied("You are not allowed to reject requests.")
+    if access_request.requester_id and access_request.requester_id == by.pk:
+        raise PermissionDenied("Nobody decides their own request.")
+    with transaction.atomic():
+        return _move_request(
+            access_request,
+            RS.REJECTED,
+            frm=RS.PENDING_APPROVAL,
+            reason=f"rejected{': ' + comment if comment else ''}",
+            actor=Actor.person(by),
+            decided_by=by,
+            decided_at=timezone.now(),
+            decision_comment=comment,
+            completed_at=timezone.now(),
+        )
+
+
+def request_cancel(
+    *,
+    access_request: AccessRequest,
+    by: AbstractBaseUser | None = None,
+    actor: Actor | None = None,
+    reason: str = "",
+) -> AccessRequest:
+    """Cancel a request and its unfinished tasks. A requester may cancel their own pending request.
+
+    Tickets already open in OTRS are left to the agents there; the timeline says so.
+    """
+    actor = actor or (Actor.person(by) if by else SYSTEM)
+    if by is not None and not _can(by, OPERATE_PERMISSION):
+        own_pending = (
+            access_request.requester_id == by.pk and access_request.status == RS.PENDING_APPROVAL
+        )
+        if not own_pending:
+            raise PermissionDenied("You are not allowed to cancel this request.")
+    with transaction.atomic():
+        for task in access_request.tasks.exclude(status__in=Task.TERMINAL):
+            note = " (its OTRS ticket stays open; close it there)" if task.ticket_id else ""
+            _move_task(
+                task,
+                TS.CANCELLED,
+                reason=f"cancelled with the request{note}",
+                actor=actor,
+                completed_at=timezone.now(),
+            )
+        return _move_request(
+            access_request,
+            RS.CANCELLED,
+            reason=reason or "cancelled",
+            actor=actor,
+            completed_at=timezone.now(),
+        )
+
+
+def task_retry(
+    *, task: Task, by: AbstractBaseUser | None = None, actor: Actor | None = None
+) -> Task:
+    """Send a failed task (or one waiting to retry) back to the queue, with fresh tries."""
+    if by is not None and not _can(by, OPERATE_PERMISSION):
+        raise PermissionDenied("You are not allowed to retry tasks.")
+    actor = actor or (Actor.person(by) if by else SYSTEM)
+    if task.status not in (TS.FAILED, TS.RETRY_WAIT):
+        raise TransitionError(
+            f"Task {task.pk} is {task.get_status_display().lower()}; only failed or waiting tasks can be retried."
+        )
+    with transaction.atomic():
+        task = _move_task(
+            task,
+            TS.NEW,
+            reason="manual retry",
+            actor=actor,
+            attempts=0,
+            next_attempt_at=timezone.now(),
+            last_error="",
+            lease_until=None,
+        )
+        access_request = AccessRequest.objects.get(pk=task.request_id)
+        if access_request.status == RS.FAILED:
+            _move_request(
+                access_request,
+                RS.IN_PROGRESS,
+                reason=f"task {task.pk} retried",
+                actor=actor,
+                completed_at=None,
+            )
+    connection = task.connection
+    if task.endpoint.security_system.instant_provisioning and connection.enabled:
+        transaction.on_commit(lambda: _enqueue_instant([task.pk]))
+    return task
+
+
+def task_cancel(
+    *, task: Task, by: AbstractBaseUser | None = None, actor: Actor | None = None
+) -> Task:
+    if by is not None and not _can(by, OPERATE_PERMISSION):
+        raise PermissionDenied("You are not allowed to cancel tasks.")
+    actor = actor or (Actor.person(by) if by else SYSTEM)
+    if task.is_terminal:
+        raise TransitionError(f"Task {task.pk} is already {task.get_status_display().lower()}.")
+    with transaction.atomic():
+        note = " (its OTRS ticket stays open; close it there)" if task.ticket_id else ""
+        task = _move_task(
+            task, TS.CANCELLED, reason=f"cancelled{note}", actor=actor, completed_at=timezone.now()
+        )
+        _settle_request(task.request_id, actor=actor)
+    return task
+
+
+# --- template context -----------------------------------------------------------------------
+
+
+def task_context(task_id: int) -> dict:
+    """The variables a connection's templates see for one task (`${user.firstname}` …)."""
+    task = Task.objects.select_related(
+        "request__beneficiary__manager",
+        "request__requester",
+        "request__api_client",
+        "endpoint__security_system",
+    ).get(pk=task_id)
+    access_request = task.request
+    identity = access_request.beneficiary
+    endpoint = task.endpoint
+    system = endpoint.security_system
+    return {
+        "user": {
+            **{str(k): v for k, v in (identity.properties or {}).items()},
+            "_": identity.username,
+            "username": identity.username,
+            "firstname": identity.first_name,
+            "lastname": identity.last_name,
+            "email": identity.email,
+            "manager": identity.manager.username if identity.manager else "",
+        },
+        "requestor": access_request.requester_label,
+        "task": {
+            "_": str(task.pk),
+            "id": task.pk,
+            "operation": task.operation,
+            "operationLabel": task.get_operation_display(),
+            "entitlement": task.entitlement,
+            "accountName": access_request.account_name,
+            "requestNumber": access_request.number or "",
+            "justification": access_request.justification,
+        },
+        "endpoint": {
+            **{str(k): v for k, v in (endpoint.attributes or {}).items()},
+            "_": endpoint.name,
+            "name": endpoint.name,
+            "displayName": endpoint.display_name or endpoint.name,
+        },
+        "securitySystem": {
+            "_": system.name,
+            "name": system.name,
+            "displayName": system.display_name or system.name,
+        },
+        "entitlements": list(access_request.entitlements)
+        or ([task.entitlement] if task.entitlement else []),
+        "entitlement": task.entitlement,
+        "account": access_request.account_name,
+        "correlationKey": task.correlation_key,
+    }
+
+
+def agent_link(connection: Connection, ticket_id: int) -> str:
+    """The OTRS agent view of a ticket, derived from the web service URL of the create call."""
+    calls = (connection.create_ticket_json or {}).get("call") or []
+    url = str(calls[0].get("url", "")) if calls and isinstance(calls[0], dict) else ""
+    marker = "/nph-genericinterface.pl"
+    if marker not in url:
+        return ""
+    return f"{url.split(marker)[0]}/index.pl?Action=AgentTicketZoom;TicketID={int(ticket_id)}"
+
+
+# --- provisioning (the WSRETRY equivalent) ----------------------------------------------------
+
+
+def _due_filter(now: datetime) -> Q:
+    due = Q(status__in=Task.DUE) & (Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+    expired_lease = Q(status=TS.CLAIMED, lease_until__lt=now)
+    return (due | expired_lease) & Q(connection__enabled=True)
+
+
+def task_claim_next(*, owner: str, connection: Connection | None = None) -> Task | None:
+    """Claim one due task with a conditional UPDATE and a lease; None when nothing is due.
+
+    Works the same on SQLite and PostgreSQL: whoever's UPDATE changes the row owns it,
+    the others see a rowcount of 0 and try the next candidate.
+    """
+    now = timezone.now()
+    candidates = Task.objects.filter(_due_filter(now))
+    if connection is not None:
+        candidates = candidates.filter(connection=connection)
+    rows = list(candidates.order_by("next_attempt_at", "id").values_list("id", "status")[:25])
+    # Shuffle so that parallel workers do not all fight over the first row.
+    random.shuffle(rows)
+    for task_id, frm in rows:
+        task = _claim(task_id=task_id, frm=frm, owner=owner, now=now)
+        if task is not None:
+            return task
+    return None
+
+
+def _claim(*, task_id: int, frm: str, owner: str, now: datetime) -> Task | None:
+    with transaction.atomic():
+        updated = Task.objects.filter(_due_filter(now), pk=task_id, status=frm).update(
+            status=TS.CLAIMED,
+            lease_until=now + LEASE,
+            lease_owner=owner[:100],
+            attempts=F("attempts") + 1,
+            # A lease that ran out means the last worker may have created the ticket.
+            outcome_unknown=Case(
+                When(status=TS.CLAIMED, then=Value(True)), default=F("outcome_unknown")
+            ),
+            updated_at=now,
+        )
+        if updated != 1:
+            return None
+        task = Task.objects.get(pk=task_id)
+        reason = f"claimed by {owner}, attempt {task.attempts} of {task.max_attempts}"
+        if frm == TS.CLAIMED:
+            reason += " (the previous worker's lease ran out)"
+        _event(
+            request_id=task.request_id,
+            task_id=task_id,
+            frm=frm,
+            to=TS.CLAIMED,
+            reason=reason,
+            actor=Actor.job(owner),
+        )
+        return task
+
+
+def backoff_delay(attempt: int) -> timedelta:
+    """Exponential backoff with ±25% jitter: base, 2×base, 4×base … capped."""
+    base = settings.PROVISION_BACKOFF_SECONDS
+    delay = min(base * (2 ** max(attempt - 1, 0)), settings.PROVISION_BACKOFF_MAX_SECONDS)
+    return timedelta(seconds=delay * random.uniform(0.75, 1.25))
+
+
+def task_provision(*, task: Task, owner: str) -> str:
+    """Create (or adopt) the ticket of a claimed task. Returns the task's new status.
+
+    1. If an earlier attempt's outcome is unknown, search OTRS for the correlation key
+       and adopt the ticket found.
+    2. Otherwise mark the outcome unknown, send TicketCreate, and store the ids.
+    3. A transient failure waits with backoff while tries are left; a permanent one fails.
+    """
+    actor = Actor.job(owner)
+    if task.status != TS.CLAIMED or task.lease_owner != owner[:100]:
+        raise TransitionError(f"Task {task.pk} is not claimed by {owner}.")
+    connection = task.connection
+    client = TicketClient(connection)
+    ref = f"task:{task.pk}"
+    try:
+        context = task_context(task.pk)
+        created = None
+        if task.outcome_unknown:
+            created = client.find_ticket(context, ref=ref)
+            how = "adopted the ticket found by correlation key after an unknown outcome"
+        if created is None:
+            Task.objects.filter(pk=task.pk).update(outcome_unknown=True)
+            created = client.create_ticket(context, ref=ref)
+            how = "ticket created"
+    except OTRSError as exc:
+        return _provision_failed(task, exc, actor=actor)
+    except Exception as exc:  # our bug or bad data: record it on the task, never lose the task
+        log.exception("provisioning task %s failed unexpectedly", task.pk)
+        return _provision_failed(
+            task, OTRSError(f"internal error: {exc}", permanent=False), actor=actor
+        )
+    with transaction.atomic():
+        ticket, _ = Ticket.objects.get_or_create(
+            connection=connection,
+            ticket_id=created.ticket_id,
+            defaults={
+                "ticket_number": created.ticket_number,
+                "agent_url": agent_link(connection, created.ticket_id),
+            },
+        )
+        if Task.objects.filter(ticket=ticket).exclude(pk=task.pk).exists():
+            # Another task already owns this ticket: never map one ticket to two tasks.
+            return _provision_failed(
+                task,
+                OTRSError(
+                    f"ticket {created.ticket_id} already belongs to another task", permanent=True
+                ),
+                actor=actor,
+            )
+        _move_task(
+            task,
+            TS.TICKET_OPEN,
+            frm=TS.CLAIMED,
+            reason=f"{how}: {ticket.ticket_number or ticket.ticket_id}",
+            actor=actor,
+            ticket=ticket,
+            outcome_unknown=False,
+            lease_until=None,
+            last_error="",
+            flag="",
+        )
+        access_request = AccessRequest.objects.get(pk=task.request_id)
+        if access_request.status == RS.APPROVED:
+            _move_request(
+                access_request, RS.IN_PROGRESS, reason="first ticket created", actor=actor
+            )
+    return TS.TICKET_OPEN
+
+
+def _provision_failed(task: Task, exc: OTRSError, *, actor: Actor) -> str:
+    task.refresh_from_db()
+    message = str(exc.message if hasattr(exc, "message") else exc)[:2000]
+    unknown = bool(getattr(exc, "outcome_unknown", False))
+    with transaction.atomic():
+        fields = {"last_error": message, "lease_until": None}
+        if not unknown:
+            # The call definitely did not create a ticket (refused before sending, or OTRS
+            # answered with an error): the next attempt may create without searching.
+            fields["outcome_unknown"] = False
+        if exc.permanent or task.attempts >= task.max_attempts:
+            why = (
+                "permanent error"
+                if exc.permanent
+                else f"tries exhausted ({task.attempts} of {task.max_attempts})"
+            )
+            _move_task(
+                task,
+                TS.FAILED,
+                frm=TS.CLAIMED,
+                reason=f"{why}: {message}",
+                actor=actor,
+                completed_at=timezone.now(),
+                **fields,
+            )
+            _settle_request(task.request_id, actor=actor)
+            return TS.FAILED
+        delay = backoff_delay(task.attempts)
+        _move_task(
+            task,
+            TS.RETRY_WAIT,
+            frm=TS.CLAIMED,
+            reason=f"will retry in {int(delay.total_seconds())} s: {message}",
+            actor=actor,
+            next_attempt_at=timezone.now() + delay,
+            **fields,
+        )
+        return TS.RETRY_WAIT
+
+
+@dataclass
+class ProvisionResult:
+    claimed: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
+
+    def count(self, status: str) -> None:
+        self.claimed += 1
+        self.by_status[status] = self.by_status.get(status, 0) + 1
+
+    def __str__(self) -> str:
+        if not self.claimed:
+            return "nothing due"
+        parts = ", ".join(f"{n} {s}" for s, n in sorted(self.by_status.items()))
+        return f"{self.claimed} task(s): {parts}"
+
+
+def provision_due(
+    *,
+    owner: str = "",
+    workers: int = 1,
+    budget_seconds: float | None = None,
+    limit: int | None = None,
+    progress: Callable[[str], None] | None = None,
+    connection: Connection | None = None,
+) -> ProvisionResult:
+    """Claim and provision due tasks with `workers` threads until none is due, the time
+    budget is spent or `limit` tasks were handled."""
+    owner = owner or f"worker-{uuid.uuid4().hex[:8]}"
+    budget = settings.JOB_TIME_BUDGET_SECONDS if budget_seconds is None else budget_seconds
+    deadline = time.monotonic() + budget
+    result = ProvisionResult()
+    lock = threading.Lock()
+
+    def take() -> bool:
+        with lock:
+            if limit is not None and result.claimed >= limit:
+                return False
+        return time.monotonic() < deadline
+
+    def work(n: int) -> None:
+        name = f"{owner}/{n}" if workers > 1 else owner
+        try:
+            while take():
+                task = task_claim_next(owner=name, connection=connection)
+                if task is None:
+                    return
+                status = task_provision(task=task, owner=name)
+                with lock:
+                    result.count(status)
+                if progress:
+                    progress(f"{task.correlation_key} {status}")
+        finally:
+            if workers > 1:
+                close_old_connections()
+
+    if workers <= 1:
+        work(0)
+    else:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="provision") as pool:
+            for future in [pool.submit(work, n) for n in range(workers)]:
+                future.result()
+    return result
+
+
+# --- status polling ---------------------------------------------------------------------------
+
+
+@dataclass
+class PollResult:
+    tickets: int = 0
+    changed: int = 0
+    missing: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        text = f"{self.tickets} ticket(s) polled, {self.changed} changed"
+        if self.missing:
+            text += f", {self.missing} not found"
+        if self.errors:
+            text += f", {len(self.errors)} error(s): {self.errors[0]}"
+        return text
+
+
+def tickets_poll(
+    *,
+    connection: Connection,
+    progress: Callable[[int], None] | None = None,
+    budget_seconds: float | None = None,
+) -> PollResult:
+    """Poll a connection's open tickets, oldest-polled first, one status call per batch.
+
+    Only one batch of ids is in memory at a time, so memory stays flat however many
+    tickets are open. A ticket is polled at most once per cycle.
+    """
+    result = PollResult()
+    started = timezone.now()
+    budget = settings.JOB_TIME_BUDGET_SECONDS if budget_seconds is None else budget_seconds
+    deadline = time.monotonic() + budget
+    client = TicketClient(connection)
+    batch = max(1, connection.batch_size)
+    pending = Ticket.objects.filter(connection=connection, is_open=True).filter(
+        Q(last_polled_at__isnull=True) | Q(last_polled_at__lt=started)
+    )
+    while time.monotonic() < deadline:
+        chunk = list(
+            pending.order_by(F("last_polled_at").asc(nulls_first=True), "id").values_list(
+                "pk", "ticket_id", "state"
+            )[:batch]
+        )
+        if not chunk:
+            break
+        ids = [ticket_id for _, ticket_id, _ in chunk]
+        try:
+            statuses = client.ticket_statuses(ids, ref=f"poll:{connection.name}")
+        except OTRSError as exc:
+            result.errors.append(exc.message)
+            # Mark the batch polled so the cycle moves on; the next cycle tries again.
+            Ticket.objects.filter(pk__in=[pk for pk, _, _ in chunk]).update(
+                last_polled_at=timezone.now()
+            )
+            if exc.auth or exc.permanent:
+                break
+            continue
+        unchanged = []
+        for pk, ticket_id, state in chunk:
+            status = statuses.get(ticket_id)
+            if status is None:
+                result.missing += 1
+                unchanged.append(pk)
+            elif status.state == state and status.merged_into is None:
+                unchanged.append(pk)
+            else:
+                if ticket_apply_status(
+                    ticket=Ticket.objects.get(pk=pk), status=status, actor=Actor.job("poll")
+                ):
+                    result.changed += 1
+        Ticket.objects.filter(pk__in=unchanged).update(last_polled_at=timezone.now())
+        result.tickets += len(chunk)
+        if progress:
+            progress(len(chunk))
+    flag_stale_tasks(connection=connection)
+    return result
+
+
+def ticket_apply_status(*, ticket: Ticket, status: TicketStatus, actor: Actor) -> bool:
+    """Apply what OTRS says about a ticket to the ticket mapping and its task.
+
+    Returns True when something changed. A merged ticket is followed to its target; an
+    unmapped state leaves the task open and flagged for the dashboard.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        mapping = {
+            "state": status.state,
+            "state_type": status.state_type or "",
+            "last_polled_at": now,
+            "otrs_changed_at": status.changed,
+        }
+        if status.ticket_number:
+            mapping["ticket_number"] = status.ticket_number
+        task = Task.objects.filter(ticket=ticket).first()
+        if status.merged_into and status.merged_into != ticket.ticket_id:
+            target, _ = Ticket.objects.get_or_create(
+                connection_id=ticket.connection_id,
+                ticket_id=status.merged_into,
+                defaults={"agent_url": agent_link(ticket.connection, status.merged_into)},
+            )
+            Ticket.objects.filter(pk=ticket.pk).update(
+                is_open=False, closed_at=now, merged_into=status.merged_into, **mapping
+            )
+            if (
+                task is not None
+                and not task.is_terminal
+                and not Task.objects.filter(ticket=target).exists()
+            ):
+                Task.objects.filter(pk=task.pk).update(ticket=target, flag="")
+                _event(
+                    request_id=task.request_id,
+                    task_id=task.pk,
+                    frm=task.status,
+                    to=task.status,
+                    reason=f"ticket {ticket} was merged into ticket {status.merged_into}; following it",
+                    actor=actor,
+                )
+            return True
+        outcome = status.outcome
+        closing = outcome in ("completed", "discontinued", "failed")
+        Ticket.objects.filter(pk=ticket.pk).update(
+            is_open=not closing, closed_at=now if closing else None, **mapping
+        )
+        if task is None or task.is_terminal:
+            return True
+        if outcome is None:
+            flag = f"unmapped state: {status.state}"
+            if task.flag != flag:
+                Task.objects.filter(pk=task.pk).update(flag=flag)
+                _event(
+                    request_id=task.request_id,
+                    task_id=task.pk,
+                    frm=task.status,
+                    to=task.status,
+                    reason=f"OTRS reports state {status.state!r}, which the status mapping does not list; the task stays open",
+                    actor=actor,
+                )
+            return True
+        to = OUTCOME_TO_STATUS[outcome]
+        reason = f"OTRS state {status.state!r} → {outcome}"
+        if to != task.status:
+            extra = {"completed_at": now} if to in Task.TERMINAL else {}
+            task = _move_task(task, to, reason=reason, actor=actor, flag="", **extra)
+        elif task.flag.startswith("unmapped"):
+            Task.objects.filter(pk=task.pk).update(flag="")
+        if to == TS.COMPLETED:
+            _record_access(task)
+        if to in Task.TERMINAL:
+            _settle_request(task.request_id, actor=actor)
+    return True
+
+
+def ticket_refresh(*, ticket: Ticket, actor: Actor) -> bool:
+    """Fetch one ticket's state now (the webhook and the "refresh" button use this)."""
+    statuses = TicketClient(ticket.connection).ticket_statuses(
+        [ticket.ticket_id], ref=f"refresh:{ticket.pk}"
+    )
+    status = statuses.get(ticket.ticket_id)
+    if status is None:
+        return False
+    return ticket_apply_status(ticket=ticket, status=status, actor=actor)
+
+
+def flag_stale_tasks(*, connection: Connection) -> int:
+    """Flag tasks whose ticket has been open longer than the connection allows. They are
+    still polled; the flag only makes them visible."""
+    limit = timezone.now() - timedelta(days=connection.max_status_check_days)
+    return (
+        Task.objects.filter(
+            connection=connection,
+            status__in=(TS.TICKET_OPEN, TS.TICKET_PENDING),
+            ticket__created_at__lt=limit,
+        )
+        .exclude(flag__startswith="stale")
+        .exclude(flag__startswith="unmapped")
+        .update(flag=f"stale: open longer than {connection.max_status_check_days} days")
+    )
+
+
+# --- completion ----------------------------------------------------------------------------
+
+
+def _record_access(task: Task) -> None:
+    """Update the access inventory for a completed task (inside its transaction)."""
+    access_request = task.request
+    identity = access_request.beneficiary
+    name = access_request.account_name or identity.username
+    account = Account.objects.filter(identity=identity, endpoint=task.endpoint, active=True).first()
+    if task.operation == Operation.CREATE_ACCOUNT:
+        if account is None:
+            account = Account.objects.create(identity=identity, endpoint=task.endpoint, name=name)
+        for entitlement in access_request.entitlements:
+            AccountEntitlement.objects.get_or_create(
+                account=account, entitlement=entitlement, defaults={"granted_by": task}
+            )
+    elif task.operation == Operation.REMOVE_ACCOUNT:
+        if account is not None:
+            Account.objects.filter(pk=account.pk).update(active=False, removed_at=timezone.now())
+    elif task.operation == Operation.ADD_ACCESS:
+        if account is None:
+            account = Account.objects.create(identity=identity, endpoint=task.endpoint, name=name)
+        AccountEntitlement.objects.get_or_create(
+            account=account, entitlement=task.entitlement, defaults={"granted_by": task}
+        )
+    elif task.operation == Operation.REMOVE_ACCESS and account is not None:
+        AccountEntitlement.objects.filter(account=account, entitlement=task.entitlement).delete()
+
+
+def _settle_request(request_id: int, *, actor: Actor) -> None:
+    """Finish a request once all its tasks are terminal; its status says how it went."""
+    access_request = AccessRequest.objects.get(pk=request_id)
+    if access_request.status in AccessRequest.TERMINAL:
+        return
+    statuses = list(Task.objects.filter(request_id=request_id).values_list("status", flat=True))
+    if not statuses or any(s not in Task.TERMINAL for s in statuses):
+        return
+    counts = {s: statuses.count(s) for s in set(statuses)}
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    if counts.get(TS.COMPLETED) == len(statuses):
+        to = RS.COMPLETED
+    elif counts.get(TS.CANCELLED) == len(statuses):
+        to = RS.CANCELLED
+    else:
+        to = RS.FAILED
+    _move_request(
+        access_request,
+        to,
+        reason=f"all tasks finished: {summary}",
+        actor=actor,
+        result_summary=summary,
+        completed_at=timezone.now(),
+    )
+    transaction.on_commit(lambda: _send_completion_email(request_id))
+
+
+DEFAULT_EMAIL_TEMPLATE = "tickets/email/request_finished.txt"
+
+
+def _send_completion_email(request_id: int) -> None:
+    """Tell the requester and the beneficiary how the request ended (best effort, logged)."""
+    access_request = AccessRequest.objects.select_related(
+        "beneficiary", "requester", "endpoint__security_system__service_desk_connection"
+    ).get(pk=request_id)
+    connection = access_request.endpoint.security_system.service_desk_connection
+    context = {
+        "request": access_request,
+        "tasks": list(access_request.tasks.select_related("ticket")),
+    }
+    try:
+        if connection is not None and connection.completion_email_template.strip():
+            body = Template(connection.completion_email_template).render(Context(context))
+        else:
+            body = render_to_string(DEFAULT_EMAIL_TEMPLATE, context)
+        subject_template = (
+            connection.completion_email_subject if connection else ""
+        ) or "Access request {{ request.number }}"
+        subject = " ".join(Template(subject_template).render(Context(context)).split())
+        recipients = sorted(
+            {
+                e
+                for e in (
+                    access_request.beneficiary.email,
+                    access_request.requester.email if access_request.requester_id else "",
+                )
+                if e
+            }
+        )
+        if recipients:
+            send_mail(subject, body, None, recipients)
+    except Exception:
+        log.exception("could not send the completion email of %s", access_request.number)
+
+
+# --- job bookkeeping and schedules ---------------------------------------------------------
+
+
+def job_run(name: str, trigger: str, work: Callable[[], object]) -> JobRun:
+    """Run one job and record it: a row before it starts, the outcome after (practice 9)."""
+    run = JobRun.objects.create(name=name, trigger=trigger)
+    try:
+        outcome = work()
+    except OTRSError as exc:
+        JobRun.objects.filter(pk=run.pk).update(
+            status=JobRun.Status.FAILED, error=exc.message, finished_at=timezone.now()
+        )
+    except Exception:
+        JobRun.objects.filter(pk=run.pk).update(
+            status=JobRun.Status.ERRORED,
+            error=traceback.format_exc()[-4000:],
+            finished_at=timezone.now(),
+        )
+        raise
+    else:
+        failed = bool(getattr(outcome, "errors", None))
+        JobRun.objects.filter(pk=run.pk).update(
+            status=JobRun.Status.FAILED if failed else JobRun.Status.OK,
+            summary=str(outcome)[:300],
+            finished_at=timezone.now(),
+        )
+    run.refresh_from_db()
+    return run
+
+
+def provision_job(
+    *, trigger: str, connection_id: int | None = None, progress=None, workers: int | None = None
+) -> JobRun:
+    connection = Connection.objects.get(pk=connection_id) if connection_id else None
+    name = f"provision:{connection.name}" if connection else "provision"
+    return job_run(
+        name,
+        trigger,
+        lambda: provision_due(
+            owner=f"{name}:{uuid.uuid4().hex[:6]}",
+            workers=workers or settings.PROVISION_THREADS,
+            connection=connection,
+            progress=progress,
+        ),
+    )
+
+
+@dataclass
+class PollAllResult:
+    results: dict[str, PollResult] = field(default_factory=dict)
+
+    @property
+    def errors(self) -> list[str]:
+        return [f"{name}: {e}" for name, r in self.results.items() for e in r.errors]
+
+    def __str__(self) -> str:
+        return "; ".join(f"{name}: {r}" for name, r in self.results.items()) or "no connections"
+
+
+def poll_job(*, trigger: str, connection_id: int | None = None, progress=None) -> JobRun:
+    connections = Connection.objects.filter(enabled=True)
+    if connection_id:
+        connections = connections.filter(pk=connection_id)
+    name = "poll" if connection_id is None else f"poll:{connections.first()}"
+
+    def work() -> PollAllResult:
+        out = PollAllResult()
+        for connection in connections:
+            out.results[connection.name] = tickets_poll(connection=connection, progress=progress)
+        return out
+
+    return job_run(name, trigger, work)
+
+
+def schedules_sync() -> int:
+    """Register one provisioning and one polling schedule per connection, by name.
+
+    Idempotent: running it any number of times leaves one schedule of each name, with the
+    connection's current interval. Schedules of deleted connections are removed.
+    """
+    from django_q.models import Schedule
+
+    wanted = {}
+    for connection in Connection.objects.all():
+        wanted[f"provision:{connection.name}"] = (
+            "tickets.jobs.provision_due_tasks",
+            connection,
+            connection.provision_minutes,
+        )
+        wanted[f"poll:{connection.name}"] = (
+            "tickets.jobs.poll_open_tickets",
+            connection,
+            connection.poll_minutes,
+        )
+    for name, (func, connection, minutes) in wanted.items():
+        try:
+            Schedule.objects.update_or_create(
+                name=name,
+                defaults={
+                    "func": func,
+                    "args": f"({connection.pk},)",
+                    "schedule_type": Schedule.MINUTES,
+                    "minutes": minutes,
+                    "repeats": -1,
+                },
+            )
+        except Schedule.MultipleObjectsReturned:
+            keep = Schedule.objects.filter(name=name).order_by("id").first()
+            Schedule.objects.filter(name=name).exclude(pk=keep.pk).delete()
+    stale = Schedule.objects.filter(
+        Q(name__startswith="provision:") | Q(name__startswith="poll:")
+    ).exclude(name__in=wanted)
+    stale.delete()
+    return len(wanted)
+
+
+def provision_one(*, task_id: int) -> str:
+    """Provision one task now if it is still due (instant provisioning, retry button)."""
+    owner = f"instant:{uuid.uuid4().hex[:6]}"
+    task = Task.objects.filter(pk=task_id).first()
+    if task is None or task.status not in Task.DUE:
+        return f"task {task_id} is not due"
+    claimed = task_claim_next_specific(task_id=task_id, owner=owner)
+    if claimed is None:
+        return f"task {task_id} was taken by another worker"
+    return task_provision(task=claimed, owner=owner)
+
+
+def task_claim_next_specific(*, task_id: int, owner: str) -> Task | None:
+    """Claim one given task if it is due (the same conditional UPDATE as task_claim_next)."""
+    now = timezone.now()
+    frm = Task.objects.filter(_due_filter(now), pk=task_id).values_list("status", flat=True).first()
+    return None if frm is None else _claim(task_id=task_id, frm=frm, owner=owner, now=now)
+
+
+def refresh_one(*, ticket_pk: int, source: str = "") -> str:
+    ticket = Ticket.objects.select_related("connection").filter(pk=ticket_pk).first()
+    if ticket is None:
+        return f"ticket {ticket_pk} is not tracked"
+    actor = Actor.webhook(ticket.connection) if source else Actor.job("refresh")
+    changed = ticket_refresh(ticket=ticket, actor=actor)
+    return f"ticket {ticket} {'updated' if changed else 'not found in OTRS'}"
