@@ -1,0 +1,289 @@
+"""TicketSearch semantics (reference §7) over the in-memory tickets.
+
+Znuny builds SQL from the parameters; we evaluate the same conditions in Python.
+The rules worth knowing:
+
+* String filters (Title, TicketNumber, CustomerID, CustomerUserLogin) are SQL
+  ``LIKE`` matches: case-insensitive, ``*`` and ``%`` are wildcards, no implicit
+  wildcards, several values are OR-ed.
+* Name lists (Queues, States, Priorities, Types, Locks) that name something
+  unknown make Znuny's TicketSearch() give up - the operation then answers ``{}``.
+  The same happens for an invalid date, SortBy or OrderBy.
+* ``StateType`` accepts the pseudo types ``Open`` (viewable: new, open, pending*)
+  and ``Closed`` (everything else: closed, removed, merged) or real type names.
+* Time filters: ``<Prefix>NewerDate/OlderDate`` (``YYYY-MM-DD HH:MM:SS``, UTC) and
+  ``<Prefix>NewerMinutes/OlderMinutes`` for the prefixes TicketCreateTime,
+  TicketLastChangeTime (the ticket's Changed), TicketChangeTime (any history line),
+  TicketCloseTime, TicketPendingTime and ArticleCreateTime.
+* ``DynamicField_*`` criteria are ignored: over GET they can only be strings, which
+  Znuny silently drops.
+* Default order is SortBy=Age, OrderBy=Down: newest ticket first.  Ties are broken
+  by TicketID in the same direction.  Default Limit 500.
+"""
+
+from __future__ import annotations
+
+import re
+
+from . import masterdata as md
+from .protocol import perl_true
+from .store import Store, parse_time
+
+
+class GiveUp(Exception):
+    """Znuny's TicketSearch() returned undef: the operation answers ``{}``."""
+
+
+def _as_list(value) -> list:
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return value
+    return [value]
+
+
+def like(pattern: str, value: str) -> bool:
+    """SQL LIKE with ``%``/``*`` wildcards, case-insensitive, anchored."""
+    regex = "".join(".*" if ch in "%*" else re.escape(ch) for ch in pattern)
+    return re.fullmatch(regex, value or "", re.I | re.S) is not None
+
+
+def _like_filter(value) -> list[str] | None:
+    """Values of a LIKE filter, or None if the filter is effectively absent."""
+    patterns = [str(v) for v in _as_list(value) if perl_true(v)]
+    # Znuny skips values that are only wildcards ("%", "**" ...).
+    patterns = [p for p in patterns if not re.fullmatch(r"[%*]{1,3}", p)]
+    return patterns or None
+
+
+def _ids(value) -> set[int] | None:
+    values = [v for v in _as_list(value) if perl_true(v)]
+    if not values:
+        return None
+    result = set()
+    for v in values:
+        try:
+            result.add(int(str(v).strip()))
+        except ValueError:
+            raise GiveUp from None
+    return result
+
+
+def _names(value, table: dict[int, str]) -> set[int] | None:
+    values = [v for v in _as_list(value) if perl_true(v)]
+    if not values:
+        return None
+    result = set()
+    for name in values:
+        found = md.lookup(table, name=str(name))
+        if found is None:
+            raise GiveUp
+        result.add(found)
+    return result
+
+
+def _state_ids_for_type(value) -> set[int] | None:
+    if not perl_true(value):
+        return None
+    if value == "Open":
+        return {s for s in md.STATES if md.state_type_name(s) in md.VIEWABLE_STATE_TYPES}
+    if value == "Closed":
+        return {s for s in md.STATES if md.state_type_name(s) not in md.VIEWABLE_STATE_TYPES}
+    wanted = {str(v) for v in _as_list(value) if perl_true(v)}
+    result = {s for s in md.STATES if md.state_type_name(s) in wanted}
+    if not result:
+        raise GiveUp
+    return result
+
+
+TIME_PREFIXES = (
+    "TicketCreateTime",
+    "TicketLastChangeTime",
+    "TicketChangeTime",
+    "TicketCloseTime",
+    "TicketPendingTime",
+    "ArticleCreateTime",
+)
+
+
+def _time_bounds(params: dict, prefix: str, now: int) -> tuple[int | None, int | None]:
+    newer = older = None
+    for suffix in ("NewerDate", "OlderDate"):
+        raw = params.get(prefix + suffix)
+        if perl_true(raw):
+            parsed = parse_time(raw if not isinstance(raw, list) else raw[0])
+            if parsed is None:
+                raise GiveUp
+            if suffix == "NewerDate":
+                newer = parsed
+            else:
+                older = parsed
+    for suffix in ("NewerMinutes", "OlderMinutes"):
+        raw = params.get(prefix + suffix)
+        if perl_true(raw):
+            try:
+                minutes = int(str(raw if not isinstance(raw, list) else raw[0]).strip())
+            except ValueError:
+                raise GiveUp from None
+            bound = now - minutes * 60
+            if suffix == "NewerMinutes":
+                newer = bound if newer is None else max(newer, bound)
+            else:
+                older = bound if older is None else min(older, bound)
+    return newer, older
+
+
+def _times(ticket: dict, prefix: str) -> list[int]:
+    if prefix == "TicketCreateTime":
+        return [ticket["Created"]]
+    if prefix == "TicketLastChangeTime":
+        return [ticket["Changed"]]
+    if prefix == "TicketChangeTime":
+        return [h["Created"] for h in ticket["History"]]
+    if prefix == "TicketCloseTime":
+        return [ticket["ClosedAt"]] if ticket["ClosedAt"] else []
+    if prefix == "TicketPendingTime":
+        pending = md.state_type_name(ticket["StateID"]).startswith("pending")
+        return [ticket["PendingUntil"]] if pending and ticket["PendingUntil"] else []
+    return [a["Created"] for a in ticket["Articles"]]
+
+
+def _sort_value(store: Store, ticket: dict, key: str):
+    login = lambda uid: store.users.get(uid, {}).get("UserLogin", "")  # noqa: E731
+    values = {
+        "Age": lambda t: t["Created"],
+        "Changed": lambda t: t["Changed"],
+        "Created": lambda t: t["Created"],
+        "TicketNumber": lambda t: t["TicketNumber"],
+        "Title": lambda t: t["Title"].lower(),
+        "Owner": lambda t: login(t["OwnerID"]),
+        "Responsible": lambda t: login(t["ResponsibleID"]),
+        "CustomerID": lambda t: t["CustomerID"],
+        "State": lambda t: md.STATE_NAMES[t["StateID"]],
+        "Queue": lambda t: md.QUEUES[t["QueueID"]],
+        "Priority": lambda t: t["PriorityID"],
+        "Type": lambda t: md.TYPES[t["TypeID"]],
+        "Lock": lambda t: t["LockID"],
+        "Service": lambda t: "",
+        "SLA": lambda t: "",
+        "PendingTime": lambda t: t["PendingUntil"],
+        "EscalationTime": lambda t: 0,
+        "EscalationUpdateTime": lambda t: 0,
+        "EscalationResponseTime": lambda t: 0,
+        "EscalationSolutionTime": lambda t: 0,
+    }
+    if key not in values:
+        raise GiveUp
+    return values[key](ticket)
+
+
+def search(store: Store, params: dict) -> list[str]:
+    """Return matching TicketIDs as strings, in result order (may be empty)."""
+    try:
+        return _search(store, params)
+    except GiveUp:
+        return []
+
+
+def _search(store: Store, params: dict) -> list[str]:
+    now = int(store.clock())
+    conditions = []
+
+    like_fields = {
+        "Title": "Title",
+        "TicketNumber": "TicketNumber",
+        "CustomerID": "CustomerID",
+        "CustomerUserLogin": "CustomerUserID",
+    }
+    for param, field in like_fields.items():
+        patterns = _like_filter(params.get(param))
+        if patterns:
+            conditions.append(lambda t, f=field, p=patterns: any(like(x, str(t[f])) for x in p))
+
+    id_fields = {
+        "TicketID": "TicketID",
+        "QueueIDs": "QueueID",
+        "StateIDs": "StateID",
+        "PriorityIDs": "PriorityID",
+        "TypeIDs": "TypeID",
+        "LockIDs": "LockID",
+        "OwnerIDs": "OwnerID",
+        "ResponsibleIDs": "ResponsibleID",
+        "CreatedUserIDs": "CreateBy",
+    }
+    for param, field in id_fields.items():
+        wanted = _ids(params.get(param))
+        if wanted is not None:
+            conditions.append(lambda t, f=field, w=wanted: t[f] in w)
+
+    name_fields = {
+        "Queues": ("QueueID", md.QUEUES),
+        "States": ("StateID", md.STATE_NAMES),
+        "Priorities": ("PriorityID", md.PRIORITIES),
+        "Types": ("TypeID", md.TYPES),
+        "Locks": ("LockID", md.LOCKS),
+    }
+    for param, (field, table) in name_fields.items():
+        wanted = _names(params.get(param), table)
+        if wanted is not None:
+            conditions.append(lambda t, f=field, w=wanted: t[f] in w)
+
+    state_type_ids = _state_ids_for_type(params.get("StateType"))
+    if state_type_ids is not None:
+        conditions.append(lambda t, w=state_type_ids: t["StateID"] in w)
+    type_ids = _ids(params.get("StateTypeIDs"))
+    if type_ids is not None:
+        conditions.append(lambda t, w=type_ids: md.STATES[t["StateID"]][1] in w)
+
+    for prefix in TIME_PREFIXES:
+        newer, older = _time_bounds(params, prefix, now)
+        if newer is None and older is None:
+            continue
+
+        def in_range(t, p=prefix, lo=newer, hi=older):
+            return any((lo is None or v >= lo) and (hi is None or v <= hi) for v in _times(t, p))
+
+        conditions.append(in_range)
+
+    for param in ("MIMEBase_From", "MIMEBase_To", "MIMEBase_Subject", "MIMEBase_Body"):
+        patterns = _like_filter(params.get(param))
+        if patterns:
+            field = param.split("_", 1)[1]
+            conditions.append(
+                lambda t, f=field, p=patterns: any(
+                    like(f"*{x}*", str(a.get(f, ""))) for a in t["Articles"] for x in p
+                )
+            )
+    fulltext = _like_filter(params.get("Fulltext"))
+    if fulltext:
+        conditions.append(
+            lambda t, p=fulltext: any(
+                like(
+                    f"*{x}*", " ".join(str(a.get(f, "")) for f in ("From", "To", "Subject", "Body"))
+                )
+                for a in t["Articles"]
+                for x in p
+            )
+        )
+
+    sort_by = [str(v) for v in _as_list(params.get("SortBy")) if perl_true(v)] or ["Age"]
+    order_by = [str(v) for v in _as_list(params.get("OrderBy")) if perl_true(v)] or ["Down"]
+    if any(o not in ("Up", "Down") for o in order_by):
+        raise GiveUp
+
+    limit = 500
+    raw_limit = params.get("Limit")
+    if perl_true(raw_limit) and not isinstance(raw_limit, list):
+        try:
+            limit = int(str(raw_limit).strip()) or 500
+        except ValueError:
+            limit = 500
+
+    matches = [t for t in store.tickets.values() if all(c(t) for c in conditions)]
+    # Stable multi-key sort: apply the least significant key first.
+    order_by += [order_by[-1]] * max(0, len(sort_by) - len(order_by))
+    keys = list(zip(sort_by, order_by[: len(sort_by)], strict=True))
+    matches.sort(key=lambda t: t["TicketID"], reverse=keys[0][1] == "Down")
+    for key, direction in reversed(keys):
+        matches.sort(key=lambda t, k=key: _sort_value(store, t, k), reverse=direction == "Down")
+    return [str(t["TicketID"]) for t in matches[:limit]]
