@@ -25,3 +25,5 @@ STORAGES = {
 SECURE_SSL_REDIRECT = False
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+# Retries are due at once in tests; tests of the backoff itself set their own value.
+PROVISION_BACKOFF_SECONDS = 0.0

@@ -27,7 +27,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from connections.client import OTRSError, TicketClient, TicketStatus
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied
@@ -38,6 +37,7 @@ from django.template import Context, Template
 from django.template.loader import render_to_string
 from django.utils import timezone
 
+from connections.client import OTRSError, TicketClient, TicketStatus
 from connections.models import Connection, Endpoint
 
 from .models import (
@@ -696,6 +696,7 @@ def task_provision(*, task: Task, owner: str) -> str:
     connection = task.connection
     client = TicketClient(connection)
     ref = f"task:{task.pk}"
+    sent_create = False
     try:
         context = task_context(task.pk)
         created = None
@@ -704,14 +705,19 @@ def task_provision(*, task: Task, owner: str) -> str:
             how = "adopted the ticket found by correlation key after an unknown outcome"
         if created is None:
             Task.objects.filter(pk=task.pk).update(outcome_unknown=True)
+            sent_create = True
             created = client.create_ticket(context, ref=ref)
             how = "ticket created"
     except OTRSError as exc:
-        return _provision_failed(task, exc, actor=actor)
+        # Only a create call that surely never reached OTRS clears the mark; a failed
+        # search leaves it, so the next attempt searches again before creating.
+        return _provision_failed(
+            task, exc, actor=actor, clear_unknown=sent_create and not exc.outcome_unknown
+        )
     except Exception as exc:  # our bug or bad data: record it on the task, never lose the task
         log.exception("provisioning task %s failed unexpectedly", task.pk)
         return _provision_failed(
-            task, OTRSError(f"internal error: {exc}", permanent=False), actor=actor
+            task, OTRSError(f"internal error: {exc}"), actor=actor, clear_unknown=False
         )
     with transaction.atomic():
         ticket, _ = Ticket.objects.get_or_create(
@@ -751,15 +757,12 @@ def task_provision(*, task: Task, owner: str) -> str:
     return TS.TICKET_OPEN
 
 
-def _provision_failed(task: Task, exc: OTRSError, *, actor: Actor) -> str:
+def _provision_failed(task: Task, exc: OTRSError, *, actor: Actor, clear_unknown: bool) -> str:
     task.refresh_from_db()
-    message = str(exc.message if hasattr(exc, "message") else exc)[:2000]
-    unknown = bool(getattr(exc, "outcome_unknown", False))
+    message = str(exc.message)[:2000]
     with transaction.atomic():
         fields = {"last_error": message, "lease_until": None}
-        if not unknown:
-            # The call definitely did not create a ticket (refused before sending, or OTRS
-            # answered with an error): the next attempt may create without searching.
+        if clear_unknown:
             fields["outcome_unknown"] = False
         if exc.permanent or task.attempts >= task.max_attempts:
             why = (

@@ -1,0 +1,189 @@
+"""Status polling against the simulator: batches, the status mapping, flags and merges."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import requests
+from django.utils import timezone
+
+from tests import factories
+from tests.test_provisioning import approved_task
+from tickets import services
+from tickets.models import AccessRequest, Account, ProvisioningTask, TaskEvent, Ticket
+
+pytestmark = pytest.mark.django_db
+
+
+def set_state(sim, ticket_id: int, state: str) -> None:
+    response = requests.post(
+        f"{sim.url}/_sim/tickets/{ticket_id}/state", json={"state": state}, timeout=5
+    )
+    assert response.status_code == 200, response.text
+
+
+def calls(sim) -> dict:
+    return requests.get(sim.url + "/_sim/stats", timeout=5).json()["calls"]
+
+
+def open_tasks(endpoint, people, n: int) -> list[ProvisioningTask]:
+    tasks = [approved_task(endpoint, people, username=f"user{i}") for i in range(n)]
+    services.provision_due(owner="t")
+    for task in tasks:
+        task.refresh_from_db()
+        assert task.status == "ticket_open"
+    return tasks
+
+
+def poll(connection) -> services.PollResult:
+    connection.refresh_from_db()
+    return services.tickets_poll(connection=connection)
+
+
+def test_one_status_call_per_batch(sim, connection, crm, people):
+    type(connection).objects.filter(pk=connection.pk).update(batch_size=3)
+    open_tasks(crm, people, 7)
+    before = calls(sim)
+    result = poll(connection)
+    after = calls(sim)
+    assert result.tickets == 7
+    gets = (after["TicketGet"] - before["TicketGet"]) + (
+        after["TicketGetList"] - before["TicketGetList"]
+    )
+    assert gets == math.ceil(7 / 3)
+    assert after["SessionCreate"] == before["SessionCreate"]  # the session is reused
+    assert Ticket.objects.filter(last_polled_at__isnull=True).count() == 0
+
+
+def test_states_map_to_task_outcomes(
+    sim, connection, crm, people, mailoutbox, django_capture_on_commit_callbacks
+):
+    done, dropped, waiting = open_tasks(crm, people, 3)
+    set_state(sim, done.ticket.ticket_id, "closed successful")
+    set_state(sim, dropped.ticket.ticket_id, "closed unsuccessful")
+    set_state(sim, waiting.ticket.ticket_id, "pending reminder")
+    with django_capture_on_commit_callbacks(execute=True):
+        result = poll(connection)
+    assert result.changed == 3
+    statuses = {
+        t.pk: ProvisioningTask.objects.get(pk=t.pk).status for t in (done, dropped, waiting)
+    }
+    assert statuses == {
+        done.pk: "completed",
+        dropped.pk: "discontinued",
+        waiting.pk: "ticket_pending",
+    }
+    assert AccessRequest.objects.get(pk=done.request_id).status == "completed"
+    assert AccessRequest.objects.get(pk=dropped.request_id).status == "failed"
+    assert AccessRequest.objects.get(pk=dropped.request_id).result_summary == "1 discontinued"
+    assert Account.objects.filter(identity__username="user0", endpoint=crm, active=True).exists()
+    assert not Account.objects.filter(identity__username="user1").exists()
+    ticket = Ticket.objects.get(pk=done.ticket_id)
+    assert (ticket.state, ticket.state_type, ticket.is_open) == (
+        "closed successful",
+        "closed",
+        False,
+    )
+    assert len(mailoutbox) == 2
+    # A pending ticket that opens again goes back to ticket_open.
+    set_state(sim, waiting.ticket.ticket_id, "open")
+    poll(connection)
+    assert ProvisioningTask.objects.get(pk=waiting.pk).status == "ticket_open"
+
+
+def test_unmapped_state_keeps_the_task_open_and_flags_it(sim, connection, crm, people):
+    status_doc = connection.ticket_status_json
+    del status_doc["call"][0]["statusMap"]["pending reminder"]
+    type(connection).objects.filter(pk=connection.pk).update(ticket_status_json=status_doc)
+    [task] = open_tasks(crm, people, 1)
+    set_state(sim, task.ticket.ticket_id, "pending reminder")
+    poll(connection)
+    task.refresh_from_db()
+    assert task.status == "ticket_open"
+    assert task.flag == "unmapped state: pending reminder"
+    assert TaskEvent.objects.filter(task=task, reason__contains="does not list").count() == 1
+    # A second poll does not repeat the event.
+    Ticket.objects.filter(pk=task.ticket_id).update(state="")
+    poll(connection)
+    assert TaskEvent.objects.filter(task=task, reason__contains="does not list").count() == 1
+
+
+def test_old_open_ticket_is_flagged_stale_and_still_polled(sim, connection, crm, people):
+    [task] = open_tasks(crm, people, 1)
+    Ticket.objects.filter(pk=task.ticket_id).update(
+        created_at=timezone.now() - timezone.timedelta(days=30)
+    )
+    result = poll(connection)
+    task.refresh_from_db()
+    assert task.flag.startswith("stale") and task.status == "ticket_open"
+    assert result.tickets == 1
+
+
+def test_merged_ticket_is_followed_to_its_target(sim, connection, crm, people):
+    [task] = open_tasks(crm, people, 1)
+    from tests.simfixtures import create_ticket, login
+
+    target = create_ticket(sim, login(sim), "the agent's main ticket")
+    target_id = int(target["TicketID"])
+    response = requests.post(
+        f"{sim.url}/_sim/tickets/{task.ticket.ticket_id}/merge", json={"into": target_id}, timeout=5
+    )
+    assert response.status_code == 200, response.text
+    poll(connection)
+    task.refresh_from_db()
+    assert task.ticket.ticket_id == target_id and task.status == "ticket_open"
+    set_state(sim, target_id, "closed successful")
+    poll(connection)
+    assert ProvisioningTask.objects.get(pk=task.pk).status == "completed"
+
+
+def test_a_ticket_missing_in_otrs_does_not_block_the_batch(sim, connection, crm, people):
+    a, b = open_tasks(crm, people, 2)
+    ghost = Ticket.objects.create(connection=connection, ticket_id=987654, ticket_number="ghost")
+    set_state(sim, a.ticket.ticket_id, "closed successful")
+    result = poll(connection)
+    assert result.missing == 1
+    assert ProvisioningTask.objects.get(pk=a.pk).status == "completed"
+    ghost.refresh_from_db()
+    assert ghost.is_open and ghost.last_polled_at is not None
+
+
+def test_refresh_one_ticket_now(sim, connection, crm, people):
+    [task] = open_tasks(crm, people, 1)
+    set_state(sim, task.ticket.ticket_id, "closed successful")
+    services.refresh_one(ticket_pk=task.ticket_id)
+    assert ProvisioningTask.objects.get(pk=task.pk).status == "completed"
+
+
+def test_schedules_are_registered_once_by_name(connection):
+    from django_q.models import Schedule
+
+    for _ in range(3):
+        services.schedules_sync()
+    names = list(Schedule.objects.order_by("name").values_list("name", "minutes"))
+    assert names == [
+        (f"poll:{connection.name}", connection.poll_minutes),
+        (f"provision:{connection.name}", connection.provision_minutes),
+    ]
+    type(connection).objects.filter(pk=connection.pk).update(poll_minutes=7)
+    services.schedules_sync()
+    assert Schedule.objects.get(name=f"poll:{connection.name}").minutes == 7
+    assert Schedule.objects.count() == 2
+
+
+def test_poll_job_records_its_run(sim, connection, crm, people):
+    open_tasks(crm, people, 1)
+    run = services.poll_job(trigger="test")
+    assert run.status == "ok" and "1 ticket(s) polled" in run.summary
+    sim.configure(fail_rate=1.0)
+    Ticket.objects.update(last_polled_at=None)
+    run = services.poll_job(trigger="test")
+    assert run.status == "failed" and run.summary
+
+
+def test_factories_user_roles(db):
+    person = factories.user("zed", "operators")
+    assert person.has_perm("tickets.operate_tasks") and not person.has_perm(
+        "tickets.approve_accessrequest"
+    )

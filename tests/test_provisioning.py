@@ -1,0 +1,163 @@
+"""The provisioning job against the simulator over real HTTP: create, retry, fail, reconcile."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+from django.utils import timezone
+
+from tests import factories
+from tests.simfixtures import create_ticket, login
+from tickets import services
+from tickets.models import AccessRequest, ProvisioningTask, TaskEvent, Ticket
+
+pytestmark = pytest.mark.django_db
+
+
+def approved_task(endpoint, people, username="ada", **kw) -> ProvisioningTask:
+    r = services.request_submit(
+        beneficiary={"username": username, "first_name": "Ada", "email": f"{username}@example.com"},
+        endpoint=endpoint,
+        operation="create_account",
+        requester=people.alice,
+        **kw,
+    )
+    services.request_approve(access_request=r, by=people.bob)
+    return r.tasks.get()
+
+
+def sim_tickets(sim) -> list[dict]:
+    return requests.get(sim.url + "/_sim/tickets", timeout=5).json()["tickets"]
+
+
+def test_it_creates_one_ticket_with_the_correlation_key_in_the_title(sim, crm, people):
+    task = approved_task(crm, people)
+    result = services.provision_due(owner="t")
+    assert result.claimed == 1
+    task.refresh_from_db()
+    assert task.status == "ticket_open" and not task.outcome_unknown
+    [ticket] = sim_tickets(sim)
+    assert task.correlation_key in ticket["Title"]
+    assert task.ticket.ticket_id == int(ticket["TicketID"])
+    assert task.ticket.ticket_number == ticket["TicketNumber"]
+    assert task.ticket.agent_url.endswith(
+        f"/otrs/index.pl?Action=AgentTicketZoom;TicketID={ticket['TicketID']}"
+    )
+    assert AccessRequest.objects.get(pk=task.request_id).status == "in_progress"
+    statuses = list(TaskEvent.objects.filter(task=task).values_list("to_status", flat=True))
+    assert statuses == ["new", "claimed", "ticket_open"]
+
+
+def test_transient_failure_waits_with_backoff_then_succeeds(sim, crm, people, settings):
+    settings.PROVISION_BACKOFF_SECONDS = 30
+    task = approved_task(crm, people)
+    sim.configure(fail_rate=1.0)
+    services.provision_due(owner="t")
+    task.refresh_from_db()
+    assert task.status == "retry_wait" and task.attempts == 1
+    assert 20 <= (task.next_attempt_at - timezone.now()).total_seconds() <= 40
+    assert task.last_error
+    # Not due yet: a second run does nothing.
+    sim.configure(fail_rate=0.0)
+    assert services.provision_due(owner="t").claimed == 0
+    ProvisioningTask.objects.filter(pk=task.pk).update(next_attempt_at=timezone.now())
+    services.provision_due(owner="t")
+    task.refresh_from_db()
+    assert task.status == "ticket_open" and task.attempts == 2
+    assert len(sim_tickets(sim)) == 1
+
+
+def test_tries_exhausted_fails_the_task_and_the_request(sim, connection, people):
+    endpoint = factories.endpoint(connection, name="erp", tries=2)
+    task = approved_task(endpoint, people)
+    sim.configure(fail_rate=1.0)
+    services.provision_due(owner="t")
+    services.provision_due(owner="t")
+    task.refresh_from_db()
+    assert task.status == "failed" and task.attempts == 2
+    assert (
+        "tries exhausted (2 of 2)"
+        in TaskEvent.objects.filter(task=task, to_status="failed").get().reason
+    )
+    assert AccessRequest.objects.get(pk=task.request_id).status == "failed"
+
+
+def test_otrs_validation_error_fails_at_once(sim, connection, people):
+    endpoint = factories.endpoint(connection, name="bad", queue="NoSuchQueue")
+    # The package puts the connection's default queue in the body; break it at the source.
+    create = connection.create_ticket_json
+    create["call"][0]["httpParams"]["Ticket"]["Queue"] = "NoSuchQueue"
+    type(connection).objects.filter(pk=connection.pk).update(create_ticket_json=create)
+    task = approved_task(endpoint, people)
+    services.provision_due(owner="t")
+    task.refresh_from_db()
+    assert task.status == "failed" and task.attempts == 1
+    assert "TicketCreate.InvalidParameter" in task.last_error
+    assert sim_tickets(sim) == []
+
+
+def test_dropped_response_is_reconciled_not_duplicated(sim, crm, people):
+    task = approved_task(crm, people)
+    sim.configure(drop_after_commit=1.0)
+    services.provision_due(owner="t", limit=1)
+    task.refresh_from_db()
+    assert task.status == "retry_wait" and task.outcome_unknown
+    assert len(sim_tickets(sim)) == 1  # OTRS has it; we do not know yet
+    sim.configure(drop_after_commit=0.0)
+    services.provision_due(owner="t")
+    task.refresh_from_db()
+    assert task.status == "ticket_open"
+    [ticket] = sim_tickets(sim)
+    assert task.ticket.ticket_id == int(ticket["TicketID"])
+    assert "adopted" in TaskEvent.objects.filter(task=task, to_status="ticket_open").get().reason
+    stats = requests.get(sim.url + "/_sim/stats", timeout=5).json()
+    assert stats["calls"]["TicketCreate"] == 1 and stats["calls"]["TicketSearch"] == 1
+
+
+def test_expired_lease_is_reclaimed_with_a_search_first(sim, crm, people):
+    task = approved_task(crm, people)
+    # A worker claimed the task, sent TicketCreate and died before storing the answer.
+    claimed = services.task_claim_next(owner="dead-worker")
+    context = services.task_context(claimed.pk)
+    sid = login(sim)
+    create_ticket(sim, sid, f"[{context['correlationKey']}] created by the dead worker")
+    ProvisioningTask.objects.filter(pk=task.pk).update(
+        lease_until=timezone.now() - timezone.timedelta(seconds=1)
+    )
+    services.provision_due(owner="rescuer")
+    task.refresh_from_db()
+    assert task.status == "ticket_open" and task.attempts == 2
+    assert len(sim_tickets(sim)) == 1
+    assert (
+        "lease ran out" in TaskEvent.objects.filter(task=task, actor_label="rescuer").first().reason
+    )
+
+
+def test_a_claimed_task_is_not_claimed_twice(sim, crm, people):
+    approved_task(crm, people)
+    first = services.task_claim_next(owner="w1")
+    assert first is not None
+    assert services.task_claim_next(owner="w2") is None
+
+
+def test_instant_provisioning_creates_the_ticket_at_approval(
+    sim, connection, people, q_sync, django_capture_on_commit_callbacks
+):
+    endpoint = factories.endpoint(connection, name="fast", instant=True)
+    with django_capture_on_commit_callbacks(execute=True):
+        task = approved_task(endpoint, people)
+    task.refresh_from_db()
+    assert task.status == "ticket_open"
+    assert Ticket.objects.count() == 1
+
+
+def test_hostile_values_reach_otrs_intact(sim, crm, people):
+    hostile = 'Robert"); DROP TABLE--\\ "} ${access_token} \n\u2603 @PASSWORD@'
+    task = approved_task(crm, people, username="bobby", justification=hostile)
+    services.provision_due(owner="t")
+    task.refresh_from_db()
+    assert task.status == "ticket_open"
+    detail = requests.get(f"{sim.url}/_sim/tickets/{task.ticket.ticket_id}", timeout=5).json()
+    body = detail["Article"][0]["Body"] if "Article" in detail else detail["Articles"][0]["Body"]
+    assert hostile in body
+    assert "bridge-demo-password" not in body

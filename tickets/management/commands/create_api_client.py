@@ -1,0 +1,44 @@
+"""`manage.py create_api_client NAME [--trusted]`: a client for the JSON API and its token.
+
+The token is printed once, alone on the last line, so a script can take it with `tail -1`;
+only its hash is stored.
+"""
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+from django.core.validators import validate_slug
+
+from tickets.api import api_client_create
+from tickets.models import ApiClient
+
+
+class Command(BaseCommand):
+    help = "Create an API client and print its bearer token (shown only this once)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("name", help="A short unique name (letters, digits, - and _).")
+        parser.add_argument(
+            "--trusted",
+            action="store_true",
+            help="Approval happens upstream: this client's requests arrive approved.",
+        )
+
+    def handle(self, *args, name: str, trusted: bool, **options):
+        try:
+            validate_slug(name)
+        except ValidationError:
+            raise CommandError(
+                f"{name!r} is not a valid client name; use letters, digits, - and _."
+            ) from None
+        if len(name) > ApiClient._meta.get_field("name").max_length:
+            raise CommandError(f"{name!r} is longer than 100 characters.")
+        if ApiClient.objects.filter(name=name).exists():
+            raise CommandError(
+                f"An API client named {name!r} already exists; choose another name "
+                "(a lost token cannot be shown again)."
+            )
+        client, token = api_client_create(name=name, trusted=trusted)
+        kind = "trusted (requests arrive approved)" if client.trusted else "untrusted"
+        self.stdout.write(f"Created API client {client.name}, {kind}.")
+        self.stdout.write("Its token follows; store it now, it is not shown again:")
+        self.stdout.write(token)
