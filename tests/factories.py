@@ -26,9 +26,28 @@ def user(
     person.set_password(password)
     person.is_superuser = superuser
     person.save()
+    ensure_roles()
     for role in roles:
         person.groups.add(Group.objects.get(name=role))
     return User.objects.get(pk=person.pk)  # fresh, so the permission cache is empty
+
+
+def ensure_roles() -> None:
+    """Transactional tests flush the tables, and with them the groups the data migration
+    made; make them again with the migration's own code."""
+    if Group.objects.filter(name="admins").exists():
+        return
+    import importlib
+
+    from django.contrib.auth.models import Permission
+
+    for role, perms in importlib.import_module("tickets.migrations.0002_roles").ROLES.items():
+        group, _ = Group.objects.get_or_create(name=role)
+        for dotted in perms:
+            app_label, codename = dotted.split(".")
+            group.permissions.add(
+                Permission.objects.get(content_type__app_label=app_label, codename=codename)
+            )
 
 
 def otrs_connection(

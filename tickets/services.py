@@ -619,10 +619,21 @@ def agent_link(connection: Connection, ticket_id: int) -> str:
 # --- provisioning (the WSRETRY equivalent) ----------------------------------------------------
 
 
-def _due_filter(now: datetime) -> Q:
+def _due_row(now: datetime) -> Q:
+    """Due, judged on the task row's own columns only.
+
+    The claim UPDATE must use only these: a condition through a join makes Django write
+    `WHERE id IN (SELECT …)`, and PostgreSQL does not re-check such a subquery against the
+    row version a concurrent claim just committed, so two workers could both "win".
+    """
     due = Q(status__in=Task.DUE) & (Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
     expired_lease = Q(status=TS.CLAIMED, lease_until__lt=now)
-    return (due | expired_lease) & Q(connection__enabled=True)
+    return due | expired_lease
+
+
+def due_tasks(now: datetime | None = None):
+    """Tasks a provisioning run may claim now (their connection must be enabled)."""
+    return Task.objects.filter(_due_row(now or timezone.now()), connection__enabled=True)
 
 
 def task_claim_next(*, owner: str, connection: Connection | None = None) -> Task | None:
@@ -632,7 +643,7 @@ def task_claim_next(*, owner: str, connection: Connection | None = None) -> Task
     the others see a rowcount of 0 and try the next candidate.
     """
     now = timezone.now()
-    candidates = Task.objects.filter(_due_filter(now))
+    candidates = due_tasks(now)
     if connection is not None:
         candidates = candidates.filter(connection=connection)
     rows = list(candidates.order_by("next_attempt_at", "id").values_list("id", "status")[:25])
@@ -647,7 +658,7 @@ def task_claim_next(*, owner: str, connection: Connection | None = None) -> Task
 
 def _claim(*, task_id: int, frm: str, owner: str, now: datetime) -> Task | None:
     with transaction.atomic():
-        updated = Task.objects.filter(_due_filter(now), pk=task_id, status=frm).update(
+        updated = Task.objects.filter(_due_row(now), pk=task_id, status=frm).update(
             status=TS.CLAIMED,
             lease_until=now + LEASE,
             lease_owner=owner[:100],
@@ -1265,7 +1276,7 @@ def provision_one(*, task_id: int) -> str:
 def task_claim_next_specific(*, task_id: int, owner: str) -> Task | None:
     """Claim one given task if it is due (the same conditional UPDATE as task_claim_next)."""
     now = timezone.now()
-    frm = Task.objects.filter(_due_filter(now), pk=task_id).values_list("status", flat=True).first()
+    frm = due_tasks(now).filter(pk=task_id).values_list("status", flat=True).first()
     return None if frm is None else _claim(task_id=task_id, frm=frm, owner=owner, now=now)
 
 

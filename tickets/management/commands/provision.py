@@ -3,7 +3,6 @@
 from django.core.management.base import BaseCommand
 
 from tickets import services
-from tickets.models import ProvisioningTask
 
 from ._progress import Progress
 
@@ -20,7 +19,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, workers=None, **options):
-        due = ProvisioningTask.objects.filter(services._due_filter(services.timezone.now())).count()
+        due = services.due_tasks().count()
         progress = Progress(self.stdout, "provision", total=due or None)
         run = services.provision_job(
             trigger="command", workers=workers, progress=lambda note: progress.step(1, note)
