@@ -149,7 +149,7 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="otrs-bridge@localhos
 # already record failures, and a blind re-run would only repeat them.
 REDIS_URL = env.str("REDIS_URL", default="")
 Q_CLUSTER = {
-    "name": "otrsbridge",
+    "name": env.str("Q_CLUSTER_NAME", default="otrsbridge"),
     "workers": env.int("Q_WORKERS", default=4),
     "timeout": 240,
     "retry": 300,
