@@ -155,54 +155,45 @@ def _event(
     )
 
 
-def _move_task(
-    task: Task, to: str, *, reason: str, actor: Actor, frm: str | None = None, **fields
-) -> Task:
-    """Move a task from its current (or the given) status to `to`, with its event.
-
-    Must run inside a transaction. Raises TransitionError when the row has moved on.
-    """
-    frm = frm or task.status
-    if to not in TASK_TRANSITIONS[frm]:
-        raise TransitionError(f"Task {task.pk} is {frm}; it cannot become {to}.")
-    updated = Task.objects.filter(pk=task.pk, status=frm).update(
-        status=to, updated_at=timezone.now(), **fields
-    )
-    if updated != 1:
-        current = Task.objects.filter(pk=task.pk).values_list("status", flat=True).first()
-        raise TransitionError(f"Task {task.pk} is {current} now, not {frm}; nothing was changed.")
-    _event(request_id=task.request_id, task_id=task.pk, frm=frm, to=to, reason=reason, actor=actor)
-    task.refresh_from_db()
-    return task
-
-
-def _move_request(
-    access_request: AccessRequest,
+def _move(
+    obj: Task | AccessRequest,
     to: str,
     *,
     reason: str,
     actor: Actor,
     frm: str | None = None,
     **fields,
-) -> AccessRequest:
-    frm = frm or access_request.status
-    if to not in REQUEST_TRANSITIONS[frm]:
-        raise TransitionError(f"Request {access_request} is {frm}; it cannot become {to}.")
-    updated = AccessRequest.objects.filter(pk=access_request.pk, status=frm).update(
-        status=to, updated_at=timezone.now(), **fields
+):
+    """Move a task or request from its current (or the given) status to `to`, with its event.
+
+    Must run inside a transaction. Raises TransitionError when the move is not allowed or
+    the row has moved on; nothing is written then. The object is updated in place.
+    """
+    model = type(obj)
+    is_task = model is Task
+    label = f"Task {obj.pk}" if is_task else f"Request {obj}"
+    frm = frm or obj.status
+    if to not in (TASK_TRANSITIONS if is_task else REQUEST_TRANSITIONS)[frm]:
+        raise TransitionError(f"{label} is {frm}; it cannot become {to}.")
+    now = timezone.now()
+    if model.objects.filter(pk=obj.pk, status=frm).update(status=to, updated_at=now, **fields) != 1:
+        current = model.objects.filter(pk=obj.pk).values_list("status", flat=True).first()
+        raise TransitionError(f"{label} is {current} now, not {frm}; nothing was changed.")
+    _event(
+        request_id=obj.request_id if is_task else obj.pk,
+        task_id=obj.pk if is_task else None,
+        frm=frm,
+        to=to,
+        reason=reason,
+        actor=actor,
     )
-    if updated != 1:
-        current = (
-            AccessRequest.objects.filter(pk=access_request.pk)
-            .values_list("status", flat=True)
-            .first()
-        )
-        raise TransitionError(
-            f"Request {access_request} is {current} now, not {frm}; nothing was changed."
-        )
-    _event(request_id=access_request.pk, task_id=None, frm=frm, to=to, reason=reason, actor=actor)
-    access_request.refresh_from_db()
-    return access_request
+    obj.status, obj.updated_at = to, now
+    for name, value in fields.items():
+        setattr(obj, name, value)
+    return obj
+
+
+_move_task = _move_request = _move
 
 
 # --- submit, decide, cancel, retry ------------------------------------------------------------
@@ -636,23 +627,30 @@ def due_tasks(now: datetime | None = None):
     return Task.objects.filter(_due_row(now or timezone.now()), connection__enabled=True)
 
 
-def task_claim_next(*, owner: str, connection: Connection | None = None) -> Task | None:
+def task_claim_next(
+    *, owner: str, connection: Connection | None = None, candidates: list | None = None
+) -> Task | None:
     """Claim one due task with a conditional UPDATE and a lease; None when nothing is due.
 
     Works the same on SQLite and PostgreSQL: whoever's UPDATE changes the row owns it,
-    the others see a rowcount of 0 and try the next candidate.
+    the others see a rowcount of 0 and try the next candidate. A caller that claims in a
+    loop passes its own `candidates` list, so the due query runs once per 25 claims.
     """
     now = timezone.now()
-    candidates = due_tasks(now)
-    if connection is not None:
-        candidates = candidates.filter(connection=connection)
-    rows = list(candidates.order_by("next_attempt_at", "id").values_list("id", "status")[:25])
-    # Shuffle so that parallel workers do not all fight over the first row.
-    random.shuffle(rows)
-    for task_id, frm in rows:
-        task = _claim(task_id=task_id, frm=frm, owner=owner, now=now)
-        if task is not None:
-            return task
+    rows = candidates if candidates is not None else []
+    for refill in (False, True):
+        if refill or not rows:
+            due = due_tasks(now)
+            if connection is not None:
+                due = due.filter(connection=connection)
+            rows[:] = due.order_by("next_attempt_at", "id").values_list("id", "status")[:25]
+            # Shuffle so that parallel workers do not all fight over the first row.
+            random.shuffle(rows)
+        while rows:
+            task_id, frm = rows.pop()
+            task = _claim(task_id=task_id, frm=frm, owner=owner, now=now)
+            if task is not None:
+                return task
     return None
 
 
@@ -671,7 +669,7 @@ def _claim(*, task_id: int, frm: str, owner: str, now: datetime) -> Task | None:
         )
         if updated != 1:
             return None
-        task = Task.objects.get(pk=task_id)
+        task = Task.objects.select_related("connection").get(pk=task_id)
         reason = f"claimed by {owner}, attempt {task.attempts} of {task.max_attempts}"
         if frm == TS.CLAIMED:
             reason += " (the previous worker's lease ran out)"
@@ -731,7 +729,7 @@ def task_provision(*, task: Task, owner: str) -> str:
             task, OTRSError(f"internal error: {exc}"), actor=actor, clear_unknown=False
         )
     with transaction.atomic():
-        ticket, _ = Ticket.objects.get_or_create(
+        ticket, new = Ticket.objects.get_or_create(
             connection=connection,
             ticket_id=created.ticket_id,
             defaults={
@@ -739,7 +737,7 @@ def task_provision(*, task: Task, owner: str) -> str:
                 "agent_url": agent_link(connection, created.ticket_id),
             },
         )
-        if Task.objects.filter(ticket=ticket).exclude(pk=task.pk).exists():
+        if not new and Task.objects.filter(ticket=ticket).exclude(pk=task.pk).exists():
             # Another task already owns this ticket: never map one ticket to two tasks.
             return _provision_failed(
                 task,
@@ -747,6 +745,7 @@ def task_provision(*, task: Task, owner: str) -> str:
                     f"ticket {created.ticket_id} already belongs to another task", permanent=True
                 ),
                 actor=actor,
+                clear_unknown=False,
             )
         _move_task(
             task,
@@ -760,10 +759,12 @@ def task_provision(*, task: Task, owner: str) -> str:
             last_error="",
             flag="",
         )
-        access_request = AccessRequest.objects.get(pk=task.request_id)
-        if access_request.status == RS.APPROVED:
+        if AccessRequest.objects.filter(pk=task.request_id, status=RS.APPROVED).exists():
             _move_request(
-                access_request, RS.IN_PROGRESS, reason="first ticket created", actor=actor
+                AccessRequest(pk=task.request_id, status=RS.APPROVED),
+                RS.IN_PROGRESS,
+                reason="first ticket created",
+                actor=actor,
             )
     return TS.TICKET_OPEN
 
@@ -846,9 +847,10 @@ def provision_due(
 
     def work(n: int) -> None:
         name = f"{owner}/{n}" if workers > 1 else owner
+        candidates: list = []
         try:
             while take():
-                task = task_claim_next(owner=name, connection=connection)
+                task = task_claim_next(owner=name, connection=connection, candidates=candidates)
                 if task is None:
                     return
                 status = task_provision(task=task, owner=name)
