@@ -12,6 +12,11 @@ os.environ.setdefault(
     "FIELD_ENCRYPTION_KEY",
     "dGVzdC1rZXktb25lLXRlc3Qta2V5LW9uZS10ZXN0LWs=,dGVzdC1rZXktdHdvLXRlc3Qta2V5LXR3by10ZXN0LWs=",
 )
+# Each run gets its own SQLite file, so two runs on one machine never share a database.
+os.environ.setdefault(
+    "TEST_SQLITE_PATH",
+    os.path.join(os.path.dirname(__file__), "..", "var", f"test-{os.getpid()}.sqlite3"),
+)
 if os.environ.get("TEST_DATABASE_URL"):
     os.environ["DATABASE_URL"] = os.environ["TEST_DATABASE_URL"]
 

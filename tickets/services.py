@@ -703,10 +703,10 @@ def task_provision(*, task: Task, owner: str) -> str:
     if task.status != TS.CLAIMED or task.lease_owner != owner[:100]:
         raise TransitionError(f"Task {task.pk} is not claimed by {owner}.")
     connection = task.connection
-    client = TicketClient(connection)
     ref = f"task:{task.pk}"
     sent_create = False
     try:
+        client = TicketClient(connection)  # raises OTRSError for invalid stored documents
         context = task_context(task.pk)
         created = None
         if task.outcome_unknown:
@@ -905,7 +905,11 @@ def tickets_poll(
     started = timezone.now()
     budget = settings.JOB_TIME_BUDGET_SECONDS if budget_seconds is None else budget_seconds
     deadline = time.monotonic() + budget
-    client = TicketClient(connection)
+    try:
+        client = TicketClient(connection)
+    except OTRSError as exc:
+        result.errors.append(exc.message)
+        return result
     batch = max(1, connection.batch_size)
     pending = Ticket.objects.filter(connection=connection, is_open=True).filter(
         Q(last_polled_at__isnull=True) | Q(last_polled_at__lt=started)
@@ -1287,5 +1291,8 @@ def refresh_one(*, ticket_pk: int, source: str = "") -> str:
     if ticket is None:
         return f"ticket {ticket_pk} is not tracked"
     actor = Actor.webhook(ticket.connection) if source else Actor.job("refresh")
-    changed = ticket_refresh(ticket=ticket, actor=actor)
+    try:
+        changed = ticket_refresh(ticket=ticket, actor=actor)
+    except OTRSError as exc:
+        return f"ticket {ticket} not refreshed: {exc.message}"
     return f"ticket {ticket} {'updated' if changed else 'not found in OTRS'}"
