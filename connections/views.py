@@ -1,12 +1,60 @@
-"""Console pages for connections: detail, test connection and template preview."""
+"""Console pages for connections: the list, one connection, and the "Test connection" button.
 
+These pages show states (token valid until …, last test, recent calls), never a secret:
+token values are not read at all, and stored texts are masked again before rendering.
+Changing a connection happens in the admin; the pages link there for people who may.
+"""
+
+from __future__ import annotations
+
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.shortcuts import get_object_or_404, render
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
 
+from . import selectors
 from .models import Connection
+from .services import connection_check
+
+VIEW = "connections.view_connection"
+TEST = "connections.change_connection"
+
+
+def _require(request: HttpRequest, permission: str) -> None:
+    if not request.user.has_perm(permission):
+        raise PermissionDenied
 
 
 @login_required
-def connection_detail(request, name):
+@require_GET
+def connection_list(request: HttpRequest) -> HttpResponse:
+    _require(request, VIEW)
+    return render(request, "connections/list.html", {"rows": selectors.connection_list()})
+
+
+@login_required
+@require_GET
+def connection_detail(request: HttpRequest, name: str) -> HttpResponse:
+    _require(request, VIEW)
     connection = get_object_or_404(Connection, name=name)
-    return render(request, "connections/detail.html", {"connection": connection})
+    return render(
+        request, "connections/detail.html", {"page": selectors.connection_page(connection)}
+    )
+
+
+@login_required
+@require_POST
+def connection_test(request: HttpRequest, name: str) -> HttpResponse:
+    """Log in to the ticket system and run the connection's test call; say how it went."""
+    _require(request, TEST)
+    connection = get_object_or_404(Connection, name=name)
+    result = connection_check(connection=connection)
+    secrets = connection.secret_values()
+    message = selectors.mask(result.message, secrets)
+    if result.ok:
+        messages.success(request, f"Connection test passed: {message}")
+    else:
+        messages.error(request, f"Connection test failed: {message}")
+    return redirect(connection)

@@ -39,6 +39,14 @@ def q_sync(monkeypatch):
     monkeypatch.setattr(Conf, "SYNC", True)
 
 
+@pytest.fixture
+def offline(db):
+    """An endpoint on a connection that is never called (console tests without OTRS)."""
+    from connections.models import Connection
+
+    return factories.endpoint(Connection.objects.create(name="offline"), name="crm")
+
+
 def pytest_addoption(parser):
     parser.addoption(
         "--screenshots",

@@ -1,23 +1,371 @@
-"""Console pages."""
+"""Console pages and buttons.
 
+Views stay small: reads come from selectors, every change goes through services (which
+check permissions again and refuse wrong transitions), and each button answers with a
+message and a redirect (POST, then redirect, then GET), so a reload never repeats it.
+
+Live pages (overview, board, request detail) render their changing part as a partial in
+templates/tickets/htmx/. The full page includes the same partial, and htmx polls it: the
+partial carries a fingerprint of what it shows, and while that stays the same, the next
+poll waits twice as long (2 s up to 30 s). A request detail stops polling once the
+request is finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.shortcuts import get_object_or_404, render
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db.models import Q
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.safestring import mark_safe
+from django.views.decorators.http import require_GET, require_POST
 
-from .models import AccessRequest, Identity
+from . import selectors, services
+from .forms import DecisionForm, RequestFilterForm, SubmitRequestForm
+from .models import AccessRequest, ProvisioningTask
+from .selectors import APPROVE, OPERATE, VIEW_ALL
+
+PAGE_SIZE = 50
+LIVE_FASTEST, LIVE_SLOWEST = 2, 30
+SUBMIT = "tickets.add_accessrequest"
+
+# What changes in a partial without its data changing: relative ages ("5 s ago") and the
+# per-render CSRF mask. The fingerprint ignores them.
+_VOLATILE = re.compile(r"(<time\b[^>]*>)[^<]*(</time>)|(csrfmiddlewaretoken\" value=\")[^\"]*")
+
+
+def fingerprint(html: str) -> str:
+    stable = _VOLATILE.sub(lambda m: "".join(g or "" for g in m.groups()), html)
+    return hashlib.sha256(stable.encode()).hexdigest()[:16]
+
+
+def next_interval(params, fp: str) -> int:
+    """Poll again in 2 s after a change; double the wait while nothing changes, up to 30 s."""
+    if params.get("fp") != fp:
+        return LIVE_FASTEST
+    try:
+        previous = int(params.get("every", LIVE_FASTEST))
+    except ValueError:
+        previous = LIVE_FASTEST
+    return min(max(previous, LIVE_FASTEST) * 2, LIVE_SLOWEST)
+
+
+def render_live(
+    request: HttpRequest, *, page: str, partial: str, context: dict, polling: bool = True
+) -> HttpResponse:
+    """Render a live page, or only its partial when htmx asks for it."""
+    body = render_to_string(partial, context, request)
+    fp = fingerprint(body)
+    interval = next_interval(request.GET, fp)
+    params = request.GET.copy()
+    params["fp"], params["every"] = fp, str(interval)
+    live = {
+        "body": mark_safe(body),  # rendered by our own template, escaped there
+        "fp": fp,
+        "interval": interval,
+        "url": f"{request.path}?{params.urlencode()}" if polling else "",
+    }
+    if request.headers.get("HX-Request") and not request.headers.get("HX-Boosted"):
+        return render(request, "tickets/htmx/live.html", {"live": live})
+    return render(request, page, {**context, "live": live})
+
+
+def _back(request: HttpRequest, default: str) -> HttpResponse:
+    """Redirect to the page the button was on (a local `next`), or to `default`."""
+    target = request.POST.get("next", "")
+    if url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return redirect(target)
+    return redirect(default)
+
+
+def _require(request: HttpRequest, permission: str) -> None:
+    if not request.user.has_perm(permission):
+        raise PermissionDenied
+
+
+def _attempt(request: HttpRequest, action, success: str) -> bool:
+    """Run a service call; say what happened. A refused transition becomes an error message."""
+    try:
+        action()
+    except services.TransitionError as exc:
+        messages.error(request, str(exc))
+        return False
+    messages.success(request, success)
+    return True
+
+
+# --- pages ------------------------------------------------------------------------------------
 
 
 @login_required
-def overview(request):
-    return render(request, "tickets/overview.html", {})
+@require_GET
+def overview(request: HttpRequest) -> HttpResponse:
+    if not request.user.has_perm(VIEW_ALL):
+        context = {"mine": selectors.my_requests(request.user)}
+        return render(request, "tickets/overview_requester.html", context)
+    return render_live(
+        request,
+        page="tickets/overview.html",
+        partial="tickets/htmx/overview.html",
+        context={"ov": selectors.overview()},
+    )
 
 
 @login_required
-def request_detail(request, pk):
+@require_GET
+def board(request: HttpRequest) -> HttpResponse:
+    _require(request, VIEW_ALL)
+    connection = request.GET.get("connection", "")
+    return render_live(
+        request,
+        page="tickets/board.html",
+        partial="tickets/htmx/board.html",
+        context={
+            "columns": selectors.board(connection=connection),
+            "connection": connection,
+        },
+    )
+
+
+@login_required
+@require_GET
+def request_list(request: HttpRequest) -> HttpResponse:
+    form = RequestFilterForm(request.GET)
+    requests = selectors.request_list(request.user, form.filters())
+    page = selectors.request_page(requests, request.GET.get("page"), PAGE_SIZE)
+    params = request.GET.copy()
+    params.pop("page", None)
+    return render(
+        request,
+        "tickets/request_list.html",
+        {
+            "form": form,
+            "page": page,
+            "failed": selectors.failed_task_ids(page.object_list),
+            "query": params.urlencode(),
+            "filtered": bool(form.filters()),
+        },
+    )
+
+
+@login_required
+@require_GET
+def request_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    access_request = get_object_or_404(
+        selectors.visible_requests(request.user).select_related(
+            "beneficiary", "endpoint", "requester", "api_client", "decided_by"
+        ),
+        pk=pk,
+    )
+    tasks, timeline = selectors.request_detail(access_request)
+    finished = access_request.status in AccessRequest.TERMINAL
+    return render_live(
+        request,
+        page="tickets/request_detail.html",
+        partial="tickets/htmx/request_detail.html",
+        context={
+            "ar": access_request,
+            "tasks": tasks,
+            "timeline": timeline,
+            "finished": finished,
+        },
+        polling=not finished,
+    )
+
+
+@login_required
+@require_GET
+def identity_list(request: HttpRequest) -> HttpResponse:
+    q = request.GET.get("q", "").strip()
+    identities = selectors.visible_identities(request.user)
+    if q:
+        identities = identities.filter(
+            Q(username__icontains=q) | Q(first_name__icontains=q) | Q(last_name__icontains=q)
+        )
+    page = Paginator(identities.order_by("username"), PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(request, "tickets/identity_list.html", {"page": page, "q": q})
+
+
+@login_required
+@require_GET
+def identity_detail(request: HttpRequest, username: str) -> HttpResponse:
+    identity = get_object_or_404(selectors.visible_identities(request.user), username=username)
+    requests = (
+        selectors.visible_requests(request.user)
+        .filter(beneficiary=identity)
+        .select_related("endpoint")
+        .order_by("-created_at", "-id")[:20]
+    )
+    return render(
+        request,
+        "tickets/identity.html",
+        {
+            "identity": identity,
+            "accounts": selectors.identity_access(identity),
+            "requests": requests,
+        },
+    )
+
+
+@login_required
+@require_GET
+def inbox(request: HttpRequest) -> HttpResponse:
+    _require(request, APPROVE)
+    return render(request, "tickets/inbox.html", {"pending": selectors.approval_inbox()})
+
+
+@login_required
+def submit(request: HttpRequest) -> HttpResponse:
+    _require(request, SUBMIT)
+    if request.method != "POST":
+        initial = {
+            "beneficiary": request.GET.get("beneficiary") or request.user.get_username(),
+            "endpoint": request.GET.get("endpoint"),
+        }
+        return render(request, "tickets/submit.html", {"form": SubmitRequestForm(initial=initial)})
+    form = SubmitRequestForm(request.POST)
+    if form.is_valid():
+        try:
+            access_request = services.request_submit(
+                requester=request.user, **form.service_arguments()
+            )
+        except services.RequestInvalid as exc:
+            form.add_service_errors(exc.fields)
+        else:
+            messages.success(
+                request, f"{access_request.number} was submitted. It now waits for an approver."
+            )
+            return redirect(access_request)
+    return render(request, "tickets/submit.html", {"form": form}, status=400)
+
+
+@login_required
+@require_GET
+def submit_entitlements(request: HttpRequest) -> HttpResponse:
+    """The entitlement checkboxes of the chosen endpoint (htmx swaps them in)."""
+    _require(request, SUBMIT)
+    form = SubmitRequestForm(initial={"endpoint": request.GET.get("endpoint")})
+    return render(request, "tickets/htmx/entitlements.html", {"form": form})
+
+
+# --- buttons ----------------------------------------------------------------------------------
+
+
+@login_required
+@require_POST
+def request_decide(request: HttpRequest, pk: int, decision: str) -> HttpResponse:
+    """Approve or reject. The service refuses anyone's own request; the page hides the button."""
+    _require(request, APPROVE)
     access_request = get_object_or_404(AccessRequest, pk=pk)
-    return render(request, "tickets/request_detail.html", {"access_request": access_request})
+    form = DecisionForm(request.POST)
+    comment = form.cleaned_data["comment"] if form.is_valid() else ""
+    if decision == "approve":
+        _attempt(
+            request,
+            lambda: services.request_approve(
+                access_request=access_request, by=request.user, comment=comment
+            ),
+            f"{access_request} approved. Its tasks are queued for the service desk.",
+        )
+    else:
+        _attempt(
+            request,
+            lambda: services.request_reject(
+                access_request=access_request, by=request.user, comment=comment
+            ),
+            f"{access_request} rejected.",
+        )
+    return _back(request, reverse("tickets:inbox"))
 
 
 @login_required
-def identity_detail(request, username):
-    identity = get_object_or_404(Identity, username=username)
-    return render(request, "tickets/identity.html", {"identity": identity})
+@require_POST
+def request_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    access_request = get_object_or_404(selectors.visible_requests(request.user), pk=pk)
+    _attempt(
+        request,
+        lambda: services.request_cancel(access_request=access_request, by=request.user),
+        f"{access_request} cancelled.",
+    )
+    return _back(request, access_request.get_absolute_url())
+
+
+# What the per-task buttons do: the service to call and what to say afterwards.
+TASK_ACTIONS = {
+    "retry": (services.task_retry, "is queued again"),
+    "cancel": (services.task_cancel, "cancelled"),
+}
+
+
+@login_required
+@require_POST
+def task_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
+    """Retry or cancel one task (the buttons on a request's page)."""
+    _require(request, OPERATE)
+    task = get_object_or_404(ProvisioningTask.objects.select_related("request"), pk=pk)
+    service, done = TASK_ACTIONS[action]
+    _attempt(
+        request,
+        lambda: service(task=task, by=request.user),
+        f"Task {task.pk} of {task.request} {done}.",
+    )
+    return _back(request, task.request.get_absolute_url())
+
+
+@login_required
+@require_POST
+def tasks_retry(request: HttpRequest) -> HttpResponse:
+    """Retry the selected failed tasks: task ids from the board, request ids from the list."""
+    _require(request, OPERATE)
+    task_ids = [v for v in request.POST.getlist("task") if v.isdigit()]
+    request_ids = [v for v in request.POST.getlist("request") if v.isdigit()]
+    tasks = ProvisioningTask.objects.filter(
+        Q(pk__in=task_ids) | Q(request_id__in=request_ids, status=ProvisioningTask.Status.FAILED)
+    ).order_by("id")
+    done, refused = [], []
+    for task in tasks:
+        try:
+            services.task_retry(task=task, by=request.user)
+            done.append(task.pk)
+        except services.TransitionError as exc:
+            refused.append(str(exc))
+    if done:
+        messages.success(request, f"{len(done)} task{'s' if len(done) != 1 else ''} queued again.")
+    for reason in refused:
+        messages.error(request, reason)
+    if not done and not refused:
+        messages.info(request, "Nothing selected: tick the failed tasks to retry first.")
+    return _back(request, reverse("tickets:board"))
+
+
+# The jobs the "run now" buttons may queue, by the name used in the URL.
+JOBS = {
+    "provision": ("tickets.jobs.provision_due_tasks", "Provisioning run queued"),
+    "poll": ("tickets.jobs.poll_open_tickets", "Poll of open tickets queued"),
+}
+
+
+@login_required
+@require_POST
+def job_run(request: HttpRequest, job: str) -> HttpResponse:
+    """Queue a job on the worker cluster rather than running it inside the web request."""
+    _require(request, OPERATE)
+    if job not in JOBS:
+        raise PermissionDenied
+    from django_q.tasks import async_task
+
+    func, said = JOBS[job]
+    async_task(func, None, "button", task_name=f"{job}-button")
+    messages.success(request, f"{said}. Its result appears under “Jobs” when it has run.")
+    return _back(request, reverse("tickets:overview"))

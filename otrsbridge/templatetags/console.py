@@ -1,0 +1,142 @@
+"""Template helpers of the console: status badges and ages.
+
+Badges always carry a text label next to their colour (colour alone fails people who
+cannot tell the colours apart), and ages are relative with the absolute time on hover.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django import template
+from django.utils import timezone
+from django.utils.html import format_html
+
+from connections.models import ApiCall
+from tickets.models import AccessRequest, JobRun, ProvisioningTask
+
+register = template.Library()
+
+TS = ProvisioningTask.Status
+RS = AccessRequest.Status
+
+# One tone per state; the stylesheet maps a tone to a colour pair.
+TONES: dict[str, str] = {
+    TS.NEW: "neutral",
+    TS.CLAIMED: "info",
+    TS.RETRY_WAIT: "warn",
+    TS.TICKET_OPEN: "info",
+    TS.TICKET_PENDING: "pending",
+    TS.COMPLETED: "ok",
+    TS.DISCONTINUED: "muted",
+    TS.FAILED: "bad",
+    TS.CANCELLED: "muted",
+    RS.PENDING_APPROVAL: "warn",
+    RS.APPROVED: "info",
+    RS.IN_PROGRESS: "info",
+    RS.REJECTED: "bad",
+    JobRun.Status.RUNNING: "info",
+    JobRun.Status.OK: "ok",
+    JobRun.Status.ERRORED: "bad",
+    ApiCall.Outcome.ERROR: "bad",
+    ApiCall.Outcome.AUTH_ERROR: "bad",
+    ApiCall.Outcome.TRANSPORT_ERROR: "bad",
+    ApiCall.Outcome.TIMEOUT: "warn",
+}
+# Task and request states share names ("completed", "failed", "cancelled") and labels.
+LABELS: dict[str, str] = {
+    **dict(ApiCall.Outcome.choices),
+    **dict(JobRun.Status.choices),
+    **dict(RS.choices),
+    **dict(TS.choices),
+}
+
+
+@register.simple_tag
+def badge(status: str, label: str = "") -> str:
+    """A status badge: `{% badge task.status %}` → a coloured pill with the state's name."""
+    text = label or LABELS.get(status, status.replace("_", " ").capitalize() if status else "—")
+    return format_html(
+        '<span class="badge tone-{}" data-status="{}">{}</span>',
+        TONES.get(status, "neutral"),
+        status,
+        text,
+    )
+
+
+def relative(moment: datetime, now: datetime | None = None) -> str:
+    """ "12 s ago", "5 min ago", "3 h ago", "4 d ago" (or "in 5 min" for a future time)."""
+    now = now or timezone.now()
+    seconds = int((now - moment).total_seconds())
+    future = seconds < 0
+    seconds = abs(seconds)
+    if seconds < 60:
+        text = f"{seconds} s"
+    elif seconds < 3600:
+        text = f"{seconds // 60} min"
+    elif seconds < 86400 * 2:
+        text = f"{seconds // 3600} h"
+    else:
+        text = f"{seconds // 86400} d"
+    if not future and seconds < 5:
+        return "just now"
+    return f"in {text}" if future else f"{text} ago"
+
+
+@register.simple_tag
+def age(moment: datetime | None, empty: str = "—") -> str:
+    """`<time>` with a relative age as text and the absolute time as tooltip and attribute."""
+    if moment is None:
+        return empty
+    local = timezone.localtime(moment)
+    return format_html(
+        '<time datetime="{}" title="{}">{}</time>',
+        moment.isoformat(),
+        local.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        relative(moment),
+    )
+
+
+@register.filter
+def tone(status: str) -> str:
+    return TONES.get(status, "neutral")
+
+
+@register.simple_tag
+def inbox_count() -> int:
+    """How many requests wait for a decision (the number beside "Approvals" in the nav)."""
+    return AccessRequest.objects.filter(status=RS.PENDING_APPROVAL).count()
+
+
+@register.simple_tag(takes_context=True)
+def here(context) -> str:
+    """The current page, for `next` fields of buttons: without the live-polling parameters,
+    so a button inside a polled partial leads back to the page, not to the partial."""
+    request = context["request"]
+    params = request.GET.copy()
+    for name in ("fp", "every"):
+        params.pop(name, None)
+    return f"{request.path}?{params.urlencode()}" if params else request.path
+
+
+@register.filter
+def get(mapping: dict, key: str):
+    """`{{ counts|get:key }}`: a dictionary value by a variable key."""
+    return mapping.get(key, 0) if mapping else 0
+
+
+@register.filter
+def job_title(name: str) -> str:
+    """ "provision:otrs-demo" → "Provisioning · otrs-demo"."""
+    base, _, connection = name.partition(":")
+    title = JOB_TITLES.get(base, base.capitalize())
+    return f"{title} · {connection}" if connection else title
+
+
+JOB_TITLES = {"provision": "Provisioning", "poll": "Polling", "refresh": "Ticket refresh"}
+
+
+@register.filter
+def has_ticket(tasks) -> bool:
+    """Whether any of (prefetched) tasks has a ticket: no query when the tasks are prefetched."""
+    return any(task.ticket_id for task in tasks)

@@ -1,0 +1,138 @@
+"""Console forms: the submit-request form, the request-list filters, decision comments.
+
+The forms only shape input. The rules (who may ask for what, which entitlements an
+endpoint offers, what the person already has) live in services.request_submit, whose
+RequestInvalid errors are put back on the matching fields so they show inline.
+"""
+
+from __future__ import annotations
+
+from django import forms
+
+from connections.models import Endpoint
+
+from .models import AccessRequest, Operation
+
+# RequestInvalid names fields the way the API does; these are the form's names for them.
+SERVICE_FIELDS = {
+    "beneficiary": "beneficiary",
+    "beneficiary.username": "beneficiary",
+    "beneficiary.email": "beneficiary_email",
+    "endpoint": "endpoint",
+    "operation": "operation",
+    "account_name": "account_name",
+    "entitlements": "entitlements",
+    "justification": "justification",
+}
+
+
+def requestable_endpoints():
+    """Endpoints that can take a request: those whose security system has a connection."""
+    return (
+        Endpoint.objects.filter(security_system__service_desk_connection__isnull=False)
+        .select_related("security_system")
+        .order_by("name")
+    )
+
+
+class SubmitRequestForm(forms.Form):
+    beneficiary = forms.CharField(
+        label="For whom",
+        max_length=150,
+        help_text="Username of the person who gets the access. A new username adds that person.",
+    )
+    beneficiary_first_name = forms.CharField(label="First name", max_length=150, required=False)
+    beneficiary_last_name = forms.CharField(label="Last name", max_length=150, required=False)
+    beneficiary_email = forms.EmailField(label="Email", required=False)
+    endpoint = forms.ModelChoiceField(
+        queryset=Endpoint.objects.none(), label="Application", empty_label="Choose…"
+    )
+    operation = forms.ChoiceField(choices=Operation.choices, initial=Operation.CREATE_ACCOUNT)
+    account_name = forms.CharField(
+        label="Account name",
+        max_length=200,
+        required=False,
+        help_text="Leave empty to use the username.",
+    )
+    entitlements = forms.MultipleChoiceField(
+        choices=(), required=False, widget=forms.CheckboxSelectMultiple
+    )
+    justification = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}),
+        required=False,
+        help_text="Why the access is needed; approvers and the service desk read this.",
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["endpoint"].queryset = requestable_endpoints()
+        self.fields["entitlements"].choices = [(e, e) for e in self.offered_entitlements()]
+
+    def selected_endpoint(self) -> Endpoint | None:
+        """The endpoint picked so far (bound data or initial), to offer its entitlements."""
+        raw = self.data.get("endpoint") if self.is_bound else self.initial.get("endpoint")
+        if isinstance(raw, Endpoint):
+            return raw
+        if not raw or not str(raw).isdigit():
+            return None
+        return self.fields["endpoint"].queryset.filter(pk=raw).first()
+
+    def offered_entitlements(self) -> list[str]:
+        endpoint = self.selected_endpoint()
+        return [str(e) for e in (endpoint.entitlements or [])] if endpoint else []
+
+    def service_arguments(self) -> dict:
+        """The keyword arguments of services.request_submit, from the cleaned data."""
+        data = self.cleaned_data
+        return {
+            "beneficiary": {
+                "username": data["beneficiary"],
+                "first_name": data["beneficiary_first_name"],
+                "last_name": data["beneficiary_last_name"],
+                "email": data["beneficiary_email"],
+            },
+            "endpoint": data["endpoint"],
+            "operation": data["operation"],
+            "account_name": data["account_name"],
+            "entitlements": data["entitlements"],
+            "justification": data["justification"],
+        }
+
+    def add_service_errors(self, fields: dict[str, list[str]]) -> None:
+        """Put RequestInvalid's messages on the fields they name (the rest above the form)."""
+        for name, messages in fields.items():
+            target = SERVICE_FIELDS.get(name)
+            label = self.fields[target].label if target else name.replace("_", " ")
+            for message in messages:
+                text = message if target else f"{label}: {message}"
+                self.add_error(target, text[:1].upper() + text[1:])
+
+
+class RequestFilterForm(forms.Form):
+    """The request list's filters. Every field is optional; wrong values are ignored."""
+
+    q = forms.CharField(required=False, label="Search", max_length=100)
+    status = forms.ChoiceField(
+        required=False, choices=[("", "Any status"), *AccessRequest.Status.choices]
+    )
+    endpoint = forms.ModelChoiceField(
+        queryset=Endpoint.objects.order_by("name"),
+        required=False,
+        empty_label="Any application",
+        label="Application",
+    )
+    operation = forms.ChoiceField(
+        required=False, choices=[("", "Any operation"), *Operation.choices]
+    )
+    requester = forms.CharField(required=False, max_length=150)
+    since = forms.DateField(required=False, label="From", widget=forms.DateInput({"type": "date"}))
+    until = forms.DateField(required=False, label="To", widget=forms.DateInput({"type": "date"}))
+
+    def filters(self) -> dict:
+        """The valid filters only: a bad date should not empty the whole list."""
+        self.is_valid()
+        return {k: v for k, v in getattr(self, "cleaned_data", {}).items() if v}
+
+
+class DecisionForm(forms.Form):
+    comment = forms.CharField(required=False, max_length=2000, widget=forms.Textarea({"rows": 2}))

@@ -1,0 +1,377 @@
+"""Reads for the console: overview numbers, board columns, filtered request lists, timelines.
+
+Every function here runs a fixed number of queries, whatever the number of rows: lists are
+paginated or capped, related rows come through select_related/prefetch_related, and counts
+are one grouped query. Views stay thin and tests can hold the query count steady.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from itertools import chain
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.paginator import Page, Paginator
+from django.db.models import Count, Max, Prefetch, Q, QuerySet
+from django.utils import timezone
+
+from connections.models import ApiCall, Connection
+from connections.selectors import TokenState, connections_with_tokens, mask_calls, token_state
+
+from .models import (
+    AccessRequest,
+    Account,
+    AccountEntitlement,
+    Identity,
+    JobRun,
+    ProvisioningTask,
+    TaskEvent,
+    Ticket,
+)
+
+TS = ProvisioningTask.Status
+RS = AccessRequest.Status
+
+VIEW_ALL = "tickets.view_all_requests"
+APPROVE = "tickets.approve_accessrequest"
+OPERATE = "tickets.operate_tasks"
+
+
+# --- who sees what ------------------------------------------------------------------------------
+
+
+def visible_requests(user: AbstractBaseUser) -> QuerySet[AccessRequest]:
+    """Requesters see the requests they submitted; approvers, operators and admins see all."""
+    requests = AccessRequest.objects.all()
+    if not user.has_perm(VIEW_ALL):
+        requests = requests.filter(requester=user)
+    return requests
+
+
+def visible_identities(user: AbstractBaseUser) -> QuerySet[Identity]:
+    """Requesters see only the people they asked for access for."""
+    identities = Identity.objects.all()
+    if not user.has_perm(VIEW_ALL):
+        identities = identities.filter(requests__requester=user).distinct()
+    return identities
+
+
+# --- request list -------------------------------------------------------------------------------
+
+
+def request_list(user: AbstractBaseUser, filters: dict) -> QuerySet[AccessRequest]:
+    """The request list, filtered and ordered (newest first); `request_page` cuts a page.
+
+    `filters` is the cleaned data of RequestFilterForm.
+    """
+    requests = visible_requests(user)
+    if filters.get("status"):
+        requests = requests.filter(status=filters["status"])
+    if filters.get("endpoint"):
+        requests = requests.filter(endpoint=filters["endpoint"])
+    if filters.get("operation"):
+        requests = requests.filter(operation=filters["operation"])
+    if filters.get("requester"):
+        who = filters["requester"].strip()
+        requests = requests.filter(
+            Q(requester__username=who) | Q(api_client__name=who.removeprefix("api:"))
+        )
+    if filters.get("since"):
+        requests = requests.filter(created_at__date__gte=filters["since"])
+    if filters.get("until"):
+        requests = requests.filter(created_at__date__lte=filters["until"])
+    if filters.get("q"):
+        requests = requests.filter(_search(filters["q"]))
+    return requests.order_by("-created_at", "-id")
+
+
+def request_page(requests: QuerySet[AccessRequest], number, size: int = 50) -> Page:
+    """One page of a request list, in three queries: the count, the page's ids, its rows.
+
+    The ids come from the ordered index alone; only those 50 rows are then joined to their
+    people, endpoints, tasks and tickets. Letting the database join first and skip later
+    would make page 1000 join 50,000 rows to show 50.
+    """
+    page = Paginator(requests.values_list("pk", flat=True), size).get_page(number)
+    ids = list(page.object_list)
+    tasks = ProvisioningTask.objects.select_related("ticket").order_by("id")
+    rows = (
+        requests.model.objects.filter(pk__in=ids)
+        .select_related("beneficiary", "endpoint", "requester", "api_client")
+        .prefetch_related(Prefetch("tasks", queryset=tasks))
+    )
+    by_id = {r.pk: r for r in rows}
+    page.object_list = [by_id[pk] for pk in ids]
+    return page
+
+
+_NUMBER = re.compile(r"^(?:REQ-)?0*(\d+)$", re.IGNORECASE)
+
+
+def _search(text: str) -> Q:
+    """A request number ("REQ-000042" or "42") or part of the beneficiary's name.
+
+    Names are matched in the identity table first and joined by id: scanning the small
+    identity rows once is much cheaper than LIKE over every request joined to its person.
+    """
+    text = text.strip()
+    match = _NUMBER.match(text)
+    if match:
+        return Q(number=f"REQ-{int(match.group(1)):06d}")
+    people = Identity.objects.all()
+    for word in text.split():
+        people = people.filter(
+            Q(username__icontains=word)
+            | Q(first_name__icontains=word)
+            | Q(last_name__icontains=word)
+        )
+    return Q(beneficiary__in=people.values("pk"))
+
+
+def failed_task_ids(requests: list[AccessRequest]) -> dict[int, list[int]]:
+    """Failed tasks per request of a page, from the prefetched tasks (no query)."""
+    return {
+        r.pk: [t.pk for t in r.tasks.all() if t.status == TS.FAILED]
+        for r in requests
+        if r.status == RS.FAILED
+    }
+
+
+# --- approval inbox -----------------------------------------------------------------------------
+
+
+def approval_inbox(limit: int = 100) -> list[AccessRequest]:
+    """Requests waiting for a decision, oldest first: the oldest wait has waited longest."""
+    return list(
+        AccessRequest.objects.filter(status=RS.PENDING_APPROVAL)
+        .select_related("beneficiary", "endpoint", "requester", "api_client")
+        .order_by("created_at", "id")[:limit]
+    )
+
+
+# --- board --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    title: str
+    statuses: tuple[str, ...]
+    order: tuple[str, ...]
+
+
+# Work in flight shows oldest first (what waits longest); history newest first. Ordering by
+# id rides the (status, …) indexes; only "closed" pays for a sort, by when it closed.
+BOARD_COLUMNS = (
+    Column("queued", "Queued", (TS.NEW, TS.CLAIMED, TS.RETRY_WAIT), ("id",)),
+    Column("open", "Ticket open", (TS.TICKET_OPEN,), ("id",)),
+    Column("pending", "Ticket pending", (TS.TICKET_PENDING,), ("id",)),
+    Column("failed", "Failed", (TS.FAILED,), ("-id",)),
+    Column(
+        "closed",
+        "Closed",
+        (TS.COMPLETED, TS.DISCONTINUED, TS.CANCELLED),
+        ("-completed_at", "-id"),
+    ),
+)
+CARDS_PER_COLUMN = 25
+
+
+@dataclass
+class BoardColumn:
+    column: Column
+    total: int
+    cards: list[ProvisioningTask]
+
+    @property
+    def hidden(self) -> int:
+        return max(self.total - len(self.cards), 0)
+
+
+def board(*, connection: str = "") -> list[BoardColumn]:
+    """The ticket board: one grouped count plus one capped query per column.
+
+    Only people who see every request open the board, so it is not filtered by requester.
+    """
+    tasks = ProvisioningTask.objects.all()
+    if connection:
+        tasks = tasks.filter(connection__name=connection)
+    counts = dict(tasks.values_list("status").annotate(n=Count("id")).order_by())
+    cards = ProvisioningTask.objects.select_related("request__beneficiary", "endpoint", "ticket")
+    columns = []
+    for column in BOARD_COLUMNS:
+        # Pick the page of ids first (an index scan), then join only those rows: joining
+        # every task of a busy column before sorting costs a hundred times more.
+        page = (
+            tasks.filter(status__in=column.statuses)
+            .order_by(*column.order)
+            .values("pk")[:CARDS_PER_COLUMN]
+        )
+        rows = list(cards.filter(pk__in=page).order_by(*column.order))
+        total = sum(counts.get(s, 0) for s in column.statuses)
+        columns.append(BoardColumn(column, total, rows))
+    return columns
+
+
+# --- overview -----------------------------------------------------------------------------------
+
+# The overview groups the nine task states into the columns an operator reads.
+OVERVIEW_GROUPS = (
+    ("queued", "Queued", (TS.NEW, TS.CLAIMED, TS.RETRY_WAIT)),
+    ("open", "Open", (TS.TICKET_OPEN,)),
+    ("pending", "Pending", (TS.TICKET_PENDING,)),
+    ("failed", "Failed", (TS.FAILED,)),
+    ("completed", "Completed", (TS.COMPLETED,)),
+    ("stopped", "Stopped", (TS.DISCONTINUED, TS.CANCELLED)),
+)
+
+
+@dataclass
+class ConnectionRow:
+    connection: Connection
+    counts: dict[str, int]
+    tokens: list[TokenState]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+@dataclass
+class Overview:
+    connections: list[ConnectionRow]
+    totals: dict[str, int]
+    oldest_open: Ticket | None
+    open_tickets: int
+    failures_24h: int
+    recent_failures: list[TaskEvent]
+    flagged: list[ProvisioningTask]
+    flagged_total: int
+    jobs: list[JobRun]
+    pending_approval: int
+    groups: tuple = OVERVIEW_GROUPS
+
+
+def overview(now: datetime | None = None) -> Overview:
+    """Everything on the operator's overview, in ten queries whatever the volume."""
+    now = now or timezone.now()
+    group_of = {status: key for key, _, statuses in OVERVIEW_GROUPS for status in statuses}
+    per_connection: dict[int, dict[str, int]] = {}
+    totals = {key: 0 for key, _, _ in OVERVIEW_GROUPS}
+    rows = (
+        ProvisioningTask.objects.values_list("connection_id", "status")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    for connection_id, status, n in rows:
+        counts = per_connection.setdefault(connection_id, {k: 0 for k in totals})
+        counts[group_of[status]] += n
+        totals[group_of[status]] += n
+
+    connections = list(connections_with_tokens())
+    connection_rows = [
+        ConnectionRow(
+            c,
+            per_connection.get(c.pk, {k: 0 for k in totals}),
+            [token_state(t, now) for t in c.tokens.all()],
+        )
+        for c in connections
+    ]
+
+    open_tickets = Ticket.objects.filter(is_open=True)
+    oldest_open = (
+        # Rows are written when the ticket is created, so the lowest id is the oldest ticket;
+        # walking the primary key stops at the first open one instead of sorting them all.
+        open_tickets.select_related("task__request", "connection").order_by("id").first()
+    )
+    since = now - timedelta(hours=24)
+    failures = TaskEvent.objects.filter(to_status=TS.FAILED, task__isnull=False, at__gte=since)
+    flagged = (
+        ProvisioningTask.objects.exclude(flag="")
+        .exclude(status__in=ProvisioningTask.TERMINAL)
+        .select_related("request__beneficiary", "ticket", "connection")
+        .order_by("id")
+    )
+    return Overview(
+        connections=connection_rows,
+        totals=totals,
+        oldest_open=oldest_open,
+        open_tickets=open_tickets.count(),
+        failures_24h=failures.count(),
+        recent_failures=list(
+            failures.select_related("task__request__beneficiary").order_by("-at", "-id")[:5]
+        ),
+        flagged=list(flagged[:20]),
+        flagged_total=flagged.count(),
+        jobs=last_job_runs(),
+        pending_approval=AccessRequest.objects.filter(status=RS.PENDING_APPROVAL).count(),
+    )
+
+
+def last_job_runs() -> list[JobRun]:
+    """The latest run of every job name, in two queries (names, then those rows)."""
+    latest = JobRun.objects.values("name").annotate(last=Max("id")).values_list("last", flat=True)
+    return sorted(JobRun.objects.filter(id__in=list(latest)), key=lambda run: run.name)
+
+
+def my_requests(user: AbstractBaseUser, limit: int = 10) -> list[AccessRequest]:
+    """A requester's own latest requests, for their overview."""
+    return list(
+        AccessRequest.objects.filter(requester=user)
+        .select_related("beneficiary", "endpoint")
+        .order_by("-created_at", "-id")[:limit]
+    )
+
+
+# --- request detail -----------------------------------------------------------------------------
+
+
+@dataclass
+class TimelineEntry:
+    at: datetime
+    kind: str  # "event" or "call"
+    event: TaskEvent | None = None
+    call: ApiCall | None = None
+
+
+def request_detail(access_request: AccessRequest) -> tuple[list[ProvisioningTask], list]:
+    """The tasks of a request and its timeline: TaskEvents and the ApiCalls of its tasks,
+    merged in time order (events first when two share a timestamp)."""
+    tasks = list(
+        access_request.tasks.select_related("ticket", "connection", "endpoint").order_by("id")
+    )
+    events = list(access_request.events.select_related("task").order_by("at", "id"))
+    refs = [f"task:{t.pk}" for t in tasks] + [
+        f"refresh:{t.ticket_id}" for t in tasks if t.ticket_id
+    ]
+    calls = (
+        list(ApiCall.objects.filter(ref__in=refs).order_by("created_at", "id")[:500])
+        if refs
+        else []
+    )
+    secrets = [s for c in {t.connection for t in tasks} for s in c.secret_values()]
+    mask_calls(calls, secrets)
+    timeline = sorted(
+        chain(
+            (TimelineEntry(e.at, "event", event=e) for e in events),
+            (TimelineEntry(c.created_at, "call", call=c) for c in calls),
+        ),
+        key=lambda entry: (entry.at, entry.kind != "event"),
+    )
+    return tasks, timeline
+
+
+# --- identity -----------------------------------------------------------------------------------
+
+
+def identity_access(identity: Identity) -> list[Account]:
+    """Accounts of a person, active ones first, with their entitlements."""
+    return list(
+        identity.accounts.select_related("endpoint")
+        .prefetch_related(
+            Prefetch("entitlements", queryset=AccountEntitlement.objects.order_by("entitlement"))
+        )
+        .order_by("-active", "endpoint__name", "name")
+    )
