@@ -33,11 +33,11 @@ CHROMIUM_ARGS = [
 ]
 PASSWORD = "pw-for-tests-only"
 
-# serialized_rollback: the role groups come from a data migration, which a transactional
-# test flush would otherwise remove for the tests that follow.
+# Transactional: the live server and the simulator run in other threads. A flush removes the
+# role groups of the data migration; tests.factories.user makes them again.
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+    pytest.mark.django_db(transaction=True),
 ]
 
 

@@ -1,4 +1,6 @@
-from django.urls import path
+"""Routes of /api/v1. The last one answers every other path with a JSON 404."""
+
+from django.urls import path, re_path
 
 from . import api
 
@@ -6,4 +8,10 @@ app_name = "api"
 
 urlpatterns = [
     path("health", api.health, name="health"),
+    path("openapi.json", api.openapi_document, name="openapi"),
+    path("requests", api.requests_collection, name="requests"),
+    path("requests/<int:pk>", api.request_detail, name="request"),
+    path("requests/<int:pk>/cancel", api.request_cancel_view, name="request_cancel"),
+    path("hooks/otrs/<str:connection_name>", api.otrs_webhook, name="otrs_webhook"),
+    re_path(r"^(?P<path>.*)$", api.not_found, name="not_found"),
 ]
