@@ -384,3 +384,23 @@ def test_security_system_page_shows_endpoints_inline(admin_client, connection):
     ).content.decode()
     assert 'value="crm"' in html
     assert admin_client.get(reverse("admin:connections_endpoint_changelist")).status_code == 200
+
+
+def test_api_client_token_is_shown_once_and_stored_hashed(client, django_user_model):
+    from tickets.models import ApiClient
+
+    admin_user = django_user_model.objects.create_superuser("root", "root@example.com", "pw")
+    client.force_login(admin_user)
+    response = client.post(
+        "/admin/tickets/apiclient/add/",
+        {"name": "iga", "trusted": "on", "active": "on"},
+        follow=True,
+    )
+    assert response.status_code == 200
+    api_client = ApiClient.objects.get(name="iga")
+    [message] = [str(m) for m in response.context["messages"] if "token of iga" in str(m)]
+    token = message.split(" is ", 1)[1].split(" ", 1)[0]
+    assert token.startswith(api_client.token_prefix) and token not in api_client.token_hash
+    page = client.get(f"/admin/tickets/apiclient/{api_client.pk}/change/")
+    assert token not in page.content.decode()
+    assert client.get("/api/v1/requests", HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 200

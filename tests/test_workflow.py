@@ -233,3 +233,21 @@ def factories_ticket(task):
     )
     ProvisioningTask.objects.filter(pk=task.pk).update(status="ticket_open", ticket=ticket)
     return ticket
+
+
+def test_endpoint_without_connection_is_refused_by_name_and_by_object(people):
+    from connections.models import Endpoint, SecuritySystem
+
+    orphan = Endpoint.objects.create(
+        name="orphan", security_system=SecuritySystem.objects.create(name="nowhere")
+    )
+    for endpoint in ("orphan", orphan):
+        with pytest.raises(services.RequestInvalid) as info:
+            services.request_submit(
+                beneficiary={"username": "ada"},
+                endpoint=endpoint,
+                operation="create_account",
+                requester=people.alice,
+            )
+        assert "orphan has no service-desk connection" in info.value.fields["endpoint"][0]
+    assert AccessRequest.objects.count() == 0

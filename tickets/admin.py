@@ -18,6 +18,7 @@ from .models import (
     AccessRequest,
     Account,
     AccountEntitlement,
+    ApiClient,
     Identity,
     JobRun,
     ProvisioningTask,
@@ -197,3 +198,28 @@ class AccountAdmin(ReadOnlyAdmin):
     list_select_related = ["identity", "endpoint"]
     search_fields = ["name", "identity__username"]
     inlines = [EntitlementInline]
+
+
+@admin.register(ApiClient)
+class ApiClientAdmin(admin.ModelAdmin):
+    """Upstream systems allowed to use the JSON API. The token is shown once, at creation."""
+
+    list_display = ["name", "trusted", "active", "token_prefix", "created_at", "last_used_at"]
+    list_filter = ["trusted", "active"]
+    readonly_fields = ["token_prefix", "created_at", "last_used_at"]
+    fields = ["name", "trusted", "active", "token_prefix", "created_at", "last_used_at"]
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        from .api import api_client_create
+
+        client, token = api_client_create(name=obj.name, trusted=obj.trusted)
+        obj.pk, obj.token_prefix, obj.created_at = client.pk, client.token_prefix, client.created_at
+        obj._state.adding = False
+        messages.warning(
+            request,
+            f"The token of {client.name} is {token} — copy it now; it is stored hashed and "
+            "cannot be shown again.",
+        )

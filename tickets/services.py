@@ -298,8 +298,13 @@ def request_submit(
         endpoint = Endpoint.objects.select_related("security_system").filter(name=name).first()
         if endpoint is None:
             errors.setdefault("endpoint", []).append(f"there is no endpoint named {name!r}.")
-    elif endpoint.security_system.service_desk_connection_id is None:
-        errors.setdefault("endpoint", []).append(f"{endpoint.name} has no service-desk connection.")
+    if (
+        isinstance(endpoint, Endpoint)
+        and endpoint.security_system.service_desk_connection_id is None
+    ):
+        errors.setdefault("endpoint", []).append(
+            f"{endpoint.name} has no service-desk connection; an admin must set one on its security system."
+        )
     entitlements = [str(e).strip() for e in entitlements if str(e).strip()]
     if len(set(entitlements)) != len(entitlements):
         errors.setdefault("entitlements", []).append("lists an entitlement twice.")
