@@ -699,6 +699,22 @@ def _literal_credentials(obj: Any, where: str) -> Iterator[tuple[str, str]]:
             yield from _literal_credentials(value, _join(where, index))
 
 
+# The state names of a fresh OTRS/Znuny; all lower-case.
+OTRS_DEFAULT_STATES = frozenset(
+    {
+        "new",
+        "open",
+        "closed successful",
+        "closed unsuccessful",
+        "pending reminder",
+        "pending auto close+",
+        "pending auto close-",
+        "removed",
+        "merged",
+    }
+)
+
+
 def _check_nested_article(report: _Report, call: CallSpec, where: str) -> None:
     """OTRS TicketCreate needs Ticket and Article side by side (Saviynt's package nests them)."""
     path = urlsplit(call.url).path
@@ -712,6 +728,12 @@ def _check_nested_article(report: _Report, call: CallSpec, where: str) -> None:
             _join(where, "httpParams.Ticket.Article"),
             "Article is nested inside Ticket; OTRS TicketCreate needs Ticket and Article side by "
             "side at the top level (it answers TicketCreate.MissingParameter otherwise)",
+        )
+    state = ticket.get("State") if isinstance(ticket, dict) else None
+    if isinstance(state, str) and state != state.lower() and state.lower() in OTRS_DEFAULT_STATES:
+        report.error(
+            _join(where, "httpParams.Ticket.State"),
+            f"{state!r} is not an OTRS state name; OTRS spells it {state.lower()!r}",
         )
 
 

@@ -213,7 +213,9 @@ def test_article_nested_inside_ticket_is_refused():
 
     assert errors == [
         "CreateTicketJSON: call[0].httpParams.Ticket.Article: Article is nested inside Ticket; OTRS TicketCreate "
-        "needs Ticket and Article side by side at the top level (it answers TicketCreate.MissingParameter otherwise)"
+        "needs Ticket and Article side by side at the top level (it answers TicketCreate.MissingParameter otherwise)",
+        # Saviynt's body also spells the state "New" (defect 6 of the reference).
+        "CreateTicketJSON: call[0].httpParams.Ticket.State: 'New' is not an OTRS state name; OTRS spells it 'new'",
     ]
 
 
@@ -517,3 +519,25 @@ def test_outcomes_follow_lists_then_map_then_state_types():
     assert status.outcome_for("closed with workaround", "closed") == "completed"
     assert status.outcome_for("Closed Successful", "unknown type") is None
     assert status.outcome_for("brand new state") is None
+
+
+def test_a_miscapitalised_otrs_state_is_refused_by_name():
+    from connections import spec
+    from tests.engine_fixtures import connection_json, create_ticket_json, ticket_status_json
+
+    create = create_ticket_json("http://otrs.example/otrs/nph-genericinterface.pl/Webservice/W")
+    create["call"][0]["httpParams"]["Ticket"]["State"] = "New"
+    with pytest.raises(spec.SpecError) as info:
+        spec.validate_documents(
+            connection_json=connection_json(
+                "http://otrs.example/otrs/nph-genericinterface.pl/Webservice/W"
+            ),
+            create_ticket_json=create,
+            ticket_status_json=ticket_status_json(
+                "http://otrs.example/otrs/nph-genericinterface.pl/Webservice/W"
+            ),
+        )
+    assert (
+        "CreateTicketJSON: call[0].httpParams.Ticket.State: 'New' is not an OTRS state name; OTRS spells it 'new'"
+        in info.value.errors
+    )
