@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import socket
 import socketserver
 import struct
@@ -68,6 +69,11 @@ MUTABLE = {
     "log_requests": bool,
 }
 SECRET_FIELDS = ("password", "webhook_secret_header")
+
+
+# The access log masks credentials in query strings (a real Apache would not; the demo
+# prints its log to the terminal, and the product's rule is that no secret shows).
+_CREDENTIALS_IN_QUERY = re.compile(r"((?:SessionID|Password|token)=)[^&;\s\"]+", re.IGNORECASE)
 
 
 @dataclass
@@ -297,7 +303,8 @@ class _Handler(BaseHTTPRequestHandler):
                     pass
         finally:
             if self.server.sim.config.log_requests and self._status:
-                sys.stderr.write(f'{self.client_address[0]} "{self.requestline}" {self._status}\n')
+                line = _CREDENTIALS_IN_QUERY.sub(r"\1********", self.requestline)
+                sys.stderr.write(f'{self.client_address[0]} "{line}" {self._status}\n')
 
     def log_message(self, format, *args):  # noqa: A002 - stdlib signature
         if self.server.sim.config.log_requests:

@@ -288,3 +288,16 @@ def test_fifty_concurrent_creates_get_distinct_ids(sim):
     assert ids == {str(i) for i in range(2, 52)}
     stats = sim.stats()
     assert stats["tickets"] == 50 and stats["calls"]["TicketCreate"] == 50
+
+
+def test_access_log_masks_credentials_in_query_strings(sim, capsys):
+    sim.configure(log_requests=True)
+    sid = login(sim)
+    requests.get(f"{sim.base_url}/Ticket?SessionID={sid}&Limit=1", timeout=5)
+    err = ""
+    deadline = time.monotonic() + 2  # the server writes its log line after answering
+    while "/Ticket?" not in err and time.monotonic() < deadline:
+        time.sleep(0.02)
+        err += capsys.readouterr().err
+    assert "SessionID=********" in err
+    assert sid not in err
