@@ -267,11 +267,32 @@ def _fingerprint(connection: Connection) -> str:
     return hashlib.sha256(json.dumps(documents, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _http_session(connection: Connection, config: ConfigSpec) -> requests.Session:
+# Validated documents by fingerprint: validating walks every string of every document,
+# which is far more work than the call it prepares. A changed document (or secret) has a
+# new fingerprint, so an edit takes effect at once.
+_documents: dict[str, Documents] = {}
+_DOCUMENTS_KEPT = 64
+
+
+def _validated_documents(connection: Connection, fingerprint: str) -> Documents:
+    documents = _documents.get(fingerprint)
+    if documents is None:
+        documents = validate_documents(
+            connection_json=connection.connection_document(),
+            create_ticket_json=connection.create_ticket_json,
+            ticket_status_json=connection.ticket_status_json,
+            config_json=connection.config_json or None,
+        )
+        if len(_documents) >= _DOCUMENTS_KEPT:
+            _documents.clear()
+        _documents[fingerprint] = documents
+    return documents
+
+
+def _http_session(connection: Connection, config: ConfigSpec, fingerprint: str) -> requests.Session:
     """This thread's Session for `connection`; a new one once its documents change."""
     cache: dict[int, tuple[str, requests.Session]] = getattr(_sessions, "cache", None) or {}
     _sessions.cache = cache
-    fingerprint = _fingerprint(connection)
     cached = cache.get(connection.pk)
     if cached and cached[0] == fingerprint:
         return cached[1]
@@ -454,13 +475,9 @@ class TicketClient:
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
+        self.fingerprint = _fingerprint(connection)
         try:
-            self.documents: Documents = validate_documents(
-                connection_json=connection.connection_document(),
-                create_ticket_json=connection.create_ticket_json,
-                ticket_status_json=connection.ticket_status_json,
-                config_json=connection.config_json or None,
-            )
+            self.documents: Documents = _validated_documents(connection, self.fingerprint)
         except SpecError as exc:
             raise OTRSError(
                 f"The documents of connection {connection.name} are invalid: "
@@ -889,7 +906,7 @@ class TicketClient:
         return result
 
     def _transmit(self, request: _Request) -> _Answer:
-        session = _http_session(self.connection, self.config)
+        session = _http_session(self.connection, self.config, self.fingerprint)
         try:
             with session.request(
                 request.method,

@@ -550,14 +550,26 @@ def task_cancel(
 # --- template context -----------------------------------------------------------------------
 
 
-def task_context(task_id: int) -> dict:
-    """The variables a connection's templates see for one task (`${user.firstname}` …)."""
-    task = Task.objects.select_related(
-        "request__beneficiary__manager",
-        "request__requester",
-        "request__api_client",
-        "endpoint__security_system",
-    ).get(pk=task_id)
+# Everything a task's template context reads, fetched with the task in one query.
+CONTEXT_RELATIONS = (
+    "connection",
+    "request__beneficiary__manager",
+    "request__requester",
+    "request__api_client",
+    "endpoint__security_system",
+)
+
+
+def task_context(task_id: int | Task) -> dict:
+    """The variables a connection's templates see for one task (`${user.firstname}` …).
+
+    Takes a task id, or a task already loaded with CONTEXT_RELATIONS.
+    """
+    task = (
+        task_id
+        if isinstance(task_id, Task)
+        else Task.objects.select_related(*CONTEXT_RELATIONS).get(pk=task_id)
+    )
     access_request = task.request
     identity = access_request.beneficiary
     endpoint = task.endpoint
@@ -674,7 +686,7 @@ def _claim(*, task_id: int, frm: str, owner: str, now: datetime) -> Task | None:
         )
         if updated != 1:
             return None
-        task = Task.objects.select_related("connection").get(pk=task_id)
+        task = Task.objects.select_related(*CONTEXT_RELATIONS).get(pk=task_id)
         reason = f"claimed by {owner}, attempt {task.attempts} of {task.max_attempts}"
         if frm == TS.CLAIMED:
             reason += " (the previous worker's lease ran out)"
@@ -712,7 +724,7 @@ def task_provision(*, task: Task, owner: str) -> str:
     sent_create = False
     try:
         client = TicketClient(connection)  # raises OTRSError for invalid stored documents
-        context = task_context(task.pk)
+        context = task_context(task)
         created = None
         if task.outcome_unknown:
             created = client.find_ticket(context, ref=ref)
@@ -764,10 +776,15 @@ def task_provision(*, task: Task, owner: str) -> str:
             last_error="",
             flag="",
         )
-        if AccessRequest.objects.filter(pk=task.request_id, status=RS.APPROVED).exists():
-            _move_request(
-                AccessRequest(pk=task.request_id, status=RS.APPROVED),
-                RS.IN_PROGRESS,
+        # The first ticket of a request moves it on; later ones find it in progress.
+        if AccessRequest.objects.filter(pk=task.request_id, status=RS.APPROVED).update(
+            status=RS.IN_PROGRESS, updated_at=timezone.now()
+        ):
+            _event(
+                request_id=task.request_id,
+                task_id=None,
+                frm=RS.APPROVED,
+                to=RS.IN_PROGRESS,
                 reason="first ticket created",
                 actor=actor,
             )
