@@ -19,7 +19,12 @@ import requests
 from django.db import connection as db_connection
 
 from tests import factories
-from tests.test_reliability import ROOT, _worker_env, approve_many, assert_exactly_one_ticket_per_task
+from tests.test_reliability import (
+    ROOT,
+    _worker_env,
+    approve_many,
+    assert_exactly_one_ticket_per_task,
+)
 from tickets.models import AccessRequest, JobRun, ProvisioningTask
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -45,7 +50,9 @@ def test_two_clusters_complete_requests_from_the_schedules_alone(sim, connection
     approve_many(endpoint, people, 6)
 
     env = _worker_env()
-    env.update({"REDIS_URL": redis_url, "Q_CLUSTER_NAME": f"test-{uuid.uuid4().hex[:8]}", "Q_WORKERS": "2"})
+    env.update(
+        {"REDIS_URL": redis_url, "Q_CLUSTER_NAME": f"test-{uuid.uuid4().hex[:8]}", "Q_WORKERS": "2"}
+    )
     procs = [
         subprocess.Popen(
             [sys.executable, "manage.py", "qcluster"],
@@ -67,7 +74,9 @@ def test_two_clusters_complete_requests_from_the_schedules_alone(sim, connection
         )
         for task in ProvisioningTask.objects.select_related("ticket"):
             requests.post(
-                f"{sim.url}/_sim/tickets/{task.ticket.ticket_id}/state", json={"state": "closed successful"}, timeout=5
+                f"{sim.url}/_sim/tickets/{task.ticket.ticket_id}/state",
+                json={"state": "closed successful"},
+                timeout=5,
             )
         wait_for(
             lambda: AccessRequest.objects.filter(status="completed").count() == 6,
