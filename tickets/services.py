@@ -364,14 +364,18 @@ def _can(user: AbstractBaseUser | None, permission: str) -> bool:
     return bool(user and user.is_active and user.has_perm(permission))
 
 
+def _check_decider(access_request: AccessRequest, by: AbstractBaseUser, verb: str) -> None:
+    if not _can(by, APPROVE_PERMISSION):
+        raise PermissionDenied(f"You are not allowed to {verb} requests.")
+    if access_request.requester_id and access_request.requester_id == by.pk:
+        raise PermissionDenied(f"Nobody may {verb} their own request.")
+
+
 def request_approve(
     *, access_request: AccessRequest, by: AbstractBaseUser, comment: str = ""
 ) -> AccessRequest:
     """Approve a pending request and create its tasks. Nobody approves their own request."""
-    if not _can(by, APPROVE_PERMISSION):
-        raise PermissionDenied("You are not allowed to approve requests.")
-    if access_request.requester_id and access_request.requester_id == by.pk:
-        raise PermissionDenied("Nobody approves their own request.")
+    _check_decider(access_request, by, "approve")
     with transaction.atomic():
         return _approve(access_request, actor=Actor.person(by), comment=comment, decided_by=by)
 
@@ -438,10 +442,7 @@ def new_correlation_key() -> str:
 def request_reject(
     *, access_request: AccessRequest, by: AbstractBaseUser, comment: str = ""
 ) -> AccessRequest:
-    if not _can(by, APPROVE_PERMISSION):
-        raise PermissionDenied("You are not allowed to reject requests.")
-    if access_request.requester_id and access_request.requester_id == by.pk:
-        raise PermissionDenied("Nobody decides their own request.")
+    _check_decider(access_request, by, "reject")
     with transaction.atomic():
         return _move_request(
             access_request,
