@@ -487,7 +487,9 @@ class TicketClient:
         except SecretUnreadable as exc:
             raise OTRSError(str(exc), permanent=True) from None
         self.config = self.documents.config
-        self.exchanges: list[dict] = []
+        # Exchanges are kept only while test_connection records them: a poll cycle makes
+        # thousands of calls with one client, and keeping each would grow without bound.
+        self.exchanges: list[dict] | None = None
         auths = self.documents.connection.auths.values()
         self._masked_keys = MASKED_KEYS | {k.lower() for a in auths for k in a.mask_in_logs}
 
@@ -985,7 +987,8 @@ class TicketClient:
             request_excerpt=row["request"],
             response_excerpt=row["response"],
         )
-        self.exchanges.append(row)
+        if self.exchanges is not None:
+            self.exchanges.append(row)
         level = logging.INFO if error is None else logging.WARNING
         logger.log(
             level,

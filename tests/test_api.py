@@ -255,7 +255,9 @@ def test_endpoint_without_service_desk_connection_is_refused_not_crashed(client,
     body = {"beneficiary": ADA, "endpoint": "legacy", "operation": "create_account"}
     answer = submit(client, trusted[1], body)
     assert answer.status_code == 422
-    assert answer.json()["fields"]["endpoint"] == ["legacy has no service-desk connection."]
+    assert answer.json()["fields"]["endpoint"] == [
+        "legacy has no service-desk connection; an admin must set one on its security system."
+    ]
 
 
 @pytest.mark.parametrize(
