@@ -14,7 +14,7 @@ from django import forms
 
 from . import spec
 from .models import SECRET_PLACEHOLDER, Connection, merge_secrets, split_secrets
-from .packages import DOCUMENTS, Package, Variable
+from .packages import DOCUMENTS, Package, Variable, validate_without_secrets
 
 # Form field → the document name spec puts at the start of each of its messages.
 DOCUMENT_FIELDS = {keyword: label for label, keyword in DOCUMENTS.values()}
@@ -105,7 +105,7 @@ class ConnectionForm(forms.ModelForm):
         # Validated with "********" where the secrets are: a secret's value never decides
         # whether a document is valid, and an error message can then never quote one.
         try:
-            spec.validate_documents(**documents)
+            validate_without_secrets(**documents)
         except spec.SpecError as exc:
             for error in exc.errors:
                 self.add_error(_field_for(error), error)

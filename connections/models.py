@@ -22,6 +22,9 @@ SECRET_PLACEHOLDER = "********"
 SECRET_KEY_NAMES = frozenset(
     {
         "password",
+        "passwd",
+        "authorization",
+        "cookie",
         "accesstoken",
         "access_token",
         "refreshtoken",

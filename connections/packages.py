@@ -666,6 +666,18 @@ def _parsed_if_json(document: Any) -> Any:
     return document
 
 
+def validate_without_secrets(**documents: Any) -> spec.Documents:
+    """Validate documents with the ConnectionJSON's secrets replaced by the placeholder.
+
+    A secret's value never decides whether a document is valid, and an error message (shown
+    on a page or printed by a command) can then never quote part of one.
+    """
+    connection_json = _parsed_if_json(documents.get("connection_json"))
+    if isinstance(connection_json, dict):
+        documents = {**documents, "connection_json": split_secrets(connection_json)[0]}
+    return spec.validate_documents(**documents)
+
+
 def _plan_connection(plan: ImportPlan, source: PackageConnection, errors: list[str]) -> None:
     """Validate one connection's documents and settings, and record its change."""
     documents = {keyword: source.documents.get(key) for key, (_, keyword) in DOCUMENTS.items()}
@@ -675,7 +687,7 @@ def _plan_connection(plan: ImportPlan, source: PackageConnection, errors: list[s
         )
         return
     try:
-        spec.validate_documents(**documents)
+        validate_without_secrets(**documents)
     except spec.SpecError as exc:
         errors.extend(f"{source.name}: {error}" for error in exc.errors)
         return

@@ -245,3 +245,15 @@ def test_retry_selected_action_calls_the_service(client, failed_task):
     failed_task.refresh_from_db()
     assert failed_task.status == "new"
     assert failed_task.events.filter(reason="manual retry", actor_label="root").exists()
+
+
+def test_odd_ids_in_bulk_retry_and_submit_are_ignored_not_crashing(client, django_user_model):
+    from tests import factories
+
+    client.force_login(factories.user("olga-odd", "operators", "requesters"))
+    response = client.post(
+        "/tasks/retry/", {"task": ["²", "99999999999999999999999"], "request": ["³"]}
+    )
+    assert response.status_code in (200, 302)
+    assert client.get("/requests/new/?endpoint=²").status_code == 200
+    assert client.get("/requests/new/entitlements/?endpoint=²").status_code == 200

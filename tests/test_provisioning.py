@@ -161,3 +161,44 @@ def test_hostile_values_reach_otrs_intact(sim, crm, people):
     body = detail["Article"][0]["Body"] if "Article" in detail else detail["Articles"][0]["Body"]
     assert hostile in body
     assert "bridge-demo-password" not in body
+
+
+def test_a_worker_that_lost_its_lease_writes_nothing(sim, crm, people):
+    task = approved_task(crm, people)
+    slow = services.task_claim_next(owner="slow-worker")
+    # The slow worker's lease runs out and another worker takes the task over.
+    ProvisioningTask.objects.filter(pk=task.pk).update(
+        lease_until=timezone.now() - timezone.timedelta(seconds=1)
+    )
+    rescuer = services.task_claim_next(owner="rescuer")
+    assert rescuer.pk == task.pk
+    # The slow worker now goes on with its stale copy: it must neither create nor move.
+    assert services.task_provision(task=slow, owner="slow-worker") == "claimed"
+    assert sim_tickets(sim) == []
+    assert services.task_provision(task=rescuer, owner="rescuer") == "ticket_open"
+    assert len(sim_tickets(sim)) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_task_cancelled_during_its_create_call_records_the_orphan_ticket(sim, crm, people):
+    task = approved_task(crm, people)
+    claimed = services.task_claim_next(owner="w")
+    sim.configure(latency_ms=300)
+    import threading
+
+    def cancel_meanwhile():
+        from django.db import connection
+
+        try:
+            services.task_cancel(task=ProvisioningTask.objects.get(pk=task.pk), by=people.olga)
+        finally:
+            connection.close()
+
+    cancel = threading.Timer(0.1, cancel_meanwhile)
+    cancel.start()
+    status = services.task_provision(task=claimed, owner="w")
+    cancel.join()
+    assert status == "cancelled"
+    [ticket] = sim_tickets(sim)
+    note = TaskEvent.objects.filter(task=task, reason__contains="the bridge does not follow").get()
+    assert ticket["TicketNumber"] in note.reason

@@ -251,3 +251,23 @@ def test_endpoint_without_connection_is_refused_by_name_and_by_object(people):
             )
         assert "orphan has no service-desk connection" in info.value.fields["endpoint"][0]
     assert AccessRequest.objects.count() == 0
+
+
+def test_a_failed_task_of_a_cancelled_request_cannot_be_retried(crm, people):
+    r = submit(crm, people.alice)
+    services.request_approve(access_request=r, by=people.bob)
+    ProvisioningTask.objects.filter(request=r).update(status="failed")
+    services.request_cancel(access_request=AccessRequest.objects.get(pk=r.pk), by=people.olga)
+    with pytest.raises(services.TransitionError, match="cancelled or rejected"):
+        services.task_retry(task=r.tasks.get(), by=people.olga)
+    assert r.tasks.get().status == "failed"
+
+
+def test_approval_is_refused_when_the_connection_was_removed_meanwhile(crm, people):
+    r = submit(crm, people.alice)
+    crm.security_system.service_desk_connection = None
+    crm.security_system.save()
+    with pytest.raises(services.TransitionError, match="no service-desk connection any more"):
+        services.request_approve(access_request=AccessRequest.objects.get(pk=r.pk), by=people.bob)
+    assert AccessRequest.objects.get(pk=r.pk).status == "pending_approval"
+    assert not ProvisioningTask.objects.exists()

@@ -73,7 +73,7 @@ class SubmitRequestForm(forms.Form):
         raw = self.data.get("endpoint") if self.is_bound else self.initial.get("endpoint")
         if isinstance(raw, Endpoint):
             return raw
-        if not raw or not str(raw).isdigit():
+        if not raw or not (str(raw).isascii() and str(raw).isdigit() and len(str(raw)) < 19):
             return None
         return self.fields["endpoint"].queryset.filter(pk=raw).first()
 

@@ -62,7 +62,7 @@ RS = AccessRequest.Status
 
 # A claimed task belongs to its worker for this long; after that another worker may take
 # it over (and searches OTRS first, since the first worker may have created the ticket).
-LEASE = timedelta(minutes=5)
+LEASE = timedelta(minutes=15)
 
 TASK_TRANSITIONS: dict[str, set[str]] = {
     TS.NEW: {TS.CLAIMED, TS.CANCELLED},
@@ -162,12 +162,14 @@ def _move(
     reason: str,
     actor: Actor,
     frm: str | None = None,
+    guard: dict | None = None,
     **fields,
 ):
     """Move a task or request from its current (or the given) status to `to`, with its event.
 
     Must run inside a transaction. Raises TransitionError when the move is not allowed or
     the row has moved on; nothing is written then. The object is updated in place.
+    `guard` adds conditions, e.g. that the worker moving a claimed task still holds its lease.
     """
     model = type(obj)
     is_task = model is Task
@@ -176,7 +178,8 @@ def _move(
     if to not in (TASK_TRANSITIONS if is_task else REQUEST_TRANSITIONS)[frm]:
         raise TransitionError(f"{label} is {frm}; it cannot become {to}.")
     now = timezone.now()
-    if model.objects.filter(pk=obj.pk, status=frm).update(status=to, updated_at=now, **fields) != 1:
+    rows = model.objects.filter(pk=obj.pk, status=frm, **(guard or {}))
+    if rows.update(status=to, updated_at=now, **fields) != 1:
         current = model.objects.filter(pk=obj.pk).values_list("status", flat=True).first()
         raise TransitionError(f"{label} is {current} now, not {frm}; nothing was changed.")
     _event(
@@ -396,6 +399,11 @@ def _approve(
     )
     endpoint = access_request.endpoint
     system = endpoint.security_system
+    if system.service_desk_connection_id is None:
+        raise TransitionError(
+            f"{endpoint.name} has no service-desk connection any more; an admin must set one on "
+            f"security system {system.name} before this request can be approved."
+        )
     if access_request.operation in ACCESS_OPERATIONS:
         entitlements = list(access_request.entitlements)
     else:
@@ -501,6 +509,12 @@ def task_retry(
     if by is not None and not _can(by, OPERATE_PERMISSION):
         raise PermissionDenied("You are not allowed to retry tasks.")
     actor = actor or (Actor.person(by) if by else SYSTEM)
+    if AccessRequest.objects.filter(
+        pk=task.request_id, status__in=(RS.CANCELLED, RS.REJECTED)
+    ).exists():
+        raise TransitionError(
+            f"Task {task.pk} belongs to a request that was cancelled or rejected; it cannot be retried."
+        )
     if task.status not in (TS.FAILED, TS.RETRY_WAIT):
         raise TransitionError(
             f"Task {task.pk} is {task.get_status_display().lower()}; only failed or waiting tasks can be retried."
@@ -731,7 +745,11 @@ def task_provision(*, task: Task, owner: str) -> str:
             created = client.find_ticket(context, ref=ref)
             how = "adopted the ticket found by correlation key after an unknown outcome"
         if created is None:
-            Task.objects.filter(pk=task.pk).update(outcome_unknown=True)
+            # Renew the lease and mark the outcome unknown before sending: from here on
+            # a crash or a timeout leaves a task that is searched for before it is created.
+            holds = Task.objects.filter(pk=task.pk, status=TS.CLAIMED, lease_owner=owner[:100])
+            if not holds.update(outcome_unknown=True, lease_until=timezone.now() + LEASE):
+                return _lost_lease(task, owner)
             sent_create = True
             created = client.create_ticket(context, ref=ref)
             how = "ticket created"
@@ -739,94 +757,155 @@ def task_provision(*, task: Task, owner: str) -> str:
         # Only a create call that surely never reached OTRS clears the mark; a failed
         # search leaves it, so the next attempt searches again before creating.
         return _provision_failed(
-            task, exc, actor=actor, clear_unknown=sent_create and not exc.outcome_unknown
+            task,
+            exc,
+            actor=actor,
+            owner=owner,
+            clear_unknown=sent_create and not exc.outcome_unknown,
         )
     except Exception as exc:  # our bug or bad data: record it on the task, never lose the task
         log.exception("provisioning task %s failed unexpectedly", task.pk)
+        # Only the exception's type reaches the task: its text could hold anything.
         return _provision_failed(
-            task, OTRSError(f"internal error: {exc}"), actor=actor, clear_unknown=False
-        )
-    with transaction.atomic():
-        ticket, new = Ticket.objects.get_or_create(
-            connection=connection,
-            ticket_id=created.ticket_id,
-            defaults={
-                "ticket_number": created.ticket_number,
-                "agent_url": agent_link(connection, created.ticket_id),
-            },
-        )
-        if not new and Task.objects.filter(ticket=ticket).exclude(pk=task.pk).exists():
-            # Another task already owns this ticket: never map one ticket to two tasks.
-            return _provision_failed(
-                task,
-                OTRSError(
-                    f"ticket {created.ticket_id} already belongs to another task", permanent=True
-                ),
-                actor=actor,
-                clear_unknown=False,
-            )
-        _move_task(
             task,
-            TS.TICKET_OPEN,
-            frm=TS.CLAIMED,
-            reason=f"{how}: {ticket.ticket_number or ticket.ticket_id}",
+            OTRSError(f"internal error ({type(exc).__name__}); see the worker log"),
             actor=actor,
-            ticket=ticket,
-            outcome_unknown=False,
-            lease_until=None,
-            last_error="",
-            flag="",
+            owner=owner,
+            clear_unknown=False,
         )
-        # The first ticket of a request moves it on; later ones find it in progress.
-        if AccessRequest.objects.filter(pk=task.request_id, status=RS.APPROVED).update(
-            status=RS.IN_PROGRESS, updated_at=timezone.now()
-        ):
-            _event(
-                request_id=task.request_id,
-                task_id=None,
-                frm=RS.APPROVED,
-                to=RS.IN_PROGRESS,
-                reason="first ticket created",
-                actor=actor,
-            )
+    try:
+        with transaction.atomic():
+            return _store_ticket(task, created, how=how, owner=owner, actor=actor)
+    except TransitionError as exc:
+        # Cancelled, or taken over after the lease ran out, while the call was running:
+        # the ticket exists in OTRS but belongs to nobody here. Say so where people look.
+        _orphan_event(task, created, actor=actor, why=str(exc))
+        return _current_status(task)
+
+
+def _store_ticket(task: Task, created, *, how: str, owner: str, actor: Actor) -> str:
+    connection = task.connection
+    ticket, new = Ticket.objects.get_or_create(
+        connection=connection,
+        ticket_id=created.ticket_id,
+        defaults={
+            "ticket_number": created.ticket_number,
+            "agent_url": agent_link(connection, created.ticket_id),
+        },
+    )
+    if not new and Task.objects.filter(ticket=ticket).exclude(pk=task.pk).exists():
+        # Another task already owns this ticket: never map one ticket to two tasks.
+        return _provision_failed(
+            task,
+            OTRSError(
+                f"ticket {created.ticket_id} already belongs to another task", permanent=True
+            ),
+            actor=actor,
+            owner=owner,
+            clear_unknown=False,
+        )
+    _move_task(
+        task,
+        TS.TICKET_OPEN,
+        frm=TS.CLAIMED,
+        guard={"lease_owner": owner[:100]},
+        reason=f"{how}: {ticket.ticket_number or ticket.ticket_id}",
+        actor=actor,
+        ticket=ticket,
+        outcome_unknown=False,
+        lease_until=None,
+        last_error="",
+        flag="",
+    )
+    # The first ticket of a request moves it on; later ones find it in progress.
+    if AccessRequest.objects.filter(pk=task.request_id, status=RS.APPROVED).update(
+        status=RS.IN_PROGRESS, updated_at=timezone.now()
+    ):
+        _event(
+            request_id=task.request_id,
+            task_id=None,
+            frm=RS.APPROVED,
+            to=RS.IN_PROGRESS,
+            reason="first ticket created",
+            actor=actor,
+        )
     return TS.TICKET_OPEN
 
 
-def _provision_failed(task: Task, exc: OTRSError, *, actor: Actor, clear_unknown: bool) -> str:
+def _provision_failed(
+    task: Task, exc: OTRSError, *, actor: Actor, owner: str, clear_unknown: bool
+) -> str:
+    """Record a failed attempt: wait and retry while tries are left, else fail the task.
+
+    Only the worker that still holds the lease may do this; one that lost it changes nothing.
+    """
     task.refresh_from_db()
     message = str(exc.message)[:2000]
-    with transaction.atomic():
-        fields = {"last_error": message, "lease_until": None}
-        if clear_unknown:
-            fields["outcome_unknown"] = False
-        if exc.permanent or task.attempts >= task.max_attempts:
-            why = (
-                "permanent error"
-                if exc.permanent
-                else f"tries exhausted ({task.attempts} of {task.max_attempts})"
-            )
+    guard = {"lease_owner": owner[:100]}
+    fields = {"last_error": message, "lease_until": None}
+    if clear_unknown:
+        fields["outcome_unknown"] = False
+    try:
+        with transaction.atomic():
+            if exc.permanent or task.attempts >= task.max_attempts:
+                why = (
+                    "permanent error"
+                    if exc.permanent
+                    else f"tries exhausted ({task.attempts} of {task.max_attempts})"
+                )
+                _move_task(
+                    task,
+                    TS.FAILED,
+                    frm=TS.CLAIMED,
+                    guard=guard,
+                    reason=f"{why}: {message}",
+                    actor=actor,
+                    completed_at=timezone.now(),
+                    **fields,
+                )
+                _settle_request(task.request_id, actor=actor)
+                return TS.FAILED
+            delay = backoff_delay(task.attempts)
             _move_task(
                 task,
-                TS.FAILED,
+                TS.RETRY_WAIT,
                 frm=TS.CLAIMED,
-                reason=f"{why}: {message}",
+                guard=guard,
+                reason=f"will retry in {int(delay.total_seconds())} s: {message}",
                 actor=actor,
-                completed_at=timezone.now(),
+                next_attempt_at=timezone.now() + delay,
                 **fields,
             )
-            _settle_request(task.request_id, actor=actor)
-            return TS.FAILED
-        delay = backoff_delay(task.attempts)
-        _move_task(
-            task,
-            TS.RETRY_WAIT,
-            frm=TS.CLAIMED,
-            reason=f"will retry in {int(delay.total_seconds())} s: {message}",
+            return TS.RETRY_WAIT
+    except TransitionError:
+        return _lost_lease(task, owner)
+
+
+def _current_status(task: Task) -> str:
+    return Task.objects.filter(pk=task.pk).values_list("status", flat=True).first() or ""
+
+
+def _lost_lease(task: Task, owner: str) -> str:
+    """The task was cancelled or taken over while this worker held it: leave it alone."""
+    log.warning("task %s is no longer held by %s; leaving it as it is", task.pk, owner)
+    return _current_status(task)
+
+
+def _orphan_event(task: Task, created, *, actor: Actor, why: str) -> None:
+    """A ticket was created for a task that moved on meanwhile: record it on the timeline."""
+    with transaction.atomic():
+        _event(
+            request_id=task.request_id,
+            task_id=task.pk,
+            frm="",
+            to=_current_status(task),
+            reason=(
+                f"ticket {created.ticket_number or created.ticket_id} (TicketID {created.ticket_id}) "
+                f"was created, but the task had moved on ({why}); the bridge does not follow "
+                "this ticket; close it in OTRS"
+            ),
             actor=actor,
-            next_attempt_at=timezone.now() + delay,
-            **fields,
         )
-        return TS.RETRY_WAIT
 
 
 @dataclass
@@ -876,7 +955,10 @@ def provision_due(
                 task = task_claim_next(owner=name, connection=connection, candidates=candidates)
                 if task is None:
                     return
-                status = task_provision(task=task, owner=name)
+                try:
+                    status = task_provision(task=task, owner=name)
+                except TransitionError:
+                    status = _lost_lease(task, name)
                 with lock:
                     result.count(status)
                 if progress:
@@ -966,10 +1048,15 @@ def tickets_poll(
             elif status.state == state and status.merged_into is None:
                 unchanged.append(pk)
             else:
-                if ticket_apply_status(
-                    ticket=Ticket.objects.get(pk=pk), status=status, actor=Actor.job("poll")
-                ):
-                    result.changed += 1
+                try:
+                    if ticket_apply_status(
+                        ticket=Ticket.objects.get(pk=pk), status=status, actor=Actor.job("poll")
+                    ):
+                        result.changed += 1
+                except TransitionError:
+                    # Someone else (the webhook, an operator) moved the task meanwhile;
+                    # the next cycle sees the new state.
+                    unchanged.append(pk)
         Ticket.objects.filter(pk__in=unchanged).update(last_polled_at=timezone.now())
         result.tickets += len(chunk)
         if progress:
@@ -1004,18 +1091,27 @@ def ticket_apply_status(*, ticket: Ticket, status: TicketStatus, actor: Actor) -
             Ticket.objects.filter(pk=ticket.pk).update(
                 is_open=False, closed_at=now, merged_into=status.merged_into, **mapping
             )
-            if (
-                task is not None
-                and not task.is_terminal
-                and not Task.objects.filter(ticket=target).exists()
-            ):
-                Task.objects.filter(pk=task.pk).update(ticket=target, flag="")
+            if task is not None and not task.is_terminal:
+                owner = Task.objects.filter(ticket=target).exclude(pk=task.pk).first()
+                if owner is None:
+                    Task.objects.filter(pk=task.pk).update(ticket=target, flag="")
+                    reason = (
+                        f"ticket {ticket} was merged into ticket {status.merged_into}; following it"
+                    )
+                else:
+                    # Two tasks cannot share a ticket: flag it for an operator to decide.
+                    flag = f"merged into the ticket of task {owner.pk}"
+                    Task.objects.filter(pk=task.pk).update(flag=flag[:200])
+                    reason = (
+                        f"ticket {ticket} was merged into ticket {status.merged_into}, which task "
+                        f"{owner.pk} follows; this task needs an operator (cancel it here, and check the merge in OTRS)"
+                    )
                 _event(
                     request_id=task.request_id,
                     task_id=task.pk,
                     frm=task.status,
                     to=task.status,
-                    reason=f"ticket {ticket} was merged into ticket {status.merged_into}; following it",
+                    reason=reason,
                     actor=actor,
                 )
             return True
@@ -1110,8 +1206,12 @@ def _record_access(task: Task) -> None:
 
 
 def _settle_request(request_id: int, *, actor: Actor) -> None:
-    """Finish a request once all its tasks are terminal; its status says how it went."""
-    access_request = AccessRequest.objects.get(pk=request_id)
+    """Finish a request once all its tasks are terminal; its status says how it went.
+
+    The request row is locked first: two transactions finishing the last two tasks of one
+    request would otherwise each see the other task unfinished, and neither would settle it.
+    """
+    access_request = AccessRequest.objects.select_for_update().get(pk=request_id)
     if access_request.status in AccessRequest.TERMINAL:
         return
     statuses = list(Task.objects.filter(request_id=request_id).values_list("status", flat=True))
@@ -1318,4 +1418,6 @@ def refresh_one(*, ticket_pk: int, source: str = "") -> str:
         changed = ticket_refresh(ticket=ticket, actor=actor)
     except OTRSError as exc:
         return f"ticket {ticket} not refreshed: {exc.message}"
+    except TransitionError as exc:
+        return f"ticket {ticket} not applied: {exc}"
     return f"ticket {ticket} {'updated' if changed else 'not found in OTRS'}"

@@ -328,8 +328,12 @@ def task_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
 def tasks_retry(request: HttpRequest) -> HttpResponse:
     """Retry the selected failed tasks: task ids from the board, request ids from the list."""
     _require(request, OPERATE)
-    task_ids = [v for v in request.POST.getlist("task") if v.isdigit()]
-    request_ids = [v for v in request.POST.getlist("request") if v.isdigit()]
+    task_ids = [
+        v for v in request.POST.getlist("task") if v.isascii() and v.isdigit() and len(v) < 19
+    ]
+    request_ids = [
+        v for v in request.POST.getlist("request") if v.isascii() and v.isdigit() and len(v) < 19
+    ]
     tasks = ProvisioningTask.objects.filter(
         Q(pk__in=task_ids) | Q(request_id__in=request_ids, status=ProvisioningTask.Status.FAILED)
     ).order_by("id")
