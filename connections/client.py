@@ -490,6 +490,8 @@ class TicketClient:
         # Exchanges are kept only while test_connection records them: a poll cycle makes
         # thousands of calls with one client, and keeping each would grow without bound.
         self.exchanges: list[dict] | None = None
+        self._known_secrets: list[str] | None = None
+        self._used_tokens: set[str] = set()
         auths = self.documents.connection.auths.values()
         self._masked_keys = MASKED_KEYS | {k.lower() for a in auths for k in a.mask_in_logs}
 
@@ -598,7 +600,7 @@ class TicketClient:
     ) -> auth.Token:
         """The token to send for `auth_spec` (see auth.current_token); logs in through this client."""
         try:
-            return auth.current_token(
+            token = auth.current_token(
                 self.connection,
                 auth_spec,
                 login=lambda: self._login(auth_spec, ref),
@@ -608,6 +610,9 @@ class TicketClient:
             )
         except auth.TokenUnavailable as exc:
             raise OTRSError(exc.message, auth=exc.auth) from None
+        if token.value:
+            self._used_tokens.add(token.value)
+        return token
 
     def _call_context(self, context: dict, auth_spec: AuthSpec, token: str) -> dict:
         return {**context, "access_token": token, "connection": auth_spec.properties}
@@ -931,7 +936,11 @@ class TicketClient:
             raise _transport_error(exc, request, self.config) from None
 
     def _secrets(self, extra: Iterable[str] = ()) -> list[str]:
-        return [*self.connection.secret_values(), *extra]
+        """What to mask: the connection's secrets (read once per client, not once per call)
+        and every token this client has sent."""
+        if self._known_secrets is None:
+            self._known_secrets = self.connection.secret_values()
+        return [*self._known_secrets, *self._used_tokens, *extra]
 
     def _masked_request(
         self, request: _Request, content_type: str, secrets: list[str] | None = None

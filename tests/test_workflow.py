@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from django.core.exceptions import PermissionDenied
 
-from connections.models import Connection
 from tests import factories
 from tickets import services
 from tickets.models import (
@@ -21,9 +20,9 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def crm(db):
-    """An endpoint on a connection that is never called in these tests."""
-    return factories.endpoint(Connection.objects.create(name="offline"), name="crm")
+def crm(offline):
+    """These tests never call OTRS: the endpoint sits on the conftest's offline connection."""
+    return offline
 
 
 def submit(crm, requester, **kw):

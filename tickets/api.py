@@ -37,7 +37,15 @@ from connections.crypto import SecretUnreadable
 from connections.models import Connection, Endpoint
 
 from . import openapi
-from .models import AccessRequest, ApiClient, Operation, ProvisioningTask, Ticket
+from .models import (
+    MAX_DB_INT,
+    AccessRequest,
+    ApiClient,
+    Operation,
+    ProvisioningTask,
+    Ticket,
+    parse_id,
+)
 from .services import Actor, RequestInvalid, TransitionError, request_cancel, request_submit
 
 log = logging.getLogger(__name__)
@@ -52,7 +60,6 @@ PAGE_SIZE_MAX = 100
 # enough to tell an active client from a forgotten one.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 # The largest value a BigIntegerField (and PostgreSQL's bigint) holds.
-MAX_DB_INT = 2**63 - 1
 
 
 class ApiError(Exception):
@@ -539,11 +546,7 @@ def decode_cursor(cursor: str) -> int | None:
     except (binascii.Error, ValueError):
         return None
     prefix, _, number = text.partition(":")
-    if prefix != "before" or not (number.isascii() and number.isdigit()) or len(number) > 19:
-        return None
-    if not 0 < int(number) <= MAX_DB_INT:
-        return None
-    return int(number)
+    return parse_id(number) if prefix == "before" else None
 
 
 LIST_PARAMETERS = ("status", "endpoint", "operation", "cursor", "limit")
@@ -659,16 +662,9 @@ def ticket_id_of(payload: object) -> int | None:
         return None
     for section in ("Event", "Ticket"):
         part = payload.get(section)
-        value = part.get("TicketID") if isinstance(part, dict) else None
-        if isinstance(value, bool):
-            continue
-        if isinstance(value, int) and 0 < value <= MAX_DB_INT:
-            return value
-        digits = value.strip() if isinstance(value, str) else ""
-        if digits.isascii() and digits.isdigit() and len(digits) <= 19:
-            number = int(digits)
-            if 0 < number <= MAX_DB_INT:
-                return number
+        number = parse_id(part.get("TicketID")) if isinstance(part, dict) else None
+        if number is not None:
+            return number
     return None
 
 

@@ -11,7 +11,7 @@ from django import forms
 
 from connections.models import Endpoint
 
-from .models import AccessRequest, Operation
+from .models import AccessRequest, Operation, parse_id
 
 # RequestInvalid names fields the way the API does; these are the form's names for them.
 SERVICE_FIELDS = {
@@ -73,9 +73,8 @@ class SubmitRequestForm(forms.Form):
         raw = self.data.get("endpoint") if self.is_bound else self.initial.get("endpoint")
         if isinstance(raw, Endpoint):
             return raw
-        if not raw or not (str(raw).isascii() and str(raw).isdigit() and len(str(raw)) < 19):
-            return None
-        return self.fields["endpoint"].queryset.filter(pk=raw).first()
+        pk = parse_id(raw)
+        return None if pk is None else self.fields["endpoint"].queryset.filter(pk=pk).first()
 
     def offered_entitlements(self) -> list[str]:
         endpoint = self.selected_endpoint()

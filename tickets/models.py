@@ -13,6 +13,26 @@ from django.urls import reverse
 
 from connections.models import Connection, Endpoint
 
+# The largest id a BigAutoField / BigIntegerField can hold.
+MAX_DB_INT = 2**63 - 1
+
+
+def parse_id(value: object) -> int | None:
+    """A positive database id from a URL, a form or a JSON body; None for anything else.
+
+    Refuses what int() would choke on or the database would overflow with: "²" passes
+    str.isdigit(), and 2**64 fits no bigint column.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if 0 < value <= MAX_DB_INT else None
+    text = value.strip() if isinstance(value, str) else ""
+    if not (text.isascii() and text.isdigit() and len(text) <= 19):
+        return None
+    number = int(text)
+    return number if 0 < number <= MAX_DB_INT else None
+
 
 class Identity(models.Model):
     """The person whose access changes."""

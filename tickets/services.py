@@ -231,7 +231,6 @@ def _check_operation_fits(
     identity: Identity,
     endpoint: Endpoint,
     operation: str,
-    account_name: str,
     entitlements: list[str],
     errors: dict[str, list[str]],
 ) -> None:
@@ -320,7 +319,6 @@ def request_submit(
             identity=identity,
             endpoint=endpoint,
             operation=operation,
-            account_name=account_name,
             entitlements=entitlements,
             errors=errors,
         )

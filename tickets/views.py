@@ -31,7 +31,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from . import selectors, services
 from .forms import DecisionForm, RequestFilterForm, SubmitRequestForm
-from .models import AccessRequest, ProvisioningTask
+from .models import AccessRequest, ProvisioningTask, parse_id
 from .selectors import APPROVE, OPERATE, VIEW_ALL
 
 PAGE_SIZE = 50
@@ -328,12 +328,8 @@ def task_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
 def tasks_retry(request: HttpRequest) -> HttpResponse:
     """Retry the selected failed tasks: task ids from the board, request ids from the list."""
     _require(request, OPERATE)
-    task_ids = [
-        v for v in request.POST.getlist("task") if v.isascii() and v.isdigit() and len(v) < 19
-    ]
-    request_ids = [
-        v for v in request.POST.getlist("request") if v.isascii() and v.isdigit() and len(v) < 19
-    ]
+    task_ids = [i for i in map(parse_id, request.POST.getlist("task")) if i is not None]
+    request_ids = [i for i in map(parse_id, request.POST.getlist("request")) if i is not None]
     tasks = ProvisioningTask.objects.filter(
         Q(pk__in=task_ids) | Q(request_id__in=request_ids, status=ProvisioningTask.Status.FAILED)
     ).order_by("id")
