@@ -46,6 +46,12 @@ class Token:
 
     value: str
     version: int | None
+    # When the stored token stops being fresh; None for tokens that never expire here.
+    expires_at: datetime | None = None
+
+    def fresh(self, now: datetime) -> bool:
+        """Usable without asking the database again (a client keeps it for its next calls)."""
+        return self.expires_at is None or self.expires_at - now > REFRESH_MARGIN
 
 
 def get_token(
@@ -91,7 +97,7 @@ def current_token(
     now = timezone.now()
     moved = seen_version is not None and row.version != seen_version
     if _fresh(row, now) and (not force_refresh or moved):
-        return Token(_prefixed(auth_spec, row.token), row.version)
+        return Token(_prefixed(auth_spec, row.token), row.version, row.expires_at)
     return _refresh(connection, auth_spec, row, login=login, lease_seconds=lease_seconds)
 
 
@@ -140,7 +146,9 @@ def _refresh(
         current = ConnectionToken.objects.get(pk=row.pk)
         if current.version != base_version:
             if _fresh(current, timezone.now()):
-                return Token(_prefixed(auth_spec, current.token), current.version)
+                return Token(
+                    _prefixed(auth_spec, current.token), current.version, current.expires_at
+                )
             if current.last_error:
                 raise TokenUnavailable(
                     f"Another worker's login failed: {current.last_error}", auth=True
@@ -174,13 +182,14 @@ def _login_and_store(
         )
         raise
     now = timezone.now()
+    expires_at = now + timedelta(seconds=auth_spec.token_lifetime_seconds)
     rows.update(
         token_encrypted=crypto.encrypt(raw),
         obtained_at=now,
-        expires_at=now + timedelta(seconds=auth_spec.token_lifetime_seconds),
+        expires_at=expires_at,
         refresh_lease_until=None,
         version=F("version") + 1,
         refresh_count=F("refresh_count") + 1,
         last_error="",
     )
-    return Token(_prefixed(auth_spec, raw), base_version + 1)
+    return Token(_prefixed(auth_spec, raw), base_version + 1, expires_at)

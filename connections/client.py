@@ -471,10 +471,17 @@ class TicketClient:
     """Create tickets, find them again, and read their states, for one Connection.
 
     Use one instance per unit of work and thread. Every method raises OTRSError only.
+    With `defer_logging`, the ApiCall rows are kept in `pending_calls` for the caller to
+    save in bulk (see `take_calls`) instead of one INSERT per call.
     """
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, *, defer_logging: bool = False) -> None:
         self.connection = connection
+        self.defer_logging = defer_logging
+        self.pending_calls: list[ApiCall] = []
+        # The tokens this client sent, by auth block, reused while fresh: reading and
+        # decrypting the ConnectionToken row for every call costs more than the call.
+        self._tokens: dict[str, auth.Token] = {}
         self.fingerprint = _fingerprint(connection)
         try:
             self.documents: Documents = _validated_documents(connection, self.fingerprint)
@@ -503,9 +510,15 @@ class TicketClient:
         responses: dict[str, dict] = {}
         for call in create.calls:
             required = create.ticket_id_path if call.name == create.ticket_id_call else ""
-            body = self._run(
-                call, {**context, "response": responses}, ref=ref, required_path=required
-            )
+            try:
+                body = self._run(
+                    call, {**context, "response": responses}, ref=ref, required_path=required
+                )
+            except OTRSError as exc:
+                # A later call failing does not undo the ticket an earlier call created:
+                # the next attempt must search for it, never create a second one.
+                exc.outcome_unknown = exc.outcome_unknown or create.ticket_id_call in responses
+                raise
             responses[call.name] = {"message": body}
         ticket_id = _as_ticket_id(
             get_path(responses[create.ticket_id_call]["message"], create.ticket_id_path)
@@ -592,6 +605,11 @@ class TicketClient:
 
     # --- calls with sessions ----------------------------------------------------------------
 
+    def take_calls(self) -> list[ApiCall]:
+        """The deferred ApiCall rows logged since the last take (unsaved)."""
+        calls, self.pending_calls = self.pending_calls, []
+        return calls
+
     def _main_auth(self) -> AuthSpec:
         return self.documents.connection.auths[self.documents.create.calls[0].connection]
 
@@ -599,6 +617,9 @@ class TicketClient:
         self, auth_spec: AuthSpec, *, ref: str, force: bool = False, seen: int | None = None
     ) -> auth.Token:
         """The token to send for `auth_spec` (see auth.current_token); logs in through this client."""
+        kept = self._tokens.get(auth_spec.name)
+        if kept is not None and not force and kept.fresh(timezone.now()):
+            return kept
         try:
             token = auth.current_token(
                 self.connection,
@@ -612,6 +633,7 @@ class TicketClient:
             raise OTRSError(exc.message, auth=exc.auth) from None
         if token.value:
             self._used_tokens.add(token.value)
+        self._tokens[auth_spec.name] = token
         return token
 
     def _call_context(self, context: dict, auth_spec: AuthSpec, token: str) -> dict:
@@ -983,7 +1005,7 @@ class TicketClient:
             "request": f"{head}\n\n{shown['body']}".strip()[:EXCERPT_CHARS],
             "response": response[:EXCERPT_CHARS],
         }
-        ApiCall.objects.create(
+        call = ApiCall(
             connection=self.connection,
             ref=ref[:100],
             call_name=row["call"][:100],
@@ -996,6 +1018,10 @@ class TicketClient:
             request_excerpt=row["request"],
             response_excerpt=row["response"],
         )
+        if self.defer_logging:
+            self.pending_calls.append(call)
+        else:
+            call.save()
         if self.exchanges is not None:
             self.exchanges.append(row)
         level = logging.INFO if error is None else logging.WARNING

@@ -70,10 +70,38 @@ def test_a_session_near_its_declared_lifetime_is_renewed_before_use(sim, otrs):
         expires_at=timezone.now() + timedelta(seconds=30)
     )
 
-    client.ticket_statuses([ticket])
+    TicketClient(otrs).ticket_statuses([ticket])
 
     assert session_creates(sim) == 2
     assert not ApiCall.objects.filter(outcome="auth_error").exists()
+
+
+@pytest.mark.django_db
+def test_a_client_keeps_its_fresh_session_without_reading_the_row_again(sim, otrs):
+    from django.test.utils import CaptureQueriesContext
+
+    client = TicketClient(otrs)
+    ticket = client.create_ticket(sample_task_context()).ticket_id
+    with CaptureQueriesContext(db_connection) as queries:
+        client.ticket_statuses([ticket])
+        client.ticket_statuses([ticket])
+    assert not [q for q in queries if "connectiontoken" in q["sql"]]
+    assert session_creates(sim) == 1
+
+
+@pytest.mark.django_db
+def test_a_kept_session_is_still_renewed_near_its_lifetime(sim, otrs, monkeypatch):
+    client = TicketClient(otrs)
+    ticket = client.create_ticket(sample_task_context()).ticket_id
+    lifetime = token_row(otrs).expires_at - timezone.now()
+    # The client's own clock reaches the last minute of the session's declared lifetime.
+    later = timezone.now() + lifetime - timedelta(seconds=30)
+    monkeypatch.setattr(auth.timezone, "now", lambda: later)
+    monkeypatch.setattr("connections.client.timezone.now", lambda: later)
+
+    client.ticket_statuses([ticket])
+
+    assert session_creates(sim) == 2
 
 
 @pytest.mark.django_db

@@ -202,3 +202,100 @@ def test_a_task_cancelled_during_its_create_call_records_the_orphan_ticket(sim, 
     [ticket] = sim_tickets(sim)
     note = TaskEvent.objects.filter(task=task, reason__contains="the bridge does not follow").get()
     assert ticket["TicketNumber"] in note.reason
+
+
+def _approve_many(endpoint, people, count: int) -> list[ProvisioningTask]:
+    return [approved_task(endpoint, people, username=f"user{n}") for n in range(count)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_with_workers_claims_and_stores_in_batches(sim, crm, people):
+    from django.db import connection as db_connection
+    from django.test.utils import CaptureQueriesContext
+
+    from connections.models import ApiCall
+
+    tasks = _approve_many(crm, people, 12)
+    with CaptureQueriesContext(db_connection) as queries:
+        result = services.provision_due(owner="t", workers=4)
+
+    assert result.by_status == {"ticket_open": 12}
+    assert len(sim_tickets(sim)) == 12 and Ticket.objects.count() == 12
+    for task in tasks:
+        task.refresh_from_db()
+        assert task.status == "ticket_open" and not task.outcome_unknown
+        assert task.lease_until is None and task.ticket.ticket_number
+        statuses = list(TaskEvent.objects.filter(task=task).values_list("to_status", flat=True))
+        assert statuses == ["new", "claimed", "ticket_open"]
+        assert AccessRequest.objects.get(pk=task.request_id).status == "in_progress"
+    # Every call is logged, though the rows were written in bulk: 12 creates and 1 login.
+    logged = ApiCall.objects.filter(ref__startswith="task:", outcome="ok")
+    assert logged.count() == 13 and logged.filter(call_name__startswith="token:").count() == 1
+    # One task at a time takes about twenty statements; a batch takes about ten, BEGIN
+    # and COMMIT included, whatever its size.
+    assert len(queries) <= 4 * 12, len(queries)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_task_cancelled_while_its_batch_was_in_flight_keeps_its_orphan_note(sim, crm, people):
+    import threading
+
+    from django.db import connection as db_connection
+
+    tasks = _approve_many(crm, people, 3)
+    sim.configure(latency_ms=400)
+
+    def cancel_meanwhile():
+        try:
+            services.task_cancel(task=ProvisioningTask.objects.get(pk=tasks[1].pk), by=people.olga)
+        finally:
+            db_connection.close()
+
+    cancel = threading.Timer(0.15, cancel_meanwhile)
+    cancel.start()
+    result = services.provision_due(owner="t", workers=3)
+    cancel.join()
+
+    assert result.by_status == {"ticket_open": 2, "cancelled": 1}
+    statuses = [ProvisioningTask.objects.get(pk=t.pk).status for t in tasks]
+    assert statuses == ["ticket_open", "cancelled", "ticket_open"]
+    assert len(sim_tickets(sim)) == 3 and Ticket.objects.count() == 2
+    assert TaskEvent.objects.filter(
+        task=tasks[1], reason__contains="the bridge does not follow"
+    ).exists()
+
+
+def test_a_failing_later_create_call_never_leads_to_a_second_ticket(sim, connection, people):
+    """CreateTicketJSON may hold more calls after TicketCreate. When one of them fails,
+    the ticket exists all the same: the task keeps its mark and the retry adopts it."""
+    documents = connection.create_ticket_json
+    first = documents["call"][0]
+    documents["call"].append(
+        {
+            "name": "Followup",
+            "connection": first["connection"],
+            "url": first["url"].rsplit("/", 1)[0] + "/NoSuchRoute",
+            "httpMethod": "GET",
+            "successResponses": {"statusCode": [200]},
+        }
+    )
+    connection.create_ticket_json = documents
+    connection.save()
+    endpoint = factories.endpoint(connection, name="crm")
+    task = approved_task(endpoint, people)
+
+    services.provision_due(owner="t")
+    task.refresh_from_db()
+    assert task.status == "failed" and task.outcome_unknown, task.last_error
+    assert len(sim_tickets(sim)) == 1
+
+    # The operator fixes the package and retries: the ticket is found, not made again.
+    documents["call"].pop()
+    connection.create_ticket_json = documents
+    connection.save()
+    services.task_retry(task=task, by=people.olga)
+    services.provision_due(owner="t")
+    task.refresh_from_db()
+    assert task.status == "ticket_open"
+    assert len(sim_tickets(sim)) == 1
+    assert "adopted" in task.events.filter(to_status="ticket_open").get().reason

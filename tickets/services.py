@@ -8,14 +8,16 @@ functions; none of them changes a status itself. Rules that hold everywhere here
   says what state it is in now.
 - No HTTP call happens inside a transaction. A ticket system can be slow; a row lock or
   SQLite's write lock must never wait for it.
-- Before a create call is sent, the task is marked `outcome_unknown`. A worker killed
-  mid-call, a timeout or a reset therefore leave a mark, and the next attempt searches
-  OTRS for the task's correlation key before it creates anything (reconcile-before-create).
+- A claimed task is marked `outcome_unknown` in the claim's transaction, before any
+  create call is sent. A worker killed mid-call, a timeout or a reset therefore leave a
+  mark, and the next attempt searches OTRS for the task's correlation key before it
+  creates anything (reconcile-before-create).
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import random
 import secrets
 import threading
@@ -23,7 +25,6 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -31,14 +32,15 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied
 from django.core.mail import send_mail
-from django.db import close_old_connections, transaction
+from django.db import IntegrityError, transaction
+from django.db import connections as db_connections
 from django.db.models import Case, F, Q, Value, When
 from django.template import Context, Template
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from connections.client import OTRSError, TicketClient, TicketStatus
-from connections.models import Connection, Endpoint
+from connections.client import CreatedTicket, OTRSError, TicketClient, TicketStatus
+from connections.models import ApiCall, Connection, Endpoint
 
 from .models import (
     ACCESS_OPERATIONS,
@@ -143,7 +145,18 @@ SYSTEM = Actor(TaskEvent.Actor.SYSTEM, "system")
 def _event(
     *, request_id: int, task_id: int | None, frm: str, to: str, reason: str, actor: Actor
 ) -> TaskEvent:
-    return TaskEvent.objects.create(
+    event = _event_row(
+        request_id=request_id, task_id=task_id, frm=frm, to=to, reason=reason, actor=actor
+    )
+    event.save()
+    return event
+
+
+def _event_row(
+    *, request_id: int, task_id: int | None, frm: str, to: str, reason: str, actor: Actor
+) -> TaskEvent:
+    """An unsaved event, for bulk_create."""
+    return TaskEvent(
         request_id=request_id,
         task_id=task_id,
         from_status=frm,
@@ -657,61 +670,99 @@ def due_tasks(now: datetime | None = None):
     return Task.objects.filter(_due_row(now or timezone.now()), connection__enabled=True)
 
 
-def task_claim_next(
-    *, owner: str, connection: Connection | None = None, candidates: list | None = None
-) -> Task | None:
-    """Claim one due task with a conditional UPDATE and a lease; None when nothing is due.
+def task_claim_next(*, owner: str, connection: Connection | None = None) -> Task | None:
+    """Claim one due task (see task_claim_batch); None when nothing is due."""
+    claimed = task_claim_batch(owner=owner, size=1, connection=connection)
+    return claimed[0] if claimed else None
 
-    Works the same on SQLite and PostgreSQL: whoever's UPDATE changes the row owns it,
-    the others see a rowcount of 0 and try the next candidate. A caller that claims in a
-    loop passes its own `candidates` list, so the due query runs once per 25 claims.
+
+def task_claim_next_specific(*, task_id: int, owner: str) -> Task | None:
+    """Claim one given task if it is due (the same conditional UPDATE as task_claim_batch)."""
+    claimed = task_claim_batch(owner=owner, size=1, task_id=task_id)
+    return claimed[0] if claimed else None
+
+
+def task_claim_batch(
+    *, owner: str, size: int, connection: Connection | None = None, task_id: int | None = None
+) -> list[Task]:
+    """Claim up to `size` due tasks with one conditional UPDATE and a lease.
+
+    Works the same on SQLite and PostgreSQL: the UPDATE names the candidate ids and the
+    status each was read in, so a row another worker claimed meanwhile no longer matches
+    and is simply not part of this batch. The tasks come back loaded for task_context,
+    with `outcome_unknown` as it was before the claim: True means search OTRS first.
     """
     now = timezone.now()
-    rows = candidates if candidates is not None else []
-    for refill in (False, True):
-        if refill or not rows:
-            due = due_tasks(now)
-            if connection is not None:
-                due = due.filter(connection=connection)
-            rows[:] = due.order_by("next_attempt_at", "id").values_list("id", "status")[:25]
-            # Shuffle so that parallel workers do not all fight over the first row.
+    for _ in range(3):  # candidates taken by a parallel worker: read fresh ones
+        due = due_tasks(now)
+        if connection is not None:
+            due = due.filter(connection=connection)
+        if task_id is not None:
+            due = due.filter(pk=task_id)
+        rows = list(due.order_by("next_attempt_at", "id").values_list("id", "status")[: size * 2])
+        if not rows:
+            return []
+        if len(rows) > size:
+            # Parallel workers read the same oldest rows; a shuffle keeps them from all
+            # fighting over the same ones.
             random.shuffle(rows)
-        while rows:
-            task_id, frm = rows.pop()
-            task = _claim(task_id=task_id, frm=frm, owner=owner, now=now)
-            if task is not None:
-                return task
-    return None
+            rows = rows[:size]
+        claimed = _claim(dict(rows), owner=owner[:100], now=now)
+        if claimed:
+            return claimed
+    return []
 
 
-def _claim(*, task_id: int, frm: str, owner: str, now: datetime) -> Task | None:
+def _claim(statuses: dict[int, str], *, owner: str, now: datetime) -> list[Task]:
+    """Claim the given tasks (id → the status they were read in); returns those won."""
+    lease_until = now + LEASE
+    read_in = Q()
+    for status in set(statuses.values()):
+        read_in |= Q(pk__in=[pk for pk, s in statuses.items() if s == status], status=status)
     with transaction.atomic():
-        updated = Task.objects.filter(_due_row(now), pk=task_id, status=frm).update(
-            status=TS.CLAIMED,
-            lease_until=now + LEASE,
-            lease_owner=owner[:100],
-            attempts=F("attempts") + 1,
-            # A lease that ran out means the last worker may have created the ticket.
-            outcome_unknown=Case(
-                When(status=TS.CLAIMED, then=Value(True)), default=F("outcome_unknown")
-            ),
-            updated_at=now,
+        won = (
+            Task.objects.filter(_due_row(now))
+            .filter(read_in)
+            .update(
+                status=TS.CLAIMED,
+                lease_until=lease_until,
+                lease_owner=owner,
+                attempts=F("attempts") + 1,
+                # A lease that ran out means the last worker may have created the ticket.
+                outcome_unknown=Case(
+                    When(status=TS.CLAIMED, then=Value(True)), default=F("outcome_unknown")
+                ),
+                updated_at=now,
+            )
         )
-        if updated != 1:
-            return None
-        task = Task.objects.select_related(*CONTEXT_RELATIONS).get(pk=task_id)
-        reason = f"claimed by {owner}, attempt {task.attempts} of {task.max_attempts}"
-        if frm == TS.CLAIMED:
-            reason += " (the previous worker's lease ran out)"
-        _event(
-            request_id=task.request_id,
-            task_id=task_id,
-            frm=frm,
-            to=TS.CLAIMED,
-            reason=reason,
-            actor=Actor.job(owner),
+        if not won:
+            return []
+        # This claim's rows: the owner together with this exact lease time.
+        tasks = list(
+            Task.objects.select_related(*CONTEXT_RELATIONS)
+            .filter(pk__in=statuses, status=TS.CLAIMED, lease_owner=owner, lease_until=lease_until)
+            .order_by("pk")
         )
-        return task
+        # From here on a crash or a timeout leaves a task that is searched for before it
+        # is created again (the loaded tasks keep the earlier value: search first or not).
+        Task.objects.filter(pk__in=[t.pk for t in tasks]).update(outcome_unknown=True)
+        events = []
+        for task in tasks:
+            reason = f"claimed by {owner}, attempt {task.attempts} of {task.max_attempts}"
+            if statuses[task.pk] == TS.CLAIMED:
+                reason += " (the previous worker's lease ran out)"
+            events.append(
+                _event_row(
+                    request_id=task.request_id,
+                    task_id=task.pk,
+                    frm=statuses[task.pk],
+                    to=TS.CLAIMED,
+                    reason=reason,
+                    actor=Actor.job(owner),
+                )
+            )
+        TaskEvent.objects.bulk_create(events)
+        return tasks
 
 
 def backoff_delay(attempt: int) -> timedelta:
@@ -721,63 +772,103 @@ def backoff_delay(attempt: int) -> timedelta:
     return timedelta(seconds=delay * random.uniform(0.75, 1.25))
 
 
+@dataclass
+class _Attempt:
+    """What the HTTP half of one provisioning attempt found; nothing of it is stored yet."""
+
+    created: CreatedTicket | None = None
+    how: str = ""
+    error: OTRSError | None = None
+    clear_unknown: bool = False  # the create call surely never reached OTRS
+    lost_lease: bool = False
+    calls: list = field(default_factory=list)  # deferred ApiCall rows
+
+
 def task_provision(*, task: Task, owner: str) -> str:
     """Create (or adopt) the ticket of a claimed task. Returns the task's new status.
 
     1. If an earlier attempt's outcome is unknown, search OTRS for the correlation key
        and adopt the ticket found.
-    2. Otherwise mark the outcome unknown, send TicketCreate, and store the ids.
+    2. Otherwise check the lease is still held, send TicketCreate, and store the ids.
     3. A transient failure waits with backoff while tries are left; a permanent one fails.
     """
-    actor = Actor.job(owner)
     if task.status != TS.CLAIMED or task.lease_owner != owner[:100]:
         raise TransitionError(f"Task {task.pk} is not claimed by {owner}.")
-    connection = task.connection
+    return _finish(task, _attempt(task, owner, verify_lease=True), owner)
+
+
+def _attempt(
+    task: Task, owner: str, *, verify_lease: bool, clients: dict | None = None
+) -> _Attempt:
+    """Search and/or create the ticket of one claimed task. Only HTTP: no status changes.
+
+    `verify_lease` renews the lease in the database right before TicketCreate and gives
+    up when another worker took the task over. `clients` keeps one TicketClient per
+    connection for a worker thread; its ApiCall rows are then returned, not saved.
+    """
     ref = f"task:{task.pk}"
-    sent_create = False
+    stage = "prepare"
+    client = None
     try:
-        client = TicketClient(connection)  # raises OTRSError for invalid stored documents
+        if clients is None:
+            client = TicketClient(task.connection)
+        else:
+            client = clients.get(task.connection_id)
+            if client is None or client.connection.pk != task.connection_id:
+                client = clients[task.connection_id] = TicketClient(
+                    task.connection, defer_logging=True
+                )
         context = task_context(task)
         created = None
         if task.outcome_unknown:
+            stage = "search"
             created = client.find_ticket(context, ref=ref)
             how = "adopted the ticket found by correlation key after an unknown outcome"
         if created is None:
-            # Renew the lease and mark the outcome unknown before sending: from here on
-            # a crash or a timeout leaves a task that is searched for before it is created.
-            holds = Task.objects.filter(pk=task.pk, status=TS.CLAIMED, lease_owner=owner[:100])
-            if not holds.update(outcome_unknown=True, lease_until=timezone.now() + LEASE):
-                return _lost_lease(task, owner)
-            sent_create = True
+            stage = "create"
+            if verify_lease:
+                holds = Task.objects.filter(pk=task.pk, status=TS.CLAIMED, lease_owner=owner[:100])
+                if not holds.update(lease_until=timezone.now() + LEASE):
+                    return _Attempt(lost_lease=True)
             created = client.create_ticket(context, ref=ref)
             how = "ticket created"
+        return _Attempt(created=created, how=how, calls=_taken(client))
     except OTRSError as exc:
         # Only a create call that surely never reached OTRS clears the mark; a failed
         # search leaves it, so the next attempt searches again before creating.
-        return _provision_failed(
-            task,
-            exc,
-            actor=actor,
-            owner=owner,
-            clear_unknown=sent_create and not exc.outcome_unknown,
+        clear = (
+            not exc.outcome_unknown
+            if stage == "create"
+            else stage == "prepare" and not task.outcome_unknown
         )
+        return _Attempt(error=exc, clear_unknown=clear, calls=_taken(client))
     except Exception as exc:  # our bug or bad data: record it on the task, never lose the task
         log.exception("provisioning task %s failed unexpectedly", task.pk)
         # Only the exception's type reaches the task: its text could hold anything.
+        error = OTRSError(f"internal error ({type(exc).__name__}); see the worker log")
+        return _Attempt(error=error, calls=_taken(client))
+
+
+def _taken(client: TicketClient | None) -> list:
+    return client.take_calls() if client is not None else []
+
+
+def _finish(task: Task, attempt: _Attempt, owner: str) -> str:
+    """Store what one attempt found: the ticket, or the failure. Returns the new status."""
+    actor = Actor.job(owner)
+    if attempt.lost_lease:
+        return _lost_lease(task, owner)
+    if attempt.error is not None:
         return _provision_failed(
-            task,
-            OTRSError(f"internal error ({type(exc).__name__}); see the worker log"),
-            actor=actor,
-            owner=owner,
-            clear_unknown=False,
+            task, attempt.error, actor=actor, owner=owner, clear_unknown=attempt.clear_unknown
         )
     try:
         with transaction.atomic():
-            return _store_ticket(task, created, how=how, owner=owner, actor=actor)
+            return _store_ticket(task, attempt.created, how=attempt.how, owner=owner, actor=actor)
     except TransitionError as exc:
         # Cancelled, or taken over after the lease ran out, while the call was running:
         # the ticket exists in OTRS but belongs to nobody here. Say so where people look.
-        _orphan_event(task, created, actor=actor, why=str(exc))
+        _orphan_event(task, attempt.created, actor=actor, why=str(exc))
         return _current_status(task)
 
 
@@ -922,6 +1013,106 @@ class ProvisionResult:
         return f"{self.claimed} task(s): {parts}"
 
 
+class _BatchConflict(Exception):
+    """A batch store met a row that moved on; the batch is stored task by task instead."""
+
+
+def _store_batch(results: list[tuple[Task, _Attempt]], owner: str) -> list[tuple[Task, str]]:
+    """Store the outcome of many attempts with a handful of statements.
+
+    Created tickets are stored together: one INSERT of the tickets, one UPDATE of the
+    tasks (still guarded by status and lease owner), one INSERT of the events, in one
+    transaction. Should any row have moved on (cancelled meanwhile, a ticket already
+    known), that transaction is undone and each task takes the one-by-one path, which
+    says exactly what happened. Failures always take that path.
+    """
+    ApiCall.objects.bulk_create([c for _, attempt in results for c in attempt.calls])
+    created = [(t, a) for t, a in results if a.created is not None and not a.lost_lease]
+    done: list[tuple[Task, str]] = []
+    if len(created) > 1:
+        try:
+            with transaction.atomic():
+                _store_tickets(created, owner)
+            done = [(task, TS.TICKET_OPEN) for task, _ in created]
+        except (_BatchConflict, IntegrityError):
+            pass
+    stored = {task.pk for task, _ in done}
+    for task, attempt in results:
+        if task.pk not in stored:
+            done.append((task, _finish(task, attempt, owner)))
+    return done
+
+
+def _store_tickets(created: list[tuple[Task, _Attempt]], owner: str) -> None:
+    actor = Actor.job(owner)
+    keys = Q()
+    for task, attempt in created:
+        keys |= Q(connection_id=task.connection_id, ticket_id=attempt.created.ticket_id)
+    if Ticket.objects.filter(keys).exists():
+        raise _BatchConflict("a ticket is already known")
+    tickets = Ticket.objects.bulk_create(
+        Ticket(
+            connection_id=task.connection_id,
+            ticket_id=attempt.created.ticket_id,
+            ticket_number=attempt.created.ticket_number,
+            agent_url=agent_link(task.connection, attempt.created.ticket_id),
+        )
+        for task, attempt in created
+    )
+    now = timezone.now()
+    moved = Task.objects.filter(
+        pk__in=[task.pk for task, _ in created], status=TS.CLAIMED, lease_owner=owner[:100]
+    ).update(
+        status=TS.TICKET_OPEN,
+        ticket_id=Case(
+            *[
+                When(pk=task.pk, then=Value(t.pk))
+                for (task, _), t in zip(created, tickets, strict=True)
+            ]
+        ),
+        outcome_unknown=False,
+        lease_until=None,
+        last_error="",
+        flag="",
+        updated_at=now,
+    )
+    if moved != len(created):
+        raise _BatchConflict("a task moved on")
+    events = [
+        _event_row(
+            request_id=task.request_id,
+            task_id=task.pk,
+            frm=TS.CLAIMED,
+            to=TS.TICKET_OPEN,
+            reason=f"{attempt.how}: {attempt.created.ticket_number or attempt.created.ticket_id}",
+            actor=actor,
+        )
+        for task, attempt in created
+    ]
+    # The first ticket of a request moves it on; later ones find it in progress.
+    starting = list(
+        AccessRequest.objects.select_for_update()
+        .filter(pk__in={task.request_id for task, _ in created}, status=RS.APPROVED)
+        .values_list("pk", flat=True)
+    )
+    if starting:
+        AccessRequest.objects.filter(pk__in=starting).update(status=RS.IN_PROGRESS, updated_at=now)
+        events += [
+            _event_row(
+                request_id=pk,
+                task_id=None,
+                frm=RS.APPROVED,
+                to=RS.IN_PROGRESS,
+                reason="first ticket created",
+                actor=actor,
+            )
+            for pk in starting
+        ]
+    TaskEvent.objects.bulk_create(events)
+    for (task, _), ticket in zip(created, tickets, strict=True):
+        task.status, task.ticket = TS.TICKET_OPEN, ticket
+
+
 def provision_due(
     *,
     owner: str = "",
@@ -931,47 +1122,113 @@ def provision_due(
     progress: Callable[[str], None] | None = None,
     connection: Connection | None = None,
 ) -> ProvisionResult:
-    """Claim and provision due tasks with `workers` threads until none is due, the time
-    budget is spent or `limit` tasks were handled."""
-    owner = owner or f"worker-{uuid.uuid4().hex[:8]}"
+    """Claim and provision due tasks until none is due, the time budget is spent or
+    `limit` tasks were handled, with up to `workers` create calls in flight.
+
+    This thread claims tasks in batches and stores the results in batches; `workers`
+    threads only make the HTTP calls. Up to three tasks per worker are claimed and not
+    yet stored, so the workers do not wait for the database, and a batch costs the
+    database a few statements instead of a few per task.
+    """
+    owner = (owner or f"worker-{uuid.uuid4().hex[:8]}")[:100]
     budget = settings.JOB_TIME_BUDGET_SECONDS if budget_seconds is None else budget_seconds
     deadline = time.monotonic() + budget
+    workers = max(1, workers)
+    window = 3 * workers
     result = ProvisionResult()
-    lock = threading.Lock()
-
-    def take() -> bool:
-        with lock:
-            if limit is not None and result.claimed >= limit:
-                return False
-        return time.monotonic() < deadline
-
-    def work(n: int) -> None:
-        name = f"{owner}/{n}" if workers > 1 else owner
-        candidates: list = []
-        try:
-            while take():
-                task = task_claim_next(owner=name, connection=connection, candidates=candidates)
-                if task is None:
-                    return
-                try:
-                    status = task_provision(task=task, owner=name)
-                except TransitionError:
-                    status = _lost_lease(task, name)
-                with lock:
-                    result.count(status)
+    taken = 0
+    runner = _AttemptRunner(owner, workers)
+    try:
+        while True:
+            room = window - runner.outstanding
+            if limit is not None:
+                room = min(room, limit - taken)
+            # Claim in batches of at least `workers`, unless nothing is left to wait for.
+            if room > 0 and (room >= workers or not runner.outstanding):
+                if time.monotonic() < deadline:
+                    tasks = task_claim_batch(owner=owner, size=room, connection=connection)
+                    taken += len(tasks)
+                    for task in tasks:
+                        runner.submit(task)
+            if not runner.outstanding:
+                break
+            for task, status in _store_batch(runner.collect(workers), owner):
+                result.count(status)
                 if progress:
                     progress(f"{task.correlation_key} {status}")
-        finally:
-            if workers > 1:
-                close_old_connections()
-
-    if workers <= 1:
-        work(0)
-    else:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="provision") as pool:
-            for future in [pool.submit(work, n) for n in range(workers)]:
-                future.result()
+    finally:
+        runner.close()
     return result
+
+
+class _AttemptRunner:
+    """Runs provisioning attempts (the HTTP half) for provision_due: in the calling thread
+    for one worker, else on `workers` threads fed through a queue."""
+
+    # How long collect() waits for stragglers to make a fuller batch to store.
+    GATHER_SECONDS = 0.02
+
+    def __init__(self, owner: str, workers: int) -> None:
+        self.owner = owner
+        self.outstanding = 0
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._outbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._clients: dict = {}
+        self._threads = [
+            threading.Thread(target=self._work, name=f"provision-{n}", daemon=True)
+            for n in range(workers if workers > 1 else 0)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, task: Task) -> None:
+        self.outstanding += 1
+        self._inbox.put((task, time.monotonic()))
+
+    def collect(self, wanted: int) -> list[tuple[Task, _Attempt]]:
+        """At least one finished attempt; up to `wanted` when they finish close together."""
+        if not self._threads:
+            results = []
+            while not self._inbox.empty():
+                task, claimed_at = self._inbox.get()
+                results.append((task, self._run(task, claimed_at, self._clients)))
+        else:
+            results = [self._outbox.get()]
+            until = time.monotonic() + self.GATHER_SECONDS
+            while len(results) < min(wanted, self.outstanding):
+                try:
+                    results.append(self._outbox.get(timeout=max(0.0, until - time.monotonic())))
+                except queue.Empty:
+                    break
+        self.outstanding -= len(results)
+        return results
+
+    def _run(self, task: Task, claimed_at: float, clients: dict) -> _Attempt:
+        # Claimed a moment ago in one transaction with the lease: no need to ask the
+        # database again whether it is still held, unless the task waited long.
+        waited = time.monotonic() - claimed_at
+        return _attempt(
+            task, self.owner, verify_lease=waited > LEASE.total_seconds() / 3, clients=clients
+        )
+
+    def _work(self) -> None:
+        clients: dict = {}
+        try:
+            while (item := self._inbox.get()) is not None:
+                task, claimed_at = item
+                self._outbox.put((task, self._run(task, claimed_at, clients)))
+        finally:
+            db_connections.close_all()
+
+    def close(self) -> None:
+        """Stop the threads. Tasks claimed but never sent (after an error here) stay
+        claimed until their lease runs out; the next worker searches before creating."""
+        while not self._inbox.empty():
+            self._inbox.get()
+        for _ in self._threads:
+            self._inbox.put(None)
+        for thread in self._threads:
+            thread.join()
 
 
 # --- status polling ---------------------------------------------------------------------------
@@ -1398,13 +1655,6 @@ def provision_one(*, task_id: int) -> str:
     if claimed is None:
         return f"task {task_id} was taken by another worker"
     return task_provision(task=claimed, owner=owner)
-
-
-def task_claim_next_specific(*, task_id: int, owner: str) -> Task | None:
-    """Claim one given task if it is due (the same conditional UPDATE as task_claim_next)."""
-    now = timezone.now()
-    frm = due_tasks(now).filter(pk=task_id).values_list("status", flat=True).first()
-    return None if frm is None else _claim(task_id=task_id, frm=frm, owner=owner, now=now)
 
 
 def refresh_one(*, ticket_pk: int, source: str = "") -> str:
