@@ -17,9 +17,11 @@ Reference: shared/reference/otrs-genericinterface.md (§3 responses and errors, 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import logging
+import os
 import re
 import threading
 import time
@@ -129,23 +131,33 @@ class TestResult:
 # --- masking --------------------------------------------------------------------------------
 
 
-def _secret_forms(secrets: Iterable[str]) -> list[str]:
+def _secret_forms(secrets: Iterable[str]) -> tuple[str, ...]:
     """Each secret as it may appear: raw, percent-encoded, form-encoded, JSON-escaped."""
+    return _forms_of(tuple(str(secret) for secret in secrets))
+
+
+@functools.lru_cache(maxsize=256)
+def _forms_of(secrets: tuple[str, ...]) -> tuple[str, ...]:
+    # Every logged call masks with the same few secrets: encode them once, not per call.
     forms: set[str] = set()
-    for secret in secrets:
-        text = str(secret)
+    for text in secrets:
         if len(text) < MIN_MASKED_LENGTH:
             continue
         escaped = {json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1]}
         forms |= {text, quote(text, safe=""), quote(text), quote_plus(text), *escaped}
-    return sorted(forms, key=len, reverse=True)
+    return tuple(sorted(forms, key=len, reverse=True))
+
+
+def _hide(text: str, forms: tuple[str, ...]) -> str:
+    for form in forms:
+        if form in text:
+            text = text.replace(form, MASK)
+    return text
 
 
 def mask(text: str, secrets: Iterable[str]) -> str:
     """Replace every secret (and its URL/JSON-encoded forms) in `text` by ********."""
-    for form in _secret_forms(secrets):
-        text = text.replace(form, MASK)
-    return text
+    return _hide(text, _secret_forms(secrets))
 
 
 def _is_masked_key(key: Any, keys: frozenset[str]) -> bool:
@@ -166,7 +178,7 @@ def mask_json(obj: Any, secrets: Iterable[str], keys: Iterable[str] = MASKED_KEY
         if isinstance(node, list):
             return [walk(v) for v in node]
         if isinstance(node, str):
-            return mask(node, forms)
+            return _hide(node, forms)
         return node
 
     return walk(obj)
@@ -289,18 +301,47 @@ def _validated_documents(connection: Connection, fingerprint: str) -> Documents:
     return documents
 
 
-def _http_session(connection: Connection, config: ConfigSpec, fingerprint: str) -> requests.Session:
+class _Session(requests.Session):
+    """A Session that reads the proxy environment once per host, not on every request.
+
+    requests re-reads os.environ (proxies, no_proxy, netrc, CA bundle) for each request
+    when `trust_env` is on, which costs more than building the request itself. Here the
+    environment is read when the session is made and when it first meets a host, with
+    the same meaning: HTTP(S)_PROXY and NO_PROXY per host, REQUESTS_CA_BUNDLE when TLS
+    is verified and the connection names no CA bundle of its own.
+    """
+
+    def __init__(self, config: ConfigSpec) -> None:
+        super().__init__()
+        self.trust_env = False
+        self.headers["User-Agent"] = USER_AGENT
+        env_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        if config.ca_bundle:
+            self.verify = config.ca_bundle
+        elif config.verify_tls and env_bundle:
+            self.verify = env_bundle
+        else:
+            self.verify = config.verify_tls
+        self._proxies: dict[tuple[str, str], dict[str, str]] = {}
+
+    def proxies_for(self, url: str) -> dict[str, str]:
+        key = tuple(urlsplit(url)[:2])
+        found = self._proxies.get(key)
+        if found is None:
+            found = self._proxies[key] = requests.utils.get_environ_proxies(url)
+        return found
+
+
+def _http_session(connection: Connection, config: ConfigSpec, fingerprint: str) -> _Session:
     """This thread's Session for `connection`; a new one once its documents change."""
-    cache: dict[int, tuple[str, requests.Session]] = getattr(_sessions, "cache", None) or {}
+    cache: dict[int, tuple[str, _Session]] = getattr(_sessions, "cache", None) or {}
     _sessions.cache = cache
     cached = cache.get(connection.pk)
     if cached and cached[0] == fingerprint:
         return cached[1]
     if cached:
         cached[1].close()
-    session = requests.Session()
-    session.headers["User-Agent"] = USER_AGENT
-    session.verify = config.ca_bundle or config.verify_tls
+    session = _Session(config)
     cache[connection.pk] = (fingerprint, session)
     return session
 
@@ -942,6 +983,7 @@ class TicketClient:
                 request.url,
                 headers=request.headers,
                 data=request.body,
+                proxies=session.proxies_for(request.url),
                 timeout=(self.config.connect_timeout, self.config.read_timeout),
                 allow_redirects=False,
                 stream=True,

@@ -12,6 +12,7 @@ Groovy-style expression is refused with the expression named.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterator
@@ -78,6 +79,7 @@ class PathNotFound(LookupError):
         self.path = path
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_path(path: str) -> tuple[str | int, ...]:
     """Split `Ticket[0].State` or `odata~dot#error.code` into keys and list indexes.
 

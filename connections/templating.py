@@ -9,12 +9,13 @@ afterwards, so a value stays a value whatever it holds. Values are substituted o
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
-from .spec import PathNotFound, get_path, iter_references
+from .spec import PathNotFound, Reference, get_path, iter_references
 
 Fallback = Callable[[str], Any]
 
@@ -57,6 +58,12 @@ def _resolve(name: str, context: dict, where: str, fallback: Fallback | None) ->
         raise TemplateError(_at(where, f"${{{name}}} has no value")) from None
 
 
+@functools.lru_cache(maxsize=4096)
+def _references(text: str) -> tuple[Reference, ...]:
+    # The same document strings are rendered for every ticket: scan each one once.
+    return tuple(iter_references(text))
+
+
 def render_string(
     text: str,
     context: dict,
@@ -67,7 +74,7 @@ def render_string(
 ) -> Any:
     """Render one string. Exactly one `${x}` and nothing else keeps the value's JSON type."""
     try:
-        references = list(iter_references(text))
+        references = _references(text)
     except ValueError as exc:
         raise TemplateError(_at(where, str(exc))) from None
     if not references:

@@ -34,7 +34,8 @@ from django.core.exceptions import PermissionDenied
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.db import connections as db_connections
-from django.db.models import Case, F, Q, Value, When
+from django.db.models import F, Q
+from django.db.models.expressions import RawSQL
 from django.template import Context, Template
 from django.template.loader import render_to_string
 from django.utils import timezone
@@ -699,7 +700,11 @@ def task_claim_batch(
             due = due.filter(connection=connection)
         if task_id is not None:
             due = due.filter(pk=task_id)
-        rows = list(due.order_by("next_attempt_at", "id").values_list("id", "status")[: size * 2])
+        rows = list(
+            due.order_by("next_attempt_at", "id").values_list("id", "status", "outcome_unknown")[
+                : size * 2
+            ]
+        )
         if not rows:
             return []
         if len(rows) > size:
@@ -707,31 +712,31 @@ def task_claim_batch(
             # fighting over the same ones.
             random.shuffle(rows)
             rows = rows[:size]
-        claimed = _claim(dict(rows), owner=owner[:100], now=now)
+        claimed = _claim({pk: (status, unknown) for pk, status, unknown in rows}, owner[:100], now)
         if claimed:
             return claimed
     return []
 
 
-def _claim(statuses: dict[int, str], *, owner: str, now: datetime) -> list[Task]:
-    """Claim the given tasks (id → the status they were read in); returns those won."""
+def _claim(read: dict[int, tuple[str, bool]], owner: str, now: datetime) -> list[Task]:
+    """Claim the given tasks (id → status and outcome_unknown as read); returns those won."""
     lease_until = now + LEASE
-    read_in = Q()
-    for status in set(statuses.values()):
-        read_in |= Q(pk__in=[pk for pk, s in statuses.items() if s == status], status=status)
+    as_read = Q()
+    for status, unknown in set(read.values()):
+        ids = [pk for pk, seen in read.items() if seen == (status, unknown)]
+        as_read |= Q(pk__in=ids, status=status, outcome_unknown=unknown)
     with transaction.atomic():
+        # From here on a crash or a timeout leaves a task that is searched for before it
+        # is created again.
         won = (
             Task.objects.filter(_due_row(now))
-            .filter(read_in)
+            .filter(as_read)
             .update(
                 status=TS.CLAIMED,
                 lease_until=lease_until,
                 lease_owner=owner,
                 attempts=F("attempts") + 1,
-                # A lease that ran out means the last worker may have created the ticket.
-                outcome_unknown=Case(
-                    When(status=TS.CLAIMED, then=Value(True)), default=F("outcome_unknown")
-                ),
+                outcome_unknown=True,
                 updated_at=now,
             )
         )
@@ -739,23 +744,27 @@ def _claim(statuses: dict[int, str], *, owner: str, now: datetime) -> list[Task]
             return []
         # This claim's rows: the owner together with this exact lease time.
         tasks = list(
-            Task.objects.select_related(*CONTEXT_RELATIONS)
-            .filter(pk__in=statuses, status=TS.CLAIMED, lease_owner=owner, lease_until=lease_until)
+            Task.objects.select_related(*(r for r in CONTEXT_RELATIONS if r != "connection"))
+            .filter(pk__in=read, status=TS.CLAIMED, lease_owner=owner, lease_until=lease_until)
             .order_by("pk")
         )
-        # From here on a crash or a timeout leaves a task that is searched for before it
-        # is created again (the loaded tasks keep the earlier value: search first or not).
-        Task.objects.filter(pk__in=[t.pk for t in tasks]).update(outcome_unknown=True)
+        # One instance per connection: its documents are large JSON, not decoded per task.
+        shared = Connection.objects.in_bulk({task.connection_id for task in tasks})
         events = []
         for task in tasks:
+            task.connection = shared[task.connection_id]
+            was, unknown = read[task.pk]
+            # The loaded task says whether to search first: the last outcome was unknown,
+            # or the last worker's lease ran out (it may have created the ticket).
+            task.outcome_unknown = unknown or was == TS.CLAIMED
             reason = f"claimed by {owner}, attempt {task.attempts} of {task.max_attempts}"
-            if statuses[task.pk] == TS.CLAIMED:
+            if was == TS.CLAIMED:
                 reason += " (the previous worker's lease ran out)"
             events.append(
                 _event_row(
                     request_id=task.request_id,
                     task_id=task.pk,
-                    frm=statuses[task.pk],
+                    frm=was,
                     to=TS.CLAIMED,
                     reason=reason,
                     actor=Actor.job(owner),
@@ -1026,16 +1035,20 @@ def _store_batch(results: list[tuple[Task, _Attempt]], owner: str) -> list[tuple
     known), that transaction is undone and each task takes the one-by-one path, which
     says exactly what happened. Failures always take that path.
     """
-    ApiCall.objects.bulk_create([c for _, attempt in results for c in attempt.calls])
+    calls = [call for _, attempt in results for call in attempt.calls]
     created = [(t, a) for t, a in results if a.created is not None and not a.lost_lease]
     done: list[tuple[Task, str]] = []
-    if len(created) > 1:
+    if created:
         try:
             with transaction.atomic():
+                ApiCall.objects.bulk_create(calls)
                 _store_tickets(created, owner)
             done = [(task, TS.TICKET_OPEN) for task, _ in created]
+            calls = []
         except (_BatchConflict, IntegrityError):
-            pass
+            for call in calls:
+                call.pk = None
+    ApiCall.objects.bulk_create(calls)
     stored = {task.pk for task, _ in done}
     for task, attempt in results:
         if task.pk not in stored:
@@ -1045,11 +1058,8 @@ def _store_batch(results: list[tuple[Task, _Attempt]], owner: str) -> list[tuple
 
 def _store_tickets(created: list[tuple[Task, _Attempt]], owner: str) -> None:
     actor = Actor.job(owner)
-    keys = Q()
-    for task, attempt in created:
-        keys |= Q(connection_id=task.connection_id, ticket_id=attempt.created.ticket_id)
-    if Ticket.objects.filter(keys).exists():
-        raise _BatchConflict("a ticket is already known")
+    # A ticket already known (adopted twice, say) breaks the unique (connection, TicketID)
+    # constraint: IntegrityError, and the batch is stored task by task.
     tickets = Ticket.objects.bulk_create(
         Ticket(
             connection_id=task.connection_id,
@@ -1064,11 +1074,11 @@ def _store_tickets(created: list[tuple[Task, _Attempt]], owner: str) -> None:
         pk__in=[task.pk for task, _ in created], status=TS.CLAIMED, lease_owner=owner[:100]
     ).update(
         status=TS.TICKET_OPEN,
-        ticket_id=Case(
-            *[
-                When(pk=task.pk, then=Value(t.pk))
-                for (task, _), t in zip(created, tickets, strict=True)
-            ]
+        # CASE id WHEN <task> THEN <ticket> …: the same as Case(When(pk=…)), which Django
+        # resolves per row at a cost that rivals the whole rest of the batch.
+        ticket_id=RawSQL(
+            "CASE id " + "WHEN %s THEN %s " * len(created) + "END",
+            [n for (task, _), t in zip(created, tickets, strict=True) for n in (task.pk, t.pk)],
         ),
         outcome_unknown=False,
         lease_until=None,
@@ -1126,15 +1136,16 @@ def provision_due(
     `limit` tasks were handled, with up to `workers` create calls in flight.
 
     This thread claims tasks in batches and stores the results in batches; `workers`
-    threads only make the HTTP calls. Up to three tasks per worker are claimed and not
-    yet stored, so the workers do not wait for the database, and a batch costs the
-    database a few statements instead of a few per task.
+    threads only make the HTTP calls. Up to six tasks per worker are claimed and not yet
+    stored, so the workers never wait for the database; a claim takes at least three per
+    worker and a store up to two per worker, so the database sees a few statements per
+    batch instead of a few per task.
     """
     owner = (owner or f"worker-{uuid.uuid4().hex[:8]}")[:100]
     budget = settings.JOB_TIME_BUDGET_SECONDS if budget_seconds is None else budget_seconds
     deadline = time.monotonic() + budget
     workers = max(1, workers)
-    window = 3 * workers
+    window = 6 * workers
     result = ProvisionResult()
     taken = 0
     runner = _AttemptRunner(owner, workers)
@@ -1143,8 +1154,8 @@ def provision_due(
             room = window - runner.outstanding
             if limit is not None:
                 room = min(room, limit - taken)
-            # Claim in batches of at least `workers`, unless nothing is left to wait for.
-            if room > 0 and (room >= workers or not runner.outstanding):
+            # Claim in batches, unless nothing is left to wait for.
+            if room > 0 and (room >= 3 * workers or not runner.outstanding):
                 if time.monotonic() < deadline:
                     tasks = task_claim_batch(owner=owner, size=room, connection=connection)
                     taken += len(tasks)
@@ -1152,7 +1163,7 @@ def provision_due(
                         runner.submit(task)
             if not runner.outstanding:
                 break
-            for task, status in _store_batch(runner.collect(workers), owner):
+            for task, status in _store_batch(runner.collect(2 * workers), owner):
                 result.count(status)
                 if progress:
                     progress(f"{task.correlation_key} {status}")
@@ -1165,8 +1176,9 @@ class _AttemptRunner:
     """Runs provisioning attempts (the HTTP half) for provision_due: in the calling thread
     for one worker, else on `workers` threads fed through a queue."""
 
-    # How long collect() waits for stragglers to make a fuller batch to store.
-    GATHER_SECONDS = 0.02
+    # How long collect() waits for more results to make a fuller batch to store; the
+    # workers go on with the claimed tasks meanwhile.
+    GATHER_SECONDS = 0.1
 
     def __init__(self, owner: str, workers: int) -> None:
         self.owner = owner
