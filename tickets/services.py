@@ -812,8 +812,9 @@ def _attempt(
     """Search and/or create the ticket of one claimed task. Only HTTP: no status changes.
 
     `verify_lease` renews the lease in the database right before TicketCreate and gives
-    up when another worker took the task over. `clients` keeps one TicketClient per
-    connection for a worker thread; its ApiCall rows are then returned, not saved.
+    up when another worker took the task over. `clients` keeps a worker thread's
+    TicketClient per connection (a new one for each claim, which loads the connection
+    afresh); its ApiCall rows are then returned, not saved.
     """
     ref = f"task:{task.pk}"
     stage = "prepare"
@@ -823,7 +824,7 @@ def _attempt(
             client = TicketClient(task.connection)
         else:
             client = clients.get(task.connection_id)
-            if client is None or client.connection.pk != task.connection_id:
+            if client is None or client.connection is not task.connection:
                 client = clients[task.connection_id] = TicketClient(
                     task.connection, defer_logging=True
                 )
