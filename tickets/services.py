@@ -813,8 +813,8 @@ def _attempt(
 
     `verify_lease` renews the lease in the database right before TicketCreate and gives
     up when another worker took the task over. `clients` keeps a worker thread's
-    TicketClient per connection (a new one for each claim, which loads the connection
-    afresh); its ApiCall rows are then returned, not saved.
+    TicketClient per connection for the run (an edited connection applies from the next
+    run, within the job's time budget); its ApiCall rows are then returned, not saved.
     """
     ref = f"task:{task.pk}"
     stage = "prepare"
@@ -824,7 +824,7 @@ def _attempt(
             client = TicketClient(task.connection)
         else:
             client = clients.get(task.connection_id)
-            if client is None or client.connection is not task.connection:
+            if client is None:
                 client = clients[task.connection_id] = TicketClient(
                     task.connection, defer_logging=True
                 )
