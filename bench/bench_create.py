@@ -88,11 +88,13 @@ def main() -> None:
         connection = import_connection(url, name=f"bench-{uuid.uuid4().hex[:6]}")
         _approve(n, connection)
         before = calls(url)
+        cpu_before = time.process_time()
         started = time.perf_counter()
         result = services.provision_due(
             owner="bench", workers=workers, budget_seconds=3600, connection=connection
         )
         bridge = time.perf_counter() - started
+        cpu = time.process_time() - cpu_before
         made = calls(url) - before
         opened = ProvisioningTask.objects.filter(
             connection=connection, status="ticket_open"
@@ -104,6 +106,10 @@ def main() -> None:
     print(
         f"  bridge provision_due : {bridge:7.2f} s  {n / bridge:6.1f} tickets/s  ({n / bridge / ideal:.0%} of ideal)"
         f"  {opened} ticket_open, {made} HTTP calls, {result}"
+    )
+    print(
+        f"                         CPU of this process {cpu * 1000 / n:.2f} ms per ticket"
+        f" ({cpu / bridge:.0%} of one core)"
     )
     print(
         f"  plain requests loop  : {plain:7.2f} s  {n / plain:6.1f} tickets/s  ({n / plain / ideal:.0%} of ideal)"
