@@ -299,3 +299,30 @@ def test_a_failing_later_create_call_never_leads_to_a_second_ticket(sim, connect
     assert task.status == "ticket_open"
     assert len(sim_tickets(sim)) == 1
     assert "adopted" in task.events.filter(to_status="ticket_open").get().reason
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_task_cancelled_while_it_waited_behind_a_slow_otrs_gets_no_ticket(sim, crm, people):
+    """Claimed tasks queue behind the calls in flight. One that waited long is checked
+    against the database before its create call, so a cancel meanwhile is honoured."""
+    import threading
+
+    from django.db import connection as db_connection
+
+    tasks = _approve_many(crm, people, 3)
+    sim.configure(latency_ms=1200)
+
+    def cancel_last():
+        try:
+            services.task_cancel(task=ProvisioningTask.objects.get(pk=tasks[2].pk), by=people.olga)
+        finally:
+            db_connection.close()
+
+    cancel = threading.Timer(0.5, cancel_last)
+    cancel.start()
+    result = services.provision_due(owner="t", workers=1)
+    cancel.join()
+
+    assert result.by_status == {"ticket_open": 2, "cancelled": 1}
+    assert len(sim_tickets(sim)) == 2
+    assert not TaskEvent.objects.filter(reason__contains="the bridge does not follow").exists()

@@ -1180,6 +1180,9 @@ class _AttemptRunner:
     # How long collect() waits for more results to make a fuller batch to store; the
     # workers go on with the claimed tasks meanwhile.
     GATHER_SECONDS = 0.1
+    # A task that waited longer than this between its claim and its create call has its
+    # lease checked in the database first (see _run).
+    VERIFY_AFTER_SECONDS = 2.0
 
     def __init__(self, owner: str, workers: int) -> None:
         self.owner = owner
@@ -1217,11 +1220,12 @@ class _AttemptRunner:
         return results
 
     def _run(self, task: Task, claimed_at: float, clients: dict) -> _Attempt:
-        # Claimed a moment ago in one transaction with the lease: no need to ask the
-        # database again whether it is still held, unless the task waited long.
+        # Claimed a moment ago together with its lease: asking the database again whether
+        # it is still ours would cost a statement per ticket. A task that waited in the
+        # queue (a slow OTRS) is checked, so one cancelled meanwhile gets no ticket.
         waited = time.monotonic() - claimed_at
         return _attempt(
-            task, self.owner, verify_lease=waited > LEASE.total_seconds() / 3, clients=clients
+            task, self.owner, verify_lease=waited > self.VERIFY_AFTER_SECONDS, clients=clients
         )
 
     def _work(self) -> None:
