@@ -17,7 +17,6 @@ Reference: shared/reference/otrs-genericinterface.md (§3 responses and errors, 
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import json
 import logging
@@ -131,24 +130,26 @@ class TestResult:
 # --- masking --------------------------------------------------------------------------------
 
 
-def _secret_forms(secrets: Iterable[str]) -> tuple[str, ...]:
+class SecretForms(tuple):
+    """Secrets already encoded by _secret_forms: a client keeps these for all its calls
+    instead of encoding the same few secrets again for every string it masks."""
+
+
+def _secret_forms(secrets: Iterable[str]) -> SecretForms:
     """Each secret as it may appear: raw, percent-encoded, form-encoded, JSON-escaped."""
-    return _forms_of(tuple(str(secret) for secret in secrets))
-
-
-@functools.lru_cache(maxsize=256)
-def _forms_of(secrets: tuple[str, ...]) -> tuple[str, ...]:
-    # Every logged call masks with the same few secrets: encode them once, not per call.
+    if isinstance(secrets, SecretForms):
+        return secrets
     forms: set[str] = set()
-    for text in secrets:
+    for secret in secrets:
+        text = str(secret)
         if len(text) < MIN_MASKED_LENGTH:
             continue
         escaped = {json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1]}
         forms |= {text, quote(text, safe=""), quote(text), quote_plus(text), *escaped}
-    return tuple(sorted(forms, key=len, reverse=True))
+    return SecretForms(sorted(forms, key=len, reverse=True))
 
 
-def _hide(text: str, forms: tuple[str, ...]) -> str:
+def _hide(text: str, forms: SecretForms) -> str:
     for form in forms:
         if form in text:
             text = text.replace(form, MASK)
@@ -305,10 +306,12 @@ class _Session(requests.Session):
     """A Session that reads the proxy environment once per host, not on every request.
 
     requests re-reads os.environ (proxies, no_proxy, netrc, CA bundle) for each request
-    when `trust_env` is on, which costs more than building the request itself. Here the
-    environment is read when the session is made and when it first meets a host, with
-    the same meaning: HTTP(S)_PROXY and NO_PROXY per host, REQUESTS_CA_BUNDLE when TLS
-    is verified and the connection names no CA bundle of its own.
+    when `trust_env` is on, which costs more than building the request itself. Here:
+    HTTP(S)_PROXY and NO_PROXY are read per host, when the session first meets it;
+    REQUESTS_CA_BUNDLE (or CURL_CA_BUNDLE) is used only when the connection verifies TLS
+    and names no CA bundle of its own (requests let it override both, even verifyTls
+    false); ~/.netrc is never read. A session lives per thread and connection, so a
+    changed environment applies to new sessions (a worker restart).
     """
 
     def __init__(self, config: ConfigSpec) -> None:
@@ -539,6 +542,7 @@ class TicketClient:
         # thousands of calls with one client, and keeping each would grow without bound.
         self.exchanges: list[dict] | None = None
         self._known_secrets: list[str] | None = None
+        self._forms: tuple[int, SecretForms] | None = None  # (tokens seen, their forms)
         self._used_tokens: set[str] = set()
         auths = self.documents.connection.auths.values()
         self._masked_keys = MASKED_KEYS | {k.lower() for a in auths for k in a.mask_in_logs}
@@ -556,9 +560,10 @@ class TicketClient:
                     call, {**context, "response": responses}, ref=ref, required_path=required
                 )
             except OTRSError as exc:
-                # A later call failing does not undo the ticket an earlier call created:
-                # the next attempt must search for it, never create a second one.
-                exc.outcome_unknown = exc.outcome_unknown or create.ticket_id_call in responses
+                # A later call failing does not undo what an earlier call did, which may
+                # have been creating the ticket (the id may come from a later call): the
+                # next attempt must search for it, never create a second one.
+                exc.outcome_unknown = exc.outcome_unknown or bool(responses)
                 raise
             responses[call.name] = {"message": body}
         ticket_id = _as_ticket_id(
@@ -999,15 +1004,21 @@ class TicketClient:
         except requests.RequestException as exc:
             raise _transport_error(exc, request, self.config) from None
 
-    def _secrets(self, extra: Iterable[str] = ()) -> list[str]:
-        """What to mask: the connection's secrets (read once per client, not once per call)
-        and every token this client has sent."""
+    def _secrets(self, extra: Iterable[str] = ()) -> SecretForms:
+        """What to mask, encoded: the connection's secrets (read once per client, not once
+        per call) and every token this client has sent."""
         if self._known_secrets is None:
             self._known_secrets = self.connection.secret_values()
-        return [*self._known_secrets, *self._used_tokens, *extra]
+        extra = tuple(extra)
+        if extra or self._forms is None or self._forms[0] != len(self._used_tokens):
+            forms = _secret_forms([*self._known_secrets, *self._used_tokens, *extra])
+            if extra:
+                return forms
+            self._forms = (len(self._used_tokens), forms)
+        return self._forms[1]
 
     def _masked_request(
-        self, request: _Request, content_type: str, secrets: list[str] | None = None
+        self, request: _Request, content_type: str, secrets: SecretForms | None = None
     ) -> dict:
         secrets = self._secrets() if secrets is None else secrets
         body = request.body.decode("utf-8", errors="replace") if request.body else ""

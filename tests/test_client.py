@@ -640,3 +640,29 @@ def test_a_success_rule_on_a_path_accepts_the_answer(scripted):
     )
 
     assert created.ticket_id == 5
+
+
+def test_the_http_session_reads_the_ca_bundle_environment_only_where_tls_is_verified(
+    monkeypatch,
+):
+    from connections.client import _Session
+    from connections.spec import ConfigSpec
+
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/env-bundle.pem")
+    assert _Session(ConfigSpec()).verify == "/etc/ssl/env-bundle.pem"
+    assert _Session(ConfigSpec(ca_bundle="/etc/own.pem")).verify == "/etc/own.pem"
+    assert _Session(ConfigSpec(verify_tls=False)).verify is False
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE")
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    assert _Session(ConfigSpec()).verify is True
+
+
+def test_the_http_session_honours_proxy_and_no_proxy_per_host(monkeypatch):
+    from connections.client import _Session
+    from connections.spec import ConfigSpec
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "otrs.internal")
+    session = _Session(ConfigSpec())
+    assert session.proxies_for("https://otrs.example/x")["https"] == "http://proxy.example:3128"
+    assert not session.proxies_for("https://otrs.internal/x").get("https")

@@ -326,3 +326,28 @@ def test_a_task_cancelled_while_it_waited_behind_a_slow_otrs_gets_no_ticket(sim,
     assert result.by_status == {"ticket_open": 2, "cancelled": 1}
     assert len(sim_tickets(sim)) == 2
     assert not TaskEvent.objects.filter(reason__contains="the bridge does not follow").exists()
+
+
+def test_claimed_tasks_left_when_the_time_budget_runs_out_are_handed_back(sim, crm, people):
+    """A run claims ahead of its calls. Behind a slow OTRS the budget runs out first: the
+    tasks not yet sent go back, unsent and with their try not counted, for the next run."""
+    import time
+
+    tasks = _approve_many(crm, people, 6)
+    sim.configure(latency_ms=300)
+    started = time.monotonic()
+    result = services.provision_due(owner="t", budget_seconds=0.5)
+    elapsed = time.monotonic() - started
+
+    opened = result.by_status.get("ticket_open", 0)
+    assert 1 <= opened < 6 and result.by_status.get("retry_wait") == 6 - opened
+    assert elapsed < 0.5 + 3 * 0.3, elapsed
+    assert len(sim_tickets(sim)) == opened
+    handed_back = ProvisioningTask.objects.filter(pk__in=[t.pk for t in tasks], status="retry_wait")
+    for task in handed_back:
+        assert task.attempts == 0 and task.next_attempt_at <= timezone.now()
+        assert task.events.filter(reason__contains="time budget ran out").exists()
+    # The next run takes them.
+    sim.configure(latency_ms=0)
+    services.provision_due(owner="t")
+    assert len(sim_tickets(sim)) == 6

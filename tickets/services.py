@@ -32,7 +32,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied
 from django.core.mail import send_mail
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, OperationalError, transaction
 from django.db import connections as db_connections
 from django.db.models import F, Q
 from django.db.models.expressions import RawSQL
@@ -66,6 +66,9 @@ RS = AccessRequest.Status
 # A claimed task belongs to its worker for this long; after that another worker may take
 # it over (and searches OTRS first, since the first worker may have created the ticket).
 LEASE = timedelta(minutes=15)
+# A batched run checks the lease in the database before a create call only for a task
+# claimed longer ago than this (one that waited behind a slow OTRS, say).
+VERIFY_AFTER_SECONDS = 2.0
 
 TASK_TRANSITIONS: dict[str, set[str]] = {
     TS.NEW: {TS.CLAIMED, TS.CANCELLED},
@@ -691,10 +694,11 @@ def task_claim_batch(
     Works the same on SQLite and PostgreSQL: the UPDATE names the candidate ids and the
     status each was read in, so a row another worker claimed meanwhile no longer matches
     and is simply not part of this batch. The tasks come back loaded for task_context,
-    with `outcome_unknown` as it was before the claim: True means search OTRS first.
+    their `outcome_unknown` saying whether to search OTRS first (the last outcome was
+    unknown, or the last worker's lease ran out); in the database it is now set.
     """
     now = timezone.now()
-    for _ in range(3):  # candidates taken by a parallel worker: read fresh ones
+    for tries_left in reversed(range(3)):  # candidates taken by a parallel worker: read fresh ones
         due = due_tasks(now)
         if connection is not None:
             due = due.filter(connection=connection)
@@ -712,7 +716,17 @@ def task_claim_batch(
             # fighting over the same ones.
             random.shuffle(rows)
             rows = rows[:size]
-        claimed = _claim({pk: (status, unknown) for pk, status, unknown in rows}, owner[:100], now)
+        try:
+            claimed = _claim(
+                {pk: (status, unknown) for pk, status, unknown in rows}, owner[:100], now
+            )
+        except OperationalError as exc:
+            # Two claims locking overlapping rows in a different order can deadlock on
+            # PostgreSQL; the database undoes one of them. Read fresh candidates and retry.
+            if not tries_left:
+                raise
+            log.warning("claim by %s failed (%s); retrying", owner, exc)
+            continue
         if claimed:
             return claimed
     return []
@@ -790,6 +804,7 @@ class _Attempt:
     error: OTRSError | None = None
     clear_unknown: bool = False  # the create call surely never reached OTRS
     lost_lease: bool = False
+    released: bool = False  # never sent: the run's time budget ran out first
     calls: list = field(default_factory=list)  # deferred ApiCall rows
 
 
@@ -807,14 +822,22 @@ def task_provision(*, task: Task, owner: str) -> str:
 
 
 def _attempt(
-    task: Task, owner: str, *, verify_lease: bool, clients: dict | None = None
+    task: Task,
+    owner: str,
+    *,
+    verify_lease: bool = True,
+    claimed_at: float | None = None,
+    clients: dict | None = None,
 ) -> _Attempt:
     """Search and/or create the ticket of one claimed task. Only HTTP: no status changes.
 
     `verify_lease` renews the lease in the database right before TicketCreate and gives
-    up when another worker took the task over. `clients` keeps a worker thread's
-    TicketClient per connection for the run (an edited connection applies from the next
-    run, within the job's time budget); its ApiCall rows are then returned, not saved.
+    up when another worker took the task over (or it was cancelled). Without it, a task
+    `claimed_at` (monotonic time) a moment ago skips that statement; one claimed more than
+    VERIFY_AFTER_SECONDS before its create call is checked all the same. `clients` keeps
+    a worker thread's TicketClient per connection for the run (an edited connection
+    applies from the next run, within the job's time budget); its ApiCall rows are then
+    returned, not saved.
     """
     ref = f"task:{task.pk}"
     stage = "prepare"
@@ -836,10 +859,11 @@ def _attempt(
             how = "adopted the ticket found by correlation key after an unknown outcome"
         if created is None:
             stage = "create"
-            if verify_lease:
+            waited = time.monotonic() - claimed_at if claimed_at is not None else 0.0
+            if verify_lease or waited > VERIFY_AFTER_SECONDS:
                 holds = Task.objects.filter(pk=task.pk, status=TS.CLAIMED, lease_owner=owner[:100])
                 if not holds.update(lease_until=timezone.now() + LEASE):
-                    return _Attempt(lost_lease=True)
+                    return _Attempt(lost_lease=True, calls=_taken(client))
             created = client.create_ticket(context, ref=ref)
             how = "ticket created"
         return _Attempt(created=created, how=how, calls=_taken(client))
@@ -868,6 +892,8 @@ def _finish(task: Task, attempt: _Attempt, owner: str) -> str:
     actor = Actor.job(owner)
     if attempt.lost_lease:
         return _lost_lease(task, owner)
+    if attempt.released:
+        return _release(task, owner)
     if attempt.error is not None:
         return _provision_failed(
             task, attempt.error, actor=actor, owner=owner, clear_unknown=attempt.clear_unknown
@@ -880,6 +906,27 @@ def _finish(task: Task, attempt: _Attempt, owner: str) -> str:
         # the ticket exists in OTRS but belongs to nobody here. Say so where people look.
         _orphan_event(task, attempt.created, actor=actor, why=str(exc))
         return _current_status(task)
+
+
+def _release(task: Task, owner: str) -> str:
+    """Hand back a claimed task whose call was never sent, as it was before the claim."""
+    try:
+        with transaction.atomic():
+            _move_task(
+                task,
+                TS.RETRY_WAIT,
+                frm=TS.CLAIMED,
+                guard={"lease_owner": owner[:100]},
+                reason="not sent: the run's time budget ran out first; the next run takes it",
+                actor=Actor.job(owner),
+                attempts=max(task.attempts - 1, 0),
+                outcome_unknown=task.outcome_unknown,
+                next_attempt_at=timezone.now(),
+                lease_until=None,
+            )
+    except TransitionError:
+        return _lost_lease(task, owner)
+    return TS.RETRY_WAIT
 
 
 def _store_ticket(task: Task, created, *, how: str, owner: str, actor: Actor) -> str:
@@ -1046,14 +1093,26 @@ def _store_batch(results: list[tuple[Task, _Attempt]], owner: str) -> list[tuple
                 _store_tickets(created, owner)
             done = [(task, TS.TICKET_OPEN) for task, _ in created]
             calls = []
-        except (_BatchConflict, IntegrityError):
+        except (_BatchConflict, DatabaseError) as exc:
+            if not isinstance(exc, _BatchConflict | IntegrityError):
+                log.warning("storing a batch failed (%s); storing task by task", exc)
             for call in calls:
                 call.pk = None
-    ApiCall.objects.bulk_create(calls)
+    try:
+        ApiCall.objects.bulk_create(calls)
+    except DatabaseError:
+        log.exception("could not write %d call log rows", len(calls))
     stored = {task.pk for task, _ in done}
     for task, attempt in results:
         if task.pk not in stored:
-            done.append((task, _finish(task, attempt, owner)))
+            try:
+                status = _finish(task, attempt, owner)
+            except DatabaseError:
+                # The database failed us: the task stays claimed (and marked unknown), so
+                # once its lease runs out a worker searches OTRS before creating anything.
+                log.exception("could not store the outcome of task %s", task.pk)
+                status = TS.CLAIMED
+            done.append((task, status))
     return done
 
 
@@ -1070,6 +1129,8 @@ def _store_tickets(created: list[tuple[Task, _Attempt]], owner: str) -> None:
         )
         for task, attempt in created
     )
+    if any(ticket.pk is None for ticket in tickets):  # a database that returns no ids
+        raise _BatchConflict("the new tickets' ids are unknown")
     now = timezone.now()
     moved = Task.objects.filter(
         pk__in=[task.pk for task, _ in created], status=TS.CLAIMED, lease_owner=owner[:100]
@@ -1149,7 +1210,8 @@ def provision_due(
     window = 6 * workers
     result = ProvisionResult()
     taken = 0
-    runner = _AttemptRunner(owner, workers)
+    runner = _AttemptRunner(owner, workers, deadline)
+    failure: DatabaseError | None = None
     try:
         while True:
             room = window - runner.outstanding
@@ -1157,8 +1219,12 @@ def provision_due(
                 room = min(room, limit - taken)
             # Claim in batches, unless nothing is left to wait for.
             if room > 0 and (room >= 3 * workers or not runner.outstanding):
-                if time.monotonic() < deadline:
-                    tasks = task_claim_batch(owner=owner, size=room, connection=connection)
+                if time.monotonic() < deadline and failure is None:
+                    try:
+                        tasks = task_claim_batch(owner=owner, size=room, connection=connection)
+                    except DatabaseError as exc:
+                        # Store what is in flight, then let the job record the failure.
+                        failure, tasks = exc, []
                     taken += len(tasks)
                     for task in tasks:
                         runner.submit(task)
@@ -1170,6 +1236,8 @@ def provision_due(
                     progress(f"{task.correlation_key} {status}")
     finally:
         runner.close()
+    if failure is not None:
+        raise failure
     return result
 
 
@@ -1180,12 +1248,10 @@ class _AttemptRunner:
     # How long collect() waits for more results to make a fuller batch to store; the
     # workers go on with the claimed tasks meanwhile.
     GATHER_SECONDS = 0.1
-    # A task that waited longer than this between its claim and its create call has its
-    # lease checked in the database first (see _run).
-    VERIFY_AFTER_SECONDS = 2.0
 
-    def __init__(self, owner: str, workers: int) -> None:
+    def __init__(self, owner: str, workers: int, deadline: float) -> None:
         self.owner = owner
+        self.deadline = deadline
         self.outstanding = 0
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._outbox: queue.SimpleQueue = queue.SimpleQueue()
@@ -1220,12 +1286,14 @@ class _AttemptRunner:
         return results
 
     def _run(self, task: Task, claimed_at: float, clients: dict) -> _Attempt:
+        if time.monotonic() > self.deadline:
+            # Behind a slow OTRS the claimed tasks outlast the run's time budget: hand
+            # them back rather than overrun the job's timeout.
+            return _Attempt(released=True)
         # Claimed a moment ago together with its lease: asking the database again whether
-        # it is still ours would cost a statement per ticket. A task that waited in the
-        # queue (a slow OTRS) is checked, so one cancelled meanwhile gets no ticket.
-        waited = time.monotonic() - claimed_at
+        # it is still ours would cost a statement per ticket (see _attempt).
         return _attempt(
-            task, self.owner, verify_lease=waited > self.VERIFY_AFTER_SECONDS, clients=clients
+            task, self.owner, verify_lease=False, claimed_at=claimed_at, clients=clients
         )
 
     def _work(self) -> None:
