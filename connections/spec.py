@@ -595,11 +595,24 @@ def _ticket_scope(*, batch: bool) -> _Scope:
     return _Scope(frozenset({"access_token", "ticketIDs" if batch else "ticketID"}))
 
 
+def split_default(inner: str) -> tuple[str, str | None]:
+    """`endpoint.queue|Raw` → ("endpoint.queue", "Raw"): the text after the first `|` is
+    used when the variable is missing or empty. No `|`: no default (None)."""
+    name, bar, default = inner.partition("|")
+    return (name, default) if bar else (inner, None)
+
+
 def _check_reference(
     inner: str, scope: _Scope, properties: frozenset[str] | None, auth_name: str
 ) -> str | None:
     """None when `${inner}` is allowed, else the problem. `properties` None: not checkable."""
     shown = f"${{{inner}}}"
+    inner, default = split_default(inner)
+    if default is not None:
+        if any(c in default for c in "${}"):
+            return f"{shown}: a default after | is plain text; it cannot hold $, {{ or }}"
+        if inner.startswith("response."):
+            return f"{shown}: a response value cannot have a default"
     response = _RESPONSE_REF.fullmatch(inner)
     if response:
         if response.group(1) in scope.earlier_calls:
@@ -643,7 +656,7 @@ def _check_templates(
             if problem:
                 report.error(path, problem)
             else:
-                used.add(reference.inner)
+                used.add(split_default(reference.inner)[0])
     return used
 
 

@@ -5,6 +5,8 @@ backslash in a user's name breaks the body, and `${...}` may hold Groovy. Here t
 template is parsed JSON: each string is rendered on its own and the body is serialized
 afterwards, so a value stays a value whatever it holds. Values are substituted once (a
 `${` inside a value is left alone), and names are only looked up, never evaluated.
+`${name|text}` stands for plain text when the variable is missing or empty, e.g.
+`${endpoint.queue|Raw}` for endpoints without a queue attribute.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
-from .spec import PathNotFound, Reference, get_path, iter_references
+from .spec import PathNotFound, Reference, get_path, iter_references, split_default
 
 Fallback = Callable[[str], Any]
 
@@ -49,13 +51,20 @@ def _at(where: str, problem: str) -> str:
     return f"{where}: {problem}" if where else problem
 
 
-def _resolve(name: str, context: dict, where: str, fallback: Fallback | None) -> Any:
+def _resolve(inner: str, context: dict, where: str, fallback: Fallback | None) -> Any:
+    """The value of `${inner}`; `${name|text}` gives text when name is missing or empty."""
+    name, default = split_default(inner)
     try:
-        return lookup(context, name)
+        value = lookup(context, name)
     except PathNotFound:
+        if default is not None:
+            return default
         if fallback is not None:
             return fallback(name)
         raise TemplateError(_at(where, f"${{{name}}} has no value")) from None
+    if default is not None and value in (None, ""):
+        return default
+    return value
 
 
 @functools.lru_cache(maxsize=4096)

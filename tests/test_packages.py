@@ -109,7 +109,8 @@ def test_import_creates_the_connection_with_its_secret_encrypted(capsys):
     stored = Connection.objects.filter(pk=connection.pk).values()[0]
     assert PASSWORD not in json.dumps(stored, default=str)
     create = connection.create_ticket_json["call"][0]["httpParams"]
-    assert create["Ticket"]["Queue"] == "Raw"  # the variable's default
+    # The variable's default, for endpoints without a "queue" attribute.
+    assert create["Ticket"]["Queue"] == "${endpoint.queue|Raw}"
     assert create["Ticket"]["CustomerUser"] == "iga@example.com"
 
 

@@ -351,3 +351,22 @@ def test_claimed_tasks_left_when_the_time_budget_runs_out_are_handed_back(sim, c
     sim.configure(latency_ms=0)
     services.provision_due(owner="t")
     assert len(sim_tickets(sim)) == 6
+
+
+def test_tickets_go_to_the_endpoints_queue_or_the_packages_default(sim, connection, people):
+    from connections.models import Endpoint
+
+    erp = factories.endpoint(connection, name="erp", queue="Misc")
+    crm = factories.endpoint(connection, name="crm")
+    Endpoint.objects.filter(pk=crm.pk).update(attributes={})  # no queue attribute
+    on_erp = approved_task(erp, people, username="ada")
+    on_crm = approved_task(crm, people, username="bea")
+    services.provision_due(owner="t")
+
+    queues = {}
+    for task in (on_erp, on_crm):
+        task.refresh_from_db()
+        detail = requests.get(f"{sim.url}/_sim/tickets/{task.ticket.ticket_id}", timeout=5).json()
+        queues[task.pk] = detail["Queue"]
+    # The package was imported with QUEUE left at its default, Raw.
+    assert queues == {on_erp.pk: "Misc", on_crm.pk: "Raw"}

@@ -259,6 +259,16 @@ def test_the_article_check_is_narrow():
             "only variable names are allowed",
         ),
         (
+            create_call(url=f"{BASE}/Ticket?x=${{endpoint.queue|${{user.email}}}}"),
+            "CreateTicketJSON: call[0].url: ${endpoint.queue|${user.email}}: a default after | is "
+            "plain text; it cannot hold $, { or }",
+        ),
+        (
+            create_call(url=f"{BASE}/Ticket?x=${{endpoint.queue || 'Raw'}}"),
+            "CreateTicketJSON: call[0].url: ${endpoint.queue || 'Raw'} is an expression; "
+            "only variable names are allowed",
+        ),
+        (
             create_call(url=f"{BASE}/Ticket?x=${{ user.email }}"),
             "CreateTicketJSON: call[0].url: ${ user.email } is an expression; only variable names are allowed",
         ),

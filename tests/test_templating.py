@@ -120,3 +120,19 @@ def test_header_values_lose_cr_and_lf():
     )
 
     assert headers == {"X-Note": "aX-Evil: 1", "Authorization": "Bearer k"}
+
+
+def test_a_default_stands_in_for_a_missing_or_empty_variable():
+    with_queue = {"endpoint": {"_": "crm", "queue": "Misc"}, "task": {"_": "42"}}
+    without = {"endpoint": {"_": "crm"}, "task": {"_": "42"}}
+    empty = {"endpoint": {"_": "crm", "queue": ""}, "task": {"_": "42"}}
+    body = {"Queue": "${endpoint.queue|Raw}", "Title": "${task} in ${endpoint.queue|the Raw queue}"}
+
+    assert render(body, with_queue) == {"Queue": "Misc", "Title": "42 in Misc"}
+    assert render(body, without) == {"Queue": "Raw", "Title": "42 in the Raw queue"}
+    assert render(body, empty)["Queue"] == "Raw"
+    # In a URL the default is encoded like any value.
+    assert render_url("https://x/${endpoint.queue|a b&c}", without) == "https://x/a%20b%26c"
+    # Without a default a missing variable is still an error that names it.
+    with pytest.raises(TemplateError, match=r"\$\{endpoint.queue\} has no value"):
+        render("${endpoint.queue}", without)
