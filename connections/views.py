@@ -8,8 +8,7 @@ Changing a connection happens in the admin; the pages link there for people who 
 from __future__ import annotations
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
+from django.contrib.auth.decorators import login_required, permission_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
@@ -22,22 +21,17 @@ VIEW = "connections.view_connection"
 TEST = "connections.change_connection"
 
 
-def _require(request: HttpRequest, permission: str) -> None:
-    if not request.user.has_perm(permission):
-        raise PermissionDenied
-
-
 @login_required
 @require_GET
+@permission_required(VIEW, raise_exception=True)
 def connection_list(request: HttpRequest) -> HttpResponse:
-    _require(request, VIEW)
     return render(request, "connections/list.html", {"rows": selectors.connection_list()})
 
 
 @login_required
 @require_GET
+@permission_required(VIEW, raise_exception=True)
 def connection_detail(request: HttpRequest, name: str) -> HttpResponse:
-    _require(request, VIEW)
     connection = get_object_or_404(Connection, name=name)
     return render(
         request, "connections/detail.html", {"page": selectors.connection_page(connection)}
@@ -46,9 +40,9 @@ def connection_detail(request: HttpRequest, name: str) -> HttpResponse:
 
 @login_required
 @require_POST
+@permission_required(TEST, raise_exception=True)
 def connection_test(request: HttpRequest, name: str) -> HttpResponse:
     """Log in to the ticket system and run the connection's test call; say how it went."""
-    _require(request, TEST)
     connection = get_object_or_404(Connection, name=name)
     result = connection_check(connection=connection)
     secrets = connection.secret_values()

@@ -17,7 +17,7 @@ import hashlib
 import re
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
+from django.contrib.auth.decorators import login_required, permission_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Q
@@ -89,11 +89,6 @@ def _back(request: HttpRequest, default: str) -> HttpResponse:
     return redirect(default)
 
 
-def _require(request: HttpRequest, permission: str) -> None:
-    if not request.user.has_perm(permission):
-        raise PermissionDenied
-
-
 def _attempt(request: HttpRequest, action, success: str) -> bool:
     """Run a service call; say what happened. A refused transition becomes an error message."""
     try:
@@ -124,8 +119,8 @@ def overview(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_GET
+@permission_required(VIEW_ALL, raise_exception=True)
 def board(request: HttpRequest) -> HttpResponse:
-    _require(request, VIEW_ALL)
     connection = request.GET.get("connection", "")
     return render_live(
         request,
@@ -220,14 +215,14 @@ def identity_detail(request: HttpRequest, username: str) -> HttpResponse:
 
 @login_required
 @require_GET
+@permission_required(APPROVE, raise_exception=True)
 def inbox(request: HttpRequest) -> HttpResponse:
-    _require(request, APPROVE)
     return render(request, "tickets/inbox.html", {"pending": selectors.approval_inbox()})
 
 
 @login_required
+@permission_required(SUBMIT, raise_exception=True)
 def submit(request: HttpRequest) -> HttpResponse:
-    _require(request, SUBMIT)
     if request.method != "POST":
         initial = {
             "beneficiary": request.GET.get("beneficiary") or request.user.get_username(),
@@ -252,9 +247,9 @@ def submit(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_GET
+@permission_required(SUBMIT, raise_exception=True)
 def submit_entitlements(request: HttpRequest) -> HttpResponse:
     """The entitlement checkboxes of the chosen endpoint (htmx swaps them in)."""
-    _require(request, SUBMIT)
     form = SubmitRequestForm(initial={"endpoint": request.GET.get("endpoint")})
     return render(request, "tickets/htmx/entitlements.html", {"form": form})
 
@@ -264,9 +259,9 @@ def submit_entitlements(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
+@permission_required(APPROVE, raise_exception=True)
 def request_decide(request: HttpRequest, pk: int, decision: str) -> HttpResponse:
     """Approve or reject. The service refuses anyone's own request; the page hides the button."""
-    _require(request, APPROVE)
     access_request = get_object_or_404(AccessRequest, pk=pk)
     form = DecisionForm(request.POST)
     comment = form.cleaned_data["comment"] if form.is_valid() else ""
@@ -310,9 +305,9 @@ TASK_ACTIONS = {
 
 @login_required
 @require_POST
+@permission_required(OPERATE, raise_exception=True)
 def task_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     """Retry or cancel one task (the buttons on a request's page)."""
-    _require(request, OPERATE)
     task = get_object_or_404(ProvisioningTask.objects.select_related("request"), pk=pk)
     service, done = TASK_ACTIONS[action]
     _attempt(
@@ -325,9 +320,9 @@ def task_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
 
 @login_required
 @require_POST
+@permission_required(OPERATE, raise_exception=True)
 def tasks_retry(request: HttpRequest) -> HttpResponse:
     """Retry the selected failed tasks: task ids from the board, request ids from the list."""
-    _require(request, OPERATE)
     task_ids = [i for i in map(parse_id, request.POST.getlist("task")) if i is not None]
     request_ids = [i for i in map(parse_id, request.POST.getlist("request")) if i is not None]
     tasks = ProvisioningTask.objects.filter(
@@ -358,9 +353,9 @@ JOBS = {
 
 @login_required
 @require_POST
+@permission_required(OPERATE, raise_exception=True)
 def job_run(request: HttpRequest, job: str) -> HttpResponse:
     """Queue a job on the worker cluster rather than running it inside the web request."""
-    _require(request, OPERATE)
     if job not in JOBS:
         raise PermissionDenied
     from django_q.tasks import async_task
