@@ -107,11 +107,7 @@ def _prefixed(auth_spec: AuthSpec, raw: str) -> str:
 
 
 def _fresh(row: ConnectionToken, now: datetime) -> bool:
-    return (
-        bool(row.token_encrypted)
-        and row.expires_at is not None
-        and row.expires_at - now > REFRESH_MARGIN
-    )
+    return bool(row.token) and row.expires_at is not None and row.expires_at - now > REFRESH_MARGIN
 
 
 def _token_row(connection: Connection, auth_name: str) -> ConnectionToken:

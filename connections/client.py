@@ -37,7 +37,6 @@ from . import auth, templating
 from .crypto import SecretUnreadable
 from .models import SECRET_KEY_NAMES, ApiCall, Connection
 from .spec import (
-    CREDENTIAL_KEYS,
     HEADER_TOKEN_PREFIX,
     AuthSpec,
     CallSpec,
@@ -60,7 +59,7 @@ EXCERPT_CHARS = 4096
 # Shorter secrets are masked by key name only: masking "abc" everywhere would garble logs.
 MIN_MASKED_LENGTH = 4
 MASKED_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
-MASKED_KEYS = frozenset(SECRET_KEY_NAMES | CREDENTIAL_KEYS)
+MASKED_KEYS = SECRET_KEY_NAMES
 # OTRS ErrorCode suffixes (Op.Kind) that a new session heals; every other one is permanent.
 AUTH_ERROR_KINDS = ("AuthFail", "SessionInvalid")
 # A batch TicketGet fails whole when one id is inaccessible or gone; these mean "that id".
@@ -290,12 +289,25 @@ _DOCUMENTS_KEPT = 64
 def _validated_documents(connection: Connection, fingerprint: str) -> Documents:
     documents = _documents.get(fingerprint)
     if documents is None:
-        documents = validate_documents(
-            connection_json=connection.connection_document(),
-            create_ticket_json=connection.create_ticket_json,
-            ticket_status_json=connection.ticket_status_json,
-            config_json=connection.config_json or None,
-        )
+        others = {
+            "create_ticket_json": connection.create_ticket_json,
+            "ticket_status_json": connection.ticket_status_json,
+            "config_json": connection.config_json or None,
+        }
+        # Validity is judged with the secrets as placeholders, as the admin and the import
+        # judge it: an error message must never quote part of a password.
+        validate_documents(connection_json=connection.connection_json, **others)
+        try:
+            documents = validate_documents(
+                connection_json=connection.connection_document(), **others
+            )
+        except SpecError:
+            raise SpecError(
+                [
+                    "ConnectionJSON: a secret value holds text the bridge would read as a "
+                    "template (${…} or @NAME@); change that secret"
+                ]
+            ) from None
         if len(_documents) >= _DOCUMENTS_KEPT:
             _documents.clear()
         _documents[fingerprint] = documents
@@ -935,8 +947,10 @@ class TicketClient:
         except OTRSError:
             return None  # logged as an ApiCall; the next poll asks again
         entries = _optional(body, merge.entry_list_path) if merge.entry_list_path else [body]
+        if not isinstance(entries, list):
+            return None  # not the list the document promised: nothing to learn from it
         rule = ResponseRule(path_values=merge.entry_match)
-        matching = [e for e in entries or () if rule.matches(200, e)]
+        matching = [e for e in entries if rule.matches(200, e)]
         value = _optional(matching[-1], merge.target_path) if matching else None
         if value is not None and merge.target_pattern:
             found = re.search(merge.target_pattern, str(value))

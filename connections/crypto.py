@@ -63,4 +63,10 @@ def reencrypt(token: str) -> str:
     """Re-encrypt a token with the first key (key rotation)."""
     if not token:
         return ""
-    return _cipher().rotate(token.encode()).decode()
+    try:
+        return _cipher().rotate(token.encode()).decode()
+    except InvalidToken as exc:
+        raise SecretUnreadable(
+            "A stored secret cannot be decrypted with any FIELD_ENCRYPTION_KEY, so it cannot "
+            "be re-encrypted; put the key it was written with back in the list"
+        ) from exc

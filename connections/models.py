@@ -189,11 +189,20 @@ class Connection(models.Model):
         return merge_secrets(self.connection_json, self.secrets)
 
     def secret_values(self) -> list[str]:
-        """Every secret string of this connection, so logs and pages can mask them."""
-        values = [str(v) for v in self.secrets.values() if str(v)]
-        webhook = self.webhook_secret
-        if webhook:
-            values.append(webhook)
+        """Every secret string of this connection, so logs and pages can mask them.
+
+        A secret that cannot be decrypted is left out: it cannot be shown either, and a
+        page that masks must not fail over it.
+        """
+        values: list[str] = []
+        for read in (
+            lambda: [str(v) for v in self.secrets.values()],
+            lambda: [self.webhook_secret],
+        ):
+            try:
+                values.extend(v for v in read() if v)
+            except crypto.SecretUnreadable:
+                pass
         values.extend(t.token for t in self.tokens.all() if t.token)
         return values
 
@@ -235,7 +244,12 @@ class ConnectionToken(models.Model):
 
     @property
     def token(self) -> str:
-        return crypto.decrypt(self.token_encrypted)
+        """The token, or "" when it cannot be decrypted: a session is only a cache, so an
+        unreadable one (keys changed) means logging in again, never a failure."""
+        try:
+            return crypto.decrypt(self.token_encrypted)
+        except crypto.SecretUnreadable:
+            return ""
 
 
 class SecuritySystem(models.Model):

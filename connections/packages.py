@@ -237,12 +237,6 @@ def _decode_json(raw: bytes, where: str) -> Any:
         raise PackageError([f"{where}: {exc}"]) from exc
 
 
-def _path(parent: str, key: str | int) -> str:
-    if isinstance(key, int):
-        return f"{parent}[{key}]"
-    return f"{parent}.{key}" if parent else key
-
-
 def _check_keys(
     obj: Any, expected: dict[str, tuple[type, bool]], where: str, errors: list[str]
 ) -> bool:
@@ -253,11 +247,13 @@ def _check_keys(
     for key, (kind, required) in expected.items():
         if key not in obj:
             if required:
-                errors.append(f"{_path(where, key)}: is required")
+                errors.append(f"{spec.join_path(where, key)}: is required")
         elif not _has_type(obj[key], kind):
-            errors.append(f"{_path(where, key)}: must be {_TYPE_NAMES[kind]}")
+            errors.append(f"{spec.join_path(where, key)}: must be {_TYPE_NAMES[kind]}")
     for key in obj.keys() - expected.keys():
-        errors.append(f"{_path(where, key)}: unknown key (expected one of {', '.join(expected)})")
+        errors.append(
+            f"{spec.join_path(where, key)}: unknown key (expected one of {', '.join(expected)})"
+        )
     return True
 
 
@@ -297,7 +293,7 @@ def _load_bridge_package(doc: Any, filename: str) -> Package:
             continue
         seen: dict[str, str] = {}
         for index, item in enumerate(items):
-            path = _path(section, index)
+            path = spec.join_path(section, index)
             if not _check_keys(item, keys, path, errors):
                 continue
             _check_unique_name(item.get("name"), path, seen, errors)
@@ -331,7 +327,7 @@ def _read_variables(raw: Any, errors: list[str]) -> dict[str, Variable]:
         return {}
     variables = {}
     for name, declaration in raw.items():
-        path = _path("variables", name)
+        path = spec.join_path("variables", name)
         if not _VARIABLE_NAME.match(name):
             errors.append(
                 f"{path}: a variable name is upper-case letters, digits and _, starting with a letter"
@@ -639,6 +635,15 @@ def _resolve_variables(
             errors.append(f"variable {name}: a value is required (the package uses @{name}@)")
         else:
             filled[name] = value
+    for name in sorted(used):
+        declared = package.variables.get(name)
+        if declared is not None and declared.secret:
+            for path in _plain_text_places(content, name):
+                errors.append(
+                    f"variable {name}: it is secret, but {path} would keep it in plain text "
+                    "(and show it on pages and in exports); use it only as a credential of a "
+                    "ConnectionJSON authentication, where it is stored encrypted"
+                )
     if errors:
         return None
     content = spec.resolve_placeholders(content, filled)
@@ -651,6 +656,23 @@ def _resolve_variables(
         security_systems=content["securitySystems"],
         endpoints=content["endpoints"],
     )
+
+
+def _plain_text_places(content: dict, name: str) -> list[str]:
+    """Where @name@ would be stored as it is: anywhere but the credentials that
+    split_secrets takes out of a ConnectionJSON to encrypt."""
+    marker = "\x00"
+    marked = spec.resolve_placeholders(content, {name: marker})
+    places: list[str] = []
+    for connection in marked["connections"]:
+        for key, document in connection["documents"].items():
+            if key == "connectionJSON" and isinstance(document, dict):
+                document = split_secrets(document)[0]
+            where = f"{connection['name']}: {DOCUMENTS.get(key, (key,))[0]}"
+            places += [path for path, text in spec.iter_strings(document, where) if marker in text]
+    for key in ("securitySystems", "endpoints"):
+        places += [path for path, text in spec.iter_strings(marked[key], key) if marker in text]
+    return places
 
 
 def _parsed_if_json(document: Any) -> Any:

@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db.models import Count, Prefetch, QuerySet
+from django.db.models import Count, Prefetch, QuerySet, prefetch_related_objects
 from django.utils import timezone
 
+from .client import mask  # the client's masking: every encoded form of each secret
 from .models import ApiCall, Connection, ConnectionToken, Endpoint
 
 # A token that expires sooner than this is shown as "expiring soon".
@@ -59,18 +60,6 @@ def token_state(token: ConnectionToken, now: datetime | None = None) -> TokenSta
     return TokenState(token.auth_name, state, token.expires_at, token.obtained_at, token.last_error)
 
 
-def mask(text: str, secrets: list[str]) -> str:
-    """Mask any connection secret that slipped into a stored text.
-
-    The client masks before it writes an ApiCall row; this is the second lock on the door,
-    so a page never shows a password even if a row was written by an older client.
-    """
-    for secret in sorted(secrets, key=len, reverse=True):
-        if len(secret) >= 4 and secret in text:
-            text = text.replace(secret, "********")
-    return text
-
-
 def mask_calls(calls: list[ApiCall], secrets: list[str]) -> None:
     for call in calls:
         for attr in ("url", "error", "request_excerpt", "response_excerpt"):
@@ -113,11 +102,15 @@ class ConnectionPage:
 
 
 def connection_page(connection: Connection, calls: int = 30) -> ConnectionPage:
+    # The tokens are read once: for masking and for their states.
+    prefetch_related_objects(
+        [connection], Prefetch("tokens", queryset=ConnectionToken.objects.order_by("auth_name"))
+    )
     secrets = connection.secret_values()
     recent = list(connection.api_calls.order_by("-created_at", "-id")[:calls])
     mask_calls(recent, secrets)
     now = timezone.now()
-    tokens = [token_state(t, now) for t in connection.tokens.order_by("auth_name")]
+    tokens = [token_state(t, now) for t in connection.tokens.all()]
     for token in tokens:
         token.last_error = mask(token.last_error, secrets)
     return ConnectionPage(

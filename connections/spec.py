@@ -29,24 +29,7 @@ URL_CREDENTIALS_ERROR = "credentials in a URL reach access logs; put them in the
 
 # Keys whose literal value is a credential. A document other than ConnectionJSON is stored
 # in plain text, so a literal there would be a password at rest.
-CREDENTIAL_KEYS = frozenset(
-    {
-        "password",
-        "passwd",
-        "secret",
-        "client_secret",
-        "clientsecret",
-        "token",
-        "access_token",
-        "accesstoken",
-        "refresh_token",
-        "apikey",
-        "api_key",
-        "sessionid",
-        "authorization",
-        "cookie",
-    }
-)
+CREDENTIAL_KEYS = SECRET_KEY_NAMES
 # Query parameters that may never appear in a URL, whatever their value.
 _URL_FORBIDDEN_PARAMS = CREDENTIAL_KEYS - {"sessionid", "authorization", "cookie"}
 
@@ -156,10 +139,10 @@ def iter_strings(obj: Any, path: str = "") -> Iterator[tuple[str, str]]:
         yield path, obj
     elif isinstance(obj, dict):
         for key, value in obj.items():
-            yield from iter_strings(value, _join(path, key))
+            yield from iter_strings(value, join_path(path, key))
     elif isinstance(obj, list):
         for index, value in enumerate(obj):
-            yield from iter_strings(value, _join(path, index))
+            yield from iter_strings(value, join_path(path, index))
 
 
 def find_placeholders(obj: Any) -> set[str]:
@@ -416,7 +399,7 @@ class Documents:
 # --- reading helpers ------------------------------------------------------------------------
 
 
-def _join(path: str, key: str | int) -> str:
+def join_path(path: str, key: str | int) -> str:
     if isinstance(key, int):
         return f"{path}[{key}]"
     return f"{path}.{key}" if path else key
@@ -443,7 +426,7 @@ class _Report:
                 self.error(where, f"{key} is required")
             return default
         if not isinstance(value, str):
-            self.error(_join(where, key), f"must be a string, not {_type_name(value)}")
+            self.error(join_path(where, key), f"must be a string, not {_type_name(value)}")
             return default
         return value
 
@@ -451,7 +434,8 @@ class _Report:
         value = self.string(obj, key, where, required=required)
         if value and not _is_valid_path(value):
             self.error(
-                _join(where, key), f"{value!r} is not a valid path (expected keys like a.b[0].c)"
+                join_path(where, key),
+                f"{value!r} is not a valid path (expected keys like a.b[0].c)",
             )
             return ""
         return value
@@ -459,10 +443,10 @@ class _Report:
     def integer(self, obj: dict, key: str, where: str, *, default: int, low: int, high: int) -> int:
         value = obj.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int):
-            self.error(_join(where, key), f"must be a whole number, not {_type_name(value)}")
+            self.error(join_path(where, key), f"must be a whole number, not {_type_name(value)}")
             return default
         if not low <= value <= high:
-            self.error(_join(where, key), f"must be between {low} and {high}, not {value}")
+            self.error(join_path(where, key), f"must be between {low} and {high}, not {value}")
             return default
         return value
 
@@ -471,10 +455,12 @@ class _Report:
     ) -> float:
         value = obj.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int | float):
-            self.error(_join(where, key), f"must be a number, not {_type_name(value)}")
+            self.error(join_path(where, key), f"must be a number, not {_type_name(value)}")
             return default
         if not low <= value <= high:
-            self.error(_join(where, key), f"must be between {low:g} and {high:g}, not {value:g}")
+            self.error(
+                join_path(where, key), f"must be between {low:g} and {high:g}, not {value:g}"
+            )
             return default
         return float(value)
 
@@ -487,7 +473,7 @@ class _Report:
             return (value,)
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             return tuple(value)
-        self.error(_join(where, key), "must be a string or a list of strings")
+        self.error(join_path(where, key), "must be a string or a list of strings")
         return ()
 
     def integers(self, obj: dict, key: str, where: str, *, low: int, high: int) -> tuple[int, ...]:
@@ -499,7 +485,7 @@ class _Report:
             not isinstance(v, bool) and isinstance(v, int) and low <= v <= high for v in items
         ):
             self.error(
-                _join(where, key), f"must be a list of whole numbers between {low} and {high}"
+                join_path(where, key), f"must be a list of whole numbers between {low} and {high}"
             )
             return ()
         return tuple(items)
@@ -509,7 +495,7 @@ class _Report:
         if value is None:
             return {}
         if not isinstance(value, dict):
-            self.error(_join(where, key), f"must be an object, not {_type_name(value)}")
+            self.error(join_path(where, key), f"must be an object, not {_type_name(value)}")
             return {}
         return value
 
@@ -698,7 +684,7 @@ def _literal_credentials(obj: Any, where: str) -> Iterator[tuple[str, str]]:
     """Yield (path, key) for each credential-like key whose value is a literal, not ${...}."""
     if isinstance(obj, dict):
         for key, value in obj.items():
-            path = _join(where, key)
+            path = join_path(where, key)
             literal = isinstance(value, str | int | float) and not isinstance(value, bool)
             if (
                 str(key).lower() in CREDENTIAL_KEYS
@@ -711,7 +697,7 @@ def _literal_credentials(obj: Any, where: str) -> Iterator[tuple[str, str]]:
                 yield from _literal_credentials(value, path)
     elif isinstance(obj, list):
         for index, value in enumerate(obj):
-            yield from _literal_credentials(value, _join(where, index))
+            yield from _literal_credentials(value, join_path(where, index))
 
 
 # The state names of a fresh OTRS/Znuny; all lower-case.
@@ -740,14 +726,14 @@ def _check_nested_article(report: _Report, call: CallSpec, where: str) -> None:
     ticket = params.get("Ticket")
     if isinstance(ticket, dict) and "Article" in ticket and "Article" not in params:
         report.error(
-            _join(where, "httpParams.Ticket.Article"),
+            join_path(where, "httpParams.Ticket.Article"),
             "Article is nested inside Ticket; OTRS TicketCreate needs Ticket and Article side by "
             "side at the top level (it answers TicketCreate.MissingParameter otherwise)",
         )
     state = ticket.get("State") if isinstance(ticket, dict) else None
     if isinstance(state, str) and state != state.lower() and state.lower() in OTRS_DEFAULT_STATES:
         report.error(
-            _join(where, "httpParams.Ticket.State"),
+            join_path(where, "httpParams.Ticket.State"),
             f"{state!r} is not an OTRS state name; OTRS spells it {state.lower()!r}",
         )
 
@@ -762,7 +748,7 @@ def _response_rules(report: _Report, value: Any, where: str) -> tuple[ResponseRu
     items = value if isinstance(value, list) else [value]
     rules = []
     for index, item in enumerate(items):
-        at = _join(where, index) if isinstance(value, list) else where
+        at = join_path(where, index) if isinstance(value, list) else where
         if not isinstance(item, dict):
             report.error(at, "must be an object of statusCode and/or path → value")
             continue
@@ -772,10 +758,10 @@ def _response_rules(report: _Report, value: Any, where: str) -> tuple[ResponseRu
             if key == "statusCode":
                 continue
             if not _is_valid_path(key):
-                report.error(_join(at, key), f"{key!r} is not a valid path")
+                report.error(join_path(at, key), f"{key!r} is not a valid path")
             elif isinstance(expected, str) and "${" in expected:
                 report.error(
-                    _join(at, key), f"{expected} cannot be used here; give the literal value"
+                    join_path(at, key), f"{expected} cannot be used here; give the literal value"
                 )
             else:
                 matches.append((key, expected))
@@ -803,7 +789,7 @@ def _headers(report: _Report, obj: dict, where: str) -> dict[str, str]:
     clean = {}
     for key, value in headers.items():
         if not isinstance(value, str | int | float) or isinstance(value, bool):
-            report.error(_join(where, f"httpHeaders.{key}"), "a header value must be a string")
+            report.error(join_path(where, f"httpHeaders.{key}"), "a header value must be a string")
         else:
             clean[str(key)] = str(value)
     return clean
@@ -826,24 +812,24 @@ def _call(
         return None
     name = report.string(obj, "name", where) or default_name
     if "name" in obj and not _CALL_NAME.fullmatch(name):
-        report.error(_join(where, "name"), f"{name!r} must be letters, digits, _ or -")
+        report.error(join_path(where, "name"), f"{name!r} must be letters, digits, _ or -")
     connection = auth_name or report.string(obj, "connection", where, required=True)
     if auth_name is None and connection and auths is not None and connection not in auths:
         have = ", ".join(sorted(auths)) or "none"
         report.error(
-            _join(where, "connection"),
+            join_path(where, "connection"),
             f"{connection!r} is not an auth block of ConnectionJSON (it has: {have})",
         )
     url = report.string(obj, "url", where, required=True)
     method = report.string(obj, "httpMethod", where, default="GET").upper()
     if method not in ("GET", "POST", "PUT", "PATCH", "DELETE"):
         report.error(
-            _join(where, "httpMethod"), f"{method!r} is not an HTTP method this engine sends"
+            join_path(where, "httpMethod"), f"{method!r} is not an HTTP method this engine sends"
         )
-    params = _http_params(report, obj.get("httpParams"), _join(where, "httpParams"))
+    params = _http_params(report, obj.get("httpParams"), join_path(where, "httpParams"))
     if params is not None and method == "GET":
         report.error(
-            _join(where, "httpParams"),
+            join_path(where, "httpParams"),
             "a GET call cannot carry httpParams: OTRS ignores GET bodies; put the parameters in "
             "the URL query string",
         )
@@ -853,8 +839,10 @@ def _call(
     properties = _properties_of(auths[connection]) if auths and connection in auths else None
     used: set[str] = set()
     for key, value in (("url", url), ("httpParams", params), ("httpHeaders", headers)):
-        used |= _check_templates(report, value, _join(where, key), scope, properties, connection)
-    _check_url_credentials(report, url, method, _join(where, "url"))
+        used |= _check_templates(
+            report, value, join_path(where, key), scope, properties, connection
+        )
+    _check_url_credentials(report, url, method, join_path(where, "url"))
     # ConnectionJSON encrypts secret-named keys at rest, except inside a JSON-string httpParams.
     encrypted = (
         SECRET_KEY_NAMES if stored_encrypted and not isinstance(obj.get("httpParams"), str) else ()
@@ -877,10 +865,10 @@ def _call(
         ticket_id_path=report.path(obj, "ticketidPath", where),
         ticket_number_path=report.path(obj, "ticketNumberPath", where),
         success=_response_rules(
-            report, obj.get("successResponses"), _join(where, "successResponses")
+            report, obj.get("successResponses"), join_path(where, "successResponses")
         ),
         unsuccess=_response_rules(
-            report, obj.get("unsuccessResponses"), _join(where, "unsuccessResponses")
+            report, obj.get("unsuccessResponses"), join_path(where, "unsuccessResponses")
         ),
         variables=frozenset(used),
     )
@@ -903,11 +891,11 @@ def _test_connection(
     params = report.mapping(block, "testConnectionParams", where)
     if not params:
         return None
-    at = _join(where, "testConnectionParams")
+    at = join_path(where, "testConnectionParams")
     call = _call(
         report,
         params.get("http"),
-        _join(at, "http"),
+        join_path(at, "http"),
         scope=_TEST_SCOPE,
         auths=auths,
         default_name="testConnection",
@@ -929,10 +917,10 @@ def _token_response_path(report: _Report, block: dict, where: str, required: boo
     value = report.string(block, "tokenResponsePath", where, required=required)
     if value.startswith(HEADER_TOKEN_PREFIX):
         if not value[len(HEADER_TOKEN_PREFIX) :]:
-            report.error(_join(where, "tokenResponsePath"), "name the header after #HEADERS#")
+            report.error(join_path(where, "tokenResponsePath"), "name the header after #HEADERS#")
         return value
     if value and not _is_valid_path(value):
-        report.error(_join(where, "tokenResponsePath"), f"{value!r} is not a valid path")
+        report.error(join_path(where, "tokenResponsePath"), f"{value!r} is not a valid path")
     return value
 
 
@@ -944,7 +932,7 @@ def _auth_block(report: _Report, name: str, block: Any, auths: dict | None) -> A
     auth_type = report.string(block, "authType", where, required=True).lower()
     if auth_type and auth_type not in ("basic", "oauth2"):
         report.error(
-            _join(where, "authType"),
+            join_path(where, "authType"),
             f"{block['authType']!r} is not supported; use Basic or oauth2 (a token call or a static accessToken)",
         )
     properties = report.mapping(block, "properties", where)
@@ -1102,7 +1090,7 @@ def _batch(report: _Report, call_obj: dict, where: str) -> BatchSpec | None:
     raw = report.mapping(call_obj, "batch", where)
     if not raw:
         return None
-    at = _join(where, "batch")
+    at = join_path(where, "batch")
     return BatchSpec(
         size=report.integer(raw, "size", at, default=50, low=1, high=500),
         ticket_list_path=report.path(raw, "ticketListPath", at, required=True),
@@ -1116,7 +1104,7 @@ def _outcome_map(report: _Report, call_obj: dict, key: str, where: str) -> dict[
     for state, outcome in raw.items():
         if outcome not in OUTCOMES:
             report.error(
-                _join(_join(where, key), state),
+                join_path(join_path(where, key), state),
                 f"{outcome!r} is not an outcome; use one of {', '.join(OUTCOMES)}",
             )
         else:
@@ -1131,7 +1119,7 @@ def _check_state_lists(report: _Report, spec: StatusSpec, where: str) -> None:
         listed = spec.outcome_for(state)
         if listed != outcome:
             report.error(
-                _join(where, f"statusMap.{state}"),
+                join_path(where, f"statusMap.{state}"),
                 f"says {outcome!r} but the state lists say {listed!r}",
             )
     outcomes = {spec.outcome_for(s) for s in (*spec.done_values, *spec.status_map)}
@@ -1163,10 +1151,12 @@ def _merge_target(report: _Report, document: dict, auths: dict | None) -> MergeT
         try:
             if re.compile(pattern).groups < 1:
                 report.error(
-                    _join(where, "targetPattern"), "needs one (group) around the ticket id"
+                    join_path(where, "targetPattern"), "needs one (group) around the ticket id"
                 )
         except re.error as exc:
-            report.error(_join(where, "targetPattern"), f"not a valid regular expression: {exc}")
+            report.error(
+                join_path(where, "targetPattern"), f"not a valid regular expression: {exc}"
+            )
     entry_match = report.mapping(raw, "entryMatch", where)
     return MergeTargetSpec(
         call=call,
@@ -1231,7 +1221,7 @@ def _config_spec(report: _Report, document: dict) -> ConfigSpec:
     ca_bundle = report.string(document, "caBundle", where)
     verify = document.get("verifyTLS", True)
     if not isinstance(verify, bool):
-        report.error(_join(where, "verifyTLS"), "must be true or false")
+        report.error(join_path(where, "verifyTLS"), "must be true or false")
         verify = True
     return ConfigSpec(
         connect_timeout=report.number(

@@ -106,7 +106,6 @@ def render(
     obj: Any,
     context: dict,
     *,
-    in_url: bool = False,
     where: str = "",
     fallback: Fallback | None = None,
 ) -> Any:
@@ -116,13 +115,12 @@ def render(
     `fallback(name)` supplies a value for a missing variable instead of raising (previews).
     """
     if isinstance(obj, str):
-        return render_string(obj, context, in_url=in_url, where=where, fallback=fallback)
+        return render_string(obj, context, where=where, fallback=fallback)
     if isinstance(obj, dict):
         return {
             key: render(
                 value,
                 context,
-                in_url=in_url,
                 where=f"{where}.{key}" if where else key,
                 fallback=fallback,
             )
@@ -130,7 +128,7 @@ def render(
         }
     if isinstance(obj, list):
         return [
-            render(value, context, in_url=in_url, where=f"{where}[{index}]", fallback=fallback)
+            render(value, context, where=f"{where}[{index}]", fallback=fallback)
             for index, value in enumerate(obj)
         ]
     return obj

@@ -666,3 +666,13 @@ def test_the_http_session_honours_proxy_and_no_proxy_per_host(monkeypatch):
     session = _Session(ConfigSpec())
     assert session.proxies_for("https://otrs.example/x")["https"] == "http://proxy.example:3128"
     assert not session.proxies_for("https://otrs.internal/x").get("https")
+
+
+def test_a_password_that_reads_like_a_placeholder_is_refused_without_quoting_it(sim):
+    connection = make_connection(sim.base_url, password="Zx@PROD@9secret-tail")
+    with pytest.raises(OTRSError) as caught:
+        TicketClient(connection)
+    assert "a secret value holds text" in caught.value.message
+    assert "@PROD@" not in caught.value.message and "secret-tail" not in caught.value.message
+    # A property is substituted as a value, never read as a template: ${ in it is fine.
+    TicketClient(make_connection(sim.base_url, name="other", password="S3cr${et-value-xyz"))

@@ -59,3 +59,30 @@ def test_a_secret_under_a_lost_key_is_reported_not_garbled(settings):
     settings.FIELD_ENCRYPTION_KEYS = [NEW]
     with pytest.raises(crypto.SecretUnreadable, match="FIELD_ENCRYPTION_KEY"):
         crypto.decrypt(token)
+
+
+def test_rotation_names_the_problem_when_a_secret_is_under_a_lost_key(settings):
+    settings.FIELD_ENCRYPTION_KEYS = [OLD]
+    token = crypto.encrypt("value")
+    settings.FIELD_ENCRYPTION_KEYS = [NEW]
+    with pytest.raises(crypto.SecretUnreadable, match="cannot be re-encrypted"):
+        crypto.reencrypt(token)
+
+
+def test_a_token_under_a_lost_key_means_a_new_login_not_a_failure(settings, client):
+    from connections.models import ConnectionToken
+    from tests import factories
+
+    settings.FIELD_ENCRYPTION_KEYS = [OLD]
+    connection = Connection(name="c")
+    connection.set_connection_json({"authentications": {"a": {"authType": "Basic"}}})
+    connection.save()
+    row = ConnectionToken.objects.create(
+        connection=connection, auth_name="a", token_encrypted=crypto.encrypt("old-session")
+    )
+    settings.FIELD_ENCRYPTION_KEYS = [NEW]
+    row.refresh_from_db()
+    assert row.token == ""
+    assert connection.secret_values() == []
+    client.force_login(factories.user("olga", "operators", "admins"))
+    assert client.get(f"/connections/{connection.name}/").status_code == 200

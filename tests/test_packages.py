@@ -633,3 +633,15 @@ def test_planning_leaves_the_loaded_package_as_it_was():
     snapshot = copy.deepcopy(package)
     plan_import(package, VALUES)
     assert package == snapshot
+
+
+def test_a_secret_variable_outside_the_encrypted_credentials_is_refused():
+    document = json.loads(SHIPPED.read_text())
+    call = document["connections"][0]["createTicketJSON"]["call"][0]
+    call["httpHeaders"] = {"X-Api-Key": "@PASSWORD@"}
+    with pytest.raises(PackageError) as caught:
+        plan_import(_load(document), VALUES)
+    [message] = [e for e in caught.value.errors if "variable PASSWORD" in e]
+    assert "CreateTicketJSON.call[0].httpHeaders.X-Api-Key" in message
+    assert "plain text" in message and PASSWORD not in message
+    assert _counts() == (0, 0, 0)
