@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+from contextlib import contextmanager
+
 import pytest
 import requests
+from django.db import connection as db_connection
 from django.utils import timezone
 
 from tests import factories
@@ -28,6 +32,25 @@ def approved_task(endpoint, people, username="ada", **kw) -> ProvisioningTask:
 
 def sim_tickets(sim) -> list[dict]:
     return requests.get(sim.url + "/_sim/tickets", timeout=5).json()["tickets"]
+
+
+@contextmanager
+def cancelled_after(seconds: float, task: ProvisioningTask, by):
+    """Cancel `task` from another thread (its own database connection) after `seconds`,
+    while the body runs; the body's end waits for the cancel."""
+
+    def cancel() -> None:
+        try:
+            services.task_cancel(task=ProvisioningTask.objects.get(pk=task.pk), by=by)
+        finally:
+            db_connection.close()
+
+    timer = threading.Timer(seconds, cancel)
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.join()
 
 
 def test_it_creates_one_ticket_with_the_correlation_key_in_the_title(sim, crm, people):
@@ -184,20 +207,8 @@ def test_a_task_cancelled_during_its_create_call_records_the_orphan_ticket(sim, 
     task = approved_task(crm, people)
     claimed = services.task_claim_next(owner="w")
     sim.configure(latency_ms=300)
-    import threading
-
-    def cancel_meanwhile():
-        from django.db import connection
-
-        try:
-            services.task_cancel(task=ProvisioningTask.objects.get(pk=task.pk), by=people.olga)
-        finally:
-            connection.close()
-
-    cancel = threading.Timer(0.1, cancel_meanwhile)
-    cancel.start()
-    status = services.task_provision(task=claimed, owner="w")
-    cancel.join()
+    with cancelled_after(0.1, task, people.olga):
+        status = services.task_provision(task=claimed, owner="w")
     assert status == "cancelled"
     [ticket] = sim_tickets(sim)
     note = TaskEvent.objects.filter(task=task, reason__contains="the bridge does not follow").get()
@@ -238,23 +249,10 @@ def test_a_run_with_workers_claims_and_stores_in_batches(sim, crm, people):
 
 @pytest.mark.django_db(transaction=True)
 def test_a_task_cancelled_while_its_batch_was_in_flight_keeps_its_orphan_note(sim, crm, people):
-    import threading
-
-    from django.db import connection as db_connection
-
     tasks = _approve_many(crm, people, 3)
     sim.configure(latency_ms=400)
-
-    def cancel_meanwhile():
-        try:
-            services.task_cancel(task=ProvisioningTask.objects.get(pk=tasks[1].pk), by=people.olga)
-        finally:
-            db_connection.close()
-
-    cancel = threading.Timer(0.15, cancel_meanwhile)
-    cancel.start()
-    result = services.provision_due(owner="t", workers=3)
-    cancel.join()
+    with cancelled_after(0.15, tasks[1], people.olga):
+        result = services.provision_due(owner="t", workers=3)
 
     assert result.by_status == {"ticket_open": 2, "cancelled": 1}
     statuses = [ProvisioningTask.objects.get(pk=t.pk).status for t in tasks]
@@ -305,23 +303,10 @@ def test_a_failing_later_create_call_never_leads_to_a_second_ticket(sim, connect
 def test_a_task_cancelled_while_it_waited_behind_a_slow_otrs_gets_no_ticket(sim, crm, people):
     """Claimed tasks queue behind the calls in flight. One that waited long is checked
     against the database before its create call, so a cancel meanwhile is honoured."""
-    import threading
-
-    from django.db import connection as db_connection
-
     tasks = _approve_many(crm, people, 3)
     sim.configure(latency_ms=1200)
-
-    def cancel_last():
-        try:
-            services.task_cancel(task=ProvisioningTask.objects.get(pk=tasks[2].pk), by=people.olga)
-        finally:
-            db_connection.close()
-
-    cancel = threading.Timer(0.5, cancel_last)
-    cancel.start()
-    result = services.provision_due(owner="t", workers=1)
-    cancel.join()
+    with cancelled_after(0.5, tasks[2], people.olga):
+        result = services.provision_due(owner="t", workers=1)
 
     assert result.by_status == {"ticket_open": 2, "cancelled": 1}
     assert len(sim_tickets(sim)) == 2

@@ -963,19 +963,33 @@ def _store_ticket(task: Task, created, *, how: str, owner: str, actor: Actor) ->
         last_error="",
         flag="",
     )
-    # The first ticket of a request moves it on; later ones find it in progress.
-    if AccessRequest.objects.filter(pk=task.request_id, status=RS.APPROVED).update(
-        status=RS.IN_PROGRESS, updated_at=timezone.now()
-    ):
-        _event(
-            request_id=task.request_id,
+    TaskEvent.objects.bulk_create(_start_requests([task.request_id], actor))
+    return TS.TICKET_OPEN
+
+
+def _start_requests(request_ids: Iterable[int], actor: Actor) -> list[TaskEvent]:
+    """Move approved requests on to in progress: a first ticket of theirs exists (later
+    ones find them in progress). Inside a transaction; returns the events to save."""
+    starting = list(
+        AccessRequest.objects.select_for_update()
+        .filter(pk__in=set(request_ids), status=RS.APPROVED)
+        .values_list("pk", flat=True)
+    )
+    if starting:
+        AccessRequest.objects.filter(pk__in=starting).update(
+            status=RS.IN_PROGRESS, updated_at=timezone.now()
+        )
+    return [
+        _event_row(
+            request_id=pk,
             task_id=None,
             frm=RS.APPROVED,
             to=RS.IN_PROGRESS,
             reason="first ticket created",
             actor=actor,
         )
-    return TS.TICKET_OPEN
+        for pk in starting
+    ]
 
 
 def _provision_failed(
@@ -1161,25 +1175,7 @@ def _store_tickets(created: list[tuple[Task, _Attempt]], owner: str) -> None:
         )
         for task, attempt in created
     ]
-    # The first ticket of a request moves it on; later ones find it in progress.
-    starting = list(
-        AccessRequest.objects.select_for_update()
-        .filter(pk__in={task.request_id for task, _ in created}, status=RS.APPROVED)
-        .values_list("pk", flat=True)
-    )
-    if starting:
-        AccessRequest.objects.filter(pk__in=starting).update(status=RS.IN_PROGRESS, updated_at=now)
-        events += [
-            _event_row(
-                request_id=pk,
-                task_id=None,
-                frm=RS.APPROVED,
-                to=RS.IN_PROGRESS,
-                reason="first ticket created",
-                actor=actor,
-            )
-            for pk in starting
-        ]
+    events += _start_requests([task.request_id for task, _ in created], actor)
     TaskEvent.objects.bulk_create(events)
     for (task, _), ticket in zip(created, tickets, strict=True):
         task.status, task.ticket = TS.TICKET_OPEN, ticket
