@@ -222,6 +222,21 @@ def test_identity_page_lists_accounts_and_entitlements(client, submitted, people
     assert "ada.l" in html and "crm-write" in html and submitted.number in html
 
 
+def test_a_username_with_a_slash_has_its_page_and_pending_request(client, people, offline):
+    pending = services.request_submit(
+        beneficiary={"username": "CORP/ada"},
+        endpoint=offline,
+        operation="create_account",
+        requester=people.alice,
+    )
+    client.force_login(people.bob)
+    identity = Identity.objects.get(username="CORP/ada")
+    assert identity.get_absolute_url().endswith("/CORP/ada/")
+    assert "CORP/ada" in client.get(identity.get_absolute_url()).content.decode()
+    assert client.get(reverse("tickets:inbox")).status_code == 200
+    assert client.get(pending.get_absolute_url()).status_code == 200
+
+
 def test_no_connection_secret_on_any_page(client, sim_factory, people):  # noqa: F811
     secret = "Zebra-Secret-7741"
     sim = sim_factory(password=secret)

@@ -59,3 +59,24 @@ def test_request_list_query_count_is_small(client, offline, people):
     client.force_login(people.olga)
     make_requests(60, endpoint=offline, requester=people.alice)
     assert count_queries(client, reverse("tickets:request_list")) <= 9
+
+
+@pytest.mark.parametrize("page", ["requester overview", "identity"])
+def test_other_request_tables_query_count_is_fixed_too(
+    client, offline, people, django_assert_num_queries, page
+):
+    from tickets.models import AccessRequest, Identity
+
+    def url_after(count: int, start: int) -> str:
+        make_requests(count, endpoint=offline, requester=people.alice, start=start)
+        ada = Identity.objects.order_by("pk").first()
+        AccessRequest.objects.update(beneficiary=ada)
+        return (
+            reverse("tickets:overview") if page == "requester overview" else ada.get_absolute_url()
+        )
+
+    client.force_login(people.alice if page == "requester overview" else people.olga)
+    small = count_queries(client, url_after(2, 1))
+    url = url_after(8, 3)
+    with django_assert_num_queries(small):
+        client.get(url)

@@ -172,6 +172,18 @@ def test_schedules_are_registered_once_by_name(connection):
     assert Schedule.objects.count() == 2
 
 
+def test_duplicate_schedules_are_merged_into_one_that_is_up_to_date(connection):
+    from django_q.models import Schedule
+
+    for _ in range(2):
+        Schedule.objects.create(
+            name=f"poll:{connection.name}", func="tickets.jobs.poll_open_tickets", minutes=99
+        )
+    services.schedules_sync()
+    [kept] = Schedule.objects.filter(name=f"poll:{connection.name}")
+    assert kept.minutes == connection.poll_minutes and kept.args == f"({connection.pk},)"
+
+
 def test_poll_job_records_its_run(sim, connection, crm, people):
     open_tasks(crm, people, 1)
     run = services.poll_job(trigger="test")
@@ -187,3 +199,25 @@ def test_factories_user_roles(db):
     assert person.has_perm("tickets.operate_tasks") and not person.has_perm(
         "tickets.approve_accessrequest"
     )
+
+
+def test_a_ticket_whose_outcome_cannot_be_stored_does_not_stop_the_others(
+    sim, connection, crm, people
+):
+    """Two people were granted the same account name at once; the second completion breaks
+    the one-active-account rule. That ticket is reported; the rest of the cycle goes on."""
+    first = approved_task(crm, people, username="ann", account_name="shared")
+    second = approved_task(crm, people, username="bea", account_name="shared")
+    third = approved_task(crm, people, username="cy")
+    services.provision_due(owner="t")
+    for task in (first, second, third):
+        task.refresh_from_db()
+        set_state(sim, task.ticket.ticket_id, "closed successful")
+
+    result = poll(connection)
+
+    statuses = {t.pk: ProvisioningTask.objects.get(pk=t.pk).status for t in (first, second, third)}
+    assert statuses == {first.pk: "completed", second.pk: "ticket_open", third.pk: "completed"}
+    [error] = result.errors
+    assert f"ticket {second.ticket.ticket_id}" in error and "IntegrityError" in error
+    assert Account.objects.filter(name="shared", active=True).count() == 1

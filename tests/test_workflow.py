@@ -198,21 +198,8 @@ def test_completion_updates_inventory_and_sends_mail(
 ):
     r = submit(crm, people.alice, entitlements=["crm-read"])
     services.request_approve(access_request=r, by=people.bob)
-    task = r.tasks.get()
-    ticket = factories_ticket(task)
-    from connections.client import TicketStatus
-
-    status = TicketStatus(
-        ticket_id=ticket.ticket_id,
-        ticket_number="2026",
-        state="closed successful",
-        state_type="closed",
-        changed=None,
-        outcome="completed",
-        merged_into=None,
-    )
     with django_capture_on_commit_callbacks(execute=True):
-        services.ticket_apply_status(ticket=ticket, status=status, actor=services.Actor.job("test"))
+        _close(r.tasks.get())
     r.refresh_from_db()
     assert r.status == "completed" and r.result_summary == "1 completed"
     account = Account.objects.get(identity__username="ada", endpoint=crm)
@@ -270,3 +257,55 @@ def test_approval_is_refused_when_the_connection_was_removed_meanwhile(crm, peop
         services.request_approve(access_request=AccessRequest.objects.get(pk=r.pk), by=people.bob)
     assert AccessRequest.objects.get(pk=r.pk).status == "pending_approval"
     assert not ProvisioningTask.objects.exists()
+
+
+def _close(task, outcome="completed"):
+    from connections.client import TicketStatus
+
+    ticket = factories_ticket(task)
+    status = TicketStatus(
+        ticket_id=ticket.ticket_id,
+        ticket_number="2026",
+        state="closed successful",
+        state_type="closed",
+        changed=None,
+        outcome=outcome,
+        merged_into=None,
+    )
+    services.ticket_apply_status(ticket=ticket, status=status, actor=services.Actor.job("test"))
+
+
+def test_an_email_template_cannot_reach_the_connections_secrets(
+    crm, people, mailoutbox, django_capture_on_commit_callbacks
+):
+    connection = crm.security_system.service_desk_connection
+    connection.set_webhook_secret("hook-secret-value-123")
+    connection.completion_email_template = (
+        "{{ request }} for {{ request.beneficiary.email }} on {{ request.endpoint }}: "
+        "{{ request.endpoint.security_system.service_desk_connection.secret_values }}"
+        "{{ request.endpoint.security_system.service_desk_connection.secrets }}"
+        "{% for t in tasks %} {{ t.get_status_display }} {{ t.ticket.ticket_number }}{% endfor %}"
+    )
+    connection.save()
+    r = submit(crm, people.alice)
+    services.request_approve(access_request=r, by=people.bob)
+    with django_capture_on_commit_callbacks(execute=True):
+        _close(r.tasks.get())
+    [mail] = mailoutbox
+    assert mail.body.startswith(f"{r.number} for ada@example.com on {crm}: ")
+    assert "Completed 2026" in mail.body
+    assert "hook-secret" not in mail.body and "bridge-demo-password" not in mail.body
+
+
+def test_an_account_name_held_by_someone_else_is_refused_at_submit(
+    crm, people, django_capture_on_commit_callbacks
+):
+    r = submit(crm, people.alice, account_name="shared")
+    services.request_approve(access_request=r, by=people.bob)
+    with django_capture_on_commit_callbacks(execute=True):
+        _close(r.tasks.get())
+    with pytest.raises(services.RequestInvalid) as caught:
+        submit(crm, people.alice, beneficiary={"username": "bea"}, account_name="shared")
+    assert caught.value.fields == {
+        "account_name": [f"'shared' on {crm.name} already belongs to ada."]
+    }

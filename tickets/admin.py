@@ -9,7 +9,6 @@ people actually work; the console links back here for admins.
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
 from django.urls import reverse
 from django.utils.html import format_html
 
@@ -96,15 +95,9 @@ class ProvisioningTaskAdmin(ReadOnlyAdmin):
     @admin.action(description="Retry selected failed tasks")
     def retry_selected(self, request, queryset) -> None:
         """The console's Retry button, for many tasks: the service checks role and state."""
-        done, refused = 0, []
-        for task in queryset.order_by("id"):
-            try:
-                services.task_retry(task=task, by=request.user)
-                done += 1
-            except (services.TransitionError, PermissionDenied) as exc:
-                refused.append(f"task {task.pk}: {exc}")
+        done, refused = services.tasks_retry(tasks=queryset, by=request.user)
         if done:
-            self.message_user(request, f"{done} task(s) queued again.", messages.SUCCESS)
+            self.message_user(request, f"{len(done)} task(s) queued again.", messages.SUCCESS)
         for reason in refused:
             self.message_user(request, reason, messages.ERROR)
 

@@ -59,7 +59,6 @@ PAGE_SIZE_MAX = 100
 # Writing last_used_at on every call would make each API read a write; a minute is precise
 # enough to tell an active client from a forgotten one.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
-# The largest value a BigIntegerField (and PostgreSQL's bigint) holds.
 
 
 class ApiError(Exception):

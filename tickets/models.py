@@ -88,6 +88,12 @@ class ApiClient(models.Model):
         return self.name
 
 
+# The permissions the console and the services check (declared in AccessRequest.Meta).
+APPROVE_PERMISSION = "tickets.approve_accessrequest"
+OPERATE_PERMISSION = "tickets.operate_tasks"
+VIEW_ALL_PERMISSION = "tickets.view_all_requests"
+
+
 class AccessRequest(models.Model):
     class Status(models.TextChoices):
         PENDING_APPROVAL = "pending_approval", "Pending approval"

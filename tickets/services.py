@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -34,7 +35,7 @@ from django.core.exceptions import PermissionDenied
 from django.core.mail import send_mail
 from django.db import DatabaseError, IntegrityError, OperationalError, transaction
 from django.db import connections as db_connections
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
 from django.db.models.expressions import RawSQL
 from django.template import Context, Template
 from django.template.loader import render_to_string
@@ -45,6 +46,8 @@ from connections.models import ApiCall, Connection, Endpoint
 
 from .models import (
     ACCESS_OPERATIONS,
+    APPROVE_PERMISSION,
+    OPERATE_PERMISSION,
     AccessRequest,
     Account,
     AccountEntitlement,
@@ -98,9 +101,6 @@ OUTCOME_TO_STATUS = {
     "pending": TS.TICKET_PENDING,
     "open": TS.TICKET_OPEN,
 }
-
-APPROVE_PERMISSION = "tickets.approve_accessrequest"
-OPERATE_PERMISSION = "tickets.operate_tasks"
 
 
 class TransitionError(Exception):
@@ -248,6 +248,7 @@ def _check_operation_fits(
     identity: Identity,
     endpoint: Endpoint,
     operation: str,
+    account_name: str,
     entitlements: list[str],
     errors: dict[str, list[str]],
 ) -> None:
@@ -260,6 +261,16 @@ def _check_operation_fits(
         errors.setdefault("operation", []).append(
             f"{who} already has the account {account.name!r} on {endpoint.name}."
         )
+    elif operation == Operation.CREATE_ACCOUNT:
+        holder = (
+            Account.objects.filter(endpoint=endpoint, name=account_name, active=True)
+            .select_related("identity")
+            .first()
+        )
+        if holder is not None:
+            errors.setdefault("account_name", []).append(
+                f"{account_name!r} on {endpoint.name} already belongs to {holder.identity.username}."
+            )
     if operation in (Operation.REMOVE_ACCOUNT, *ACCESS_OPERATIONS) and account is None:
         errors.setdefault("operation", []).append(
             f"{who} has no account on {endpoint.name}, so there is nothing to "
@@ -336,6 +347,7 @@ def request_submit(
             identity=identity,
             endpoint=endpoint,
             operation=operation,
+            account_name=account_name,
             entitlements=entitlements,
             errors=errors,
         )
@@ -524,9 +536,8 @@ def task_retry(
     if by is not None and not _can(by, OPERATE_PERMISSION):
         raise PermissionDenied("You are not allowed to retry tasks.")
     actor = actor or (Actor.person(by) if by else SYSTEM)
-    if AccessRequest.objects.filter(
-        pk=task.request_id, status__in=(RS.CANCELLED, RS.REJECTED)
-    ).exists():
+    access_request = AccessRequest.objects.get(pk=task.request_id)
+    if access_request.status in (RS.CANCELLED, RS.REJECTED):
         raise TransitionError(
             f"Task {task.pk} belongs to a request that was cancelled or rejected; it cannot be retried."
         )
@@ -545,7 +556,6 @@ def task_retry(
             last_error="",
             lease_until=None,
         )
-        access_request = AccessRequest.objects.get(pk=task.request_id)
         if access_request.status == RS.FAILED:
             _move_request(
                 access_request,
@@ -558,6 +568,19 @@ def task_retry(
     if task.endpoint.security_system.instant_provisioning and connection.enabled:
         transaction.on_commit(lambda: _enqueue_instant([task.pk]))
     return task
+
+
+def tasks_retry(*, tasks: QuerySet[Task], by: AbstractBaseUser) -> tuple[list[int], list[str]]:
+    """Retry many tasks (the board's and the admin's bulk buttons): the ids retried, and
+    why each other one was refused."""
+    done, refused = [], []
+    for task in tasks.select_related("connection", "endpoint__security_system").order_by("id"):
+        try:
+            task_retry(task=task, by=by)
+            done.append(task.pk)
+        except (TransitionError, PermissionDenied) as exc:
+            refused.append(str(exc))
+    return done, refused
 
 
 def task_cancel(
@@ -1393,6 +1416,15 @@ def tickets_poll(
                     # Someone else (the webhook, an operator) moved the task meanwhile;
                     # the next cycle sees the new state.
                     unchanged.append(pk)
+                except DatabaseError as exc:
+                    # One ticket that cannot be stored (its change was undone) must not
+                    # stop the cycle: it is marked polled, so the others get their turn.
+                    log.exception("ticket %s: its new state could not be stored", ticket_id)
+                    result.errors.append(
+                        f"ticket {ticket_id}: its new state could not be stored "
+                        f"({type(exc).__name__}); see the worker log"
+                    )
+                    unchanged.append(pk)
         Ticket.objects.filter(pk__in=unchanged).update(last_polled_at=timezone.now())
         result.tickets += len(chunk)
         if progress:
@@ -1506,8 +1538,8 @@ def flag_stale_tasks(*, connection: Connection) -> int:
             status__in=(TS.TICKET_OPEN, TS.TICKET_PENDING),
             ticket__created_at__lt=limit,
         )
-        .exclude(flag__startswith="stale")
-        .exclude(flag__startswith="unmapped")
+        # Only unflagged tasks: an unmapped state or a merge says more than "stale".
+        .filter(flag="")
         .update(flag=f"stale: open longer than {connection.max_status_check_days} days")
     )
 
@@ -1575,16 +1607,66 @@ def _settle_request(request_id: int, *, actor: Actor) -> None:
 DEFAULT_EMAIL_TEMPLATE = "tickets/email/request_finished.txt"
 
 
+class _Shown(dict):
+    """Plain values for an email template, printed as `label` when shown whole."""
+
+    def __init__(self, label: str, **values: Any) -> None:
+        super().__init__(values)
+        self.label = label
+
+    def __str__(self) -> str:
+        return self.label
+
+
+def _email_context(access_request: AccessRequest, tasks: list[Task]) -> dict:
+    """What a completion email template sees: plain values, never model objects. An
+    admin-written template could otherwise walk from the request to its connection and
+    print that connection's secrets."""
+    r, identity, endpoint = access_request, access_request.beneficiary, access_request.endpoint
+    return {
+        "request": _Shown(
+            r.number or "",
+            number=r.number or "",
+            status=r.status,
+            get_status_display=r.get_status_display(),
+            operation=r.operation,
+            get_operation_display=r.get_operation_display(),
+            account_name=r.account_name,
+            entitlements=list(r.entitlements),
+            justification=r.justification,
+            result_summary=r.result_summary,
+            requester=r.requester_label,
+            beneficiary=_Shown(
+                str(identity),
+                username=identity.username,
+                first_name=identity.first_name,
+                last_name=identity.last_name,
+                email=identity.email,
+            ),
+            endpoint=_Shown(str(endpoint), name=endpoint.name, display_name=endpoint.display_name),
+        ),
+        "tasks": [
+            {
+                "operation": t.operation,
+                "get_operation_display": t.get_operation_display(),
+                "entitlement": t.entitlement,
+                "status": t.status,
+                "get_status_display": t.get_status_display(),
+                "ticket": t.ticket
+                and {"ticket_number": t.ticket.ticket_number, "ticket_id": t.ticket.ticket_id},
+            }
+            for t in tasks
+        ],
+    }
+
+
 def _send_completion_email(request_id: int) -> None:
     """Tell the requester and the beneficiary how the request ended (best effort, logged)."""
     access_request = AccessRequest.objects.select_related(
         "beneficiary", "requester", "endpoint__security_system__service_desk_connection"
     ).get(pk=request_id)
     connection = access_request.endpoint.security_system.service_desk_connection
-    context = {
-        "request": access_request,
-        "tasks": list(access_request.tasks.select_related("ticket")),
-    }
+    context = _email_context(access_request, list(access_request.tasks.select_related("ticket")))
     try:
         if connection is not None and connection.completion_email_template.strip():
             body = Template(connection.completion_email_template).render(Context(context))
@@ -1705,20 +1787,19 @@ def schedules_sync() -> int:
             connection.poll_minutes,
         )
     for name, (func, connection, minutes) in wanted.items():
-        try:
-            Schedule.objects.update_or_create(
-                name=name,
-                defaults={
-                    "func": func,
-                    "args": f"({connection.pk},)",
-                    "schedule_type": Schedule.MINUTES,
-                    "minutes": minutes,
-                    "repeats": -1,
-                },
-            )
-        except Schedule.MultipleObjectsReturned:
-            keep = Schedule.objects.filter(name=name).order_by("id").first()
-            Schedule.objects.filter(name=name).exclude(pk=keep.pk).delete()
+        # Duplicates (left by an older version, say) go first, so the one kept is updated.
+        keep = Schedule.objects.filter(name=name).order_by("id").values_list("pk", flat=True)[:1]
+        Schedule.objects.filter(name=name).exclude(pk__in=list(keep)).delete()
+        Schedule.objects.update_or_create(
+            name=name,
+            defaults={
+                "func": func,
+                "args": f"({connection.pk},)",
+                "schedule_type": Schedule.MINUTES,
+                "minutes": minutes,
+                "repeats": -1,
+            },
+        )
     stale = Schedule.objects.filter(
         Q(name__startswith="provision:") | Q(name__startswith="poll:")
     ).exclude(name__in=wanted)

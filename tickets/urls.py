@@ -32,5 +32,6 @@ urlpatterns = [
     path("tasks/<int:pk>/cancel/", views.task_action, {"action": "cancel"}, name="task_cancel"),
     path("jobs/<slug:job>/run/", views.job_run, name="job_run"),
     path("identities/", views.identity_list, name="identity_list"),
-    path("identities/<str:username>/", views.identity_detail, name="identity"),
+    # path: a username may hold "/" (DOMAIN/user); the trailing slash still ends it.
+    path("identities/<path:username>/", views.identity_detail, name="identity"),
 ]

@@ -196,12 +196,9 @@ def identity_list(request: HttpRequest) -> HttpResponse:
 @require_GET
 def identity_detail(request: HttpRequest, username: str) -> HttpResponse:
     identity = get_object_or_404(selectors.visible_identities(request.user), username=username)
-    requests = (
-        selectors.visible_requests(request.user)
-        .filter(beneficiary=identity)
-        .select_related("endpoint")
-        .order_by("-created_at", "-id")[:20]
-    )
+    requests = selectors.for_request_table(
+        selectors.visible_requests(request.user).filter(beneficiary=identity)
+    ).order_by("-created_at", "-id")[:20]
     return render(
         request,
         "tickets/identity.html",
@@ -325,16 +322,13 @@ def tasks_retry(request: HttpRequest) -> HttpResponse:
     """Retry the selected failed tasks: task ids from the board, request ids from the list."""
     task_ids = [i for i in map(parse_id, request.POST.getlist("task")) if i is not None]
     request_ids = [i for i in map(parse_id, request.POST.getlist("request")) if i is not None]
-    tasks = ProvisioningTask.objects.filter(
-        Q(pk__in=task_ids) | Q(request_id__in=request_ids, status=ProvisioningTask.Status.FAILED)
-    ).order_by("id")
-    done, refused = [], []
-    for task in tasks:
-        try:
-            services.task_retry(task=task, by=request.user)
-            done.append(task.pk)
-        except services.TransitionError as exc:
-            refused.append(str(exc))
+    done, refused = services.tasks_retry(
+        tasks=ProvisioningTask.objects.filter(
+            Q(pk__in=task_ids)
+            | Q(request_id__in=request_ids, status=ProvisioningTask.Status.FAILED)
+        ),
+        by=request.user,
+    )
     if done:
         messages.success(request, f"{len(done)} task{'s' if len(done) != 1 else ''} queued again.")
     for reason in refused:
