@@ -308,6 +308,15 @@ class ApiCall(models.Model):
         TRANSPORT_ERROR = "transport_error", "Transport error"
         TIMEOUT = "timeout", "Timeout"
 
+    # The badge tone of each outcome (static/css/app.css colours each tone).
+    TONES: dict[str, str] = {
+        Outcome.OK: "ok",
+        Outcome.ERROR: "bad",
+        Outcome.AUTH_ERROR: "bad",
+        Outcome.TRANSPORT_ERROR: "bad",
+        Outcome.TIMEOUT: "warn",
+    }
+
     connection = models.ForeignKey(
         Connection, on_delete=models.CASCADE, related_name="api_calls", null=True
     )

@@ -208,7 +208,8 @@ LOGGING = {
 # (`connections` never imports `tickets`; it resolves this dotted path instead).
 OTRSBRIDGE_TASK_CONTEXT = "tickets.services.task_context"
 
-# Optional local overrides, never committed (see local_settings.py.example).
+# Optional overrides for one machine, in otrsbridge/local_settings.py (git ignores it); the
+# environment variables above are the supported way to configure the bridge.
 try:
     from .local_settings import *  # noqa: F401,F403
 except ImportError:

@@ -1,10 +1,14 @@
 """The work: identities, access requests, provisioning tasks, the ticket mapping, the
 timeline, and the access inventory that completed tasks leave behind.
 
-State changes happen only in tickets/services.py; these models only hold data.
+State changes happen only in tickets.services; these models hold the data, and beside each
+status enum every fact about its states: label, badge tone, place on the board and in the
+overview, the terminal and due sets and the moves allowed. Everything else derives from them.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 from django.conf import settings
 from django.db import models
@@ -88,7 +92,9 @@ class ApiClient(models.Model):
         return self.name
 
 
-# The permissions the console and the services check (declared in AccessRequest.Meta).
+# The permissions the console and the services check (declared in AccessRequest.Meta, except
+# Django's own "add" permission).
+SUBMIT_PERMISSION = "tickets.add_accessrequest"
 APPROVE_PERMISSION = "tickets.approve_accessrequest"
 OPERATE_PERMISSION = "tickets.operate_tasks"
 VIEW_ALL_PERMISSION = "tickets.view_all_requests"
@@ -104,7 +110,28 @@ class AccessRequest(models.Model):
         REJECTED = "rejected", "Rejected"
         CANCELLED = "cancelled", "Cancelled"
 
+    # The badge tone of each state (static/css/app.css colours each tone).
+    TONES: dict[str, str] = {
+        Status.PENDING_APPROVAL: "warn",
+        Status.APPROVED: "info",
+        Status.IN_PROGRESS: "info",
+        Status.COMPLETED: "ok",
+        Status.FAILED: "bad",
+        Status.REJECTED: "bad",
+        Status.CANCELLED: "muted",
+    }
     TERMINAL = (Status.COMPLETED, Status.FAILED, Status.REJECTED, Status.CANCELLED)
+    # The moves tickets.services allows; any other one is a TransitionError. A failed
+    # request goes back in progress when one of its tasks is retried.
+    TRANSITIONS: dict[str, set[str]] = {
+        Status.PENDING_APPROVAL: {Status.APPROVED, Status.REJECTED, Status.CANCELLED},
+        Status.APPROVED: {Status.IN_PROGRESS, Status.COMPLETED, Status.FAILED, Status.CANCELLED},
+        Status.IN_PROGRESS: {Status.COMPLETED, Status.FAILED, Status.CANCELLED},
+        Status.FAILED: {Status.IN_PROGRESS},
+        Status.COMPLETED: set(),
+        Status.REJECTED: set(),
+        Status.CANCELLED: set(),
+    }
 
     number = models.CharField(max_length=20, unique=True, null=True, blank=True, editable=False)
     requester = models.ForeignKey(
@@ -174,6 +201,15 @@ class AccessRequest(models.Model):
             return self.requester.get_username()
         return f"api:{self.api_client.name}" if self.api_client_id else "-"
 
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in self.TERMINAL
+
+    @property
+    def awaits_decision(self) -> bool:
+        """Waiting for an approver (and, until then, cancellable by its own requester)."""
+        return self.status == self.Status.PENDING_APPROVAL
+
 
 class Ticket(models.Model):
     """The mapping between a task and the OTRS ticket that carries it."""
@@ -207,6 +243,14 @@ class Ticket(models.Model):
         return self.ticket_number or f"#{self.ticket_id}"
 
 
+class TaskDisplay(NamedTuple):
+    """How the console shows one task state."""
+
+    tone: str  # of its badge; static/css/app.css colours each tone
+    column: str  # a ProvisioningTask.Column of the board
+    group: str  # a ProvisioningTask.Group of the overview
+
+
 class ProvisioningTask(models.Model):
     class Status(models.TextChoices):
         NEW = "new", "New"
@@ -219,8 +263,85 @@ class ProvisioningTask(models.Model):
         FAILED = "failed", "Failed"
         CANCELLED = "cancelled", "Cancelled"
 
+    class Column(models.TextChoices):
+        """The board's columns, left to right."""
+
+        QUEUED = "queued", "Queued"
+        OPEN = "open", "Ticket open"
+        PENDING = "pending", "Ticket pending"
+        FAILED = "failed", "Failed"
+        CLOSED = "closed", "Closed"
+
+    class Group(models.TextChoices):
+        """The overview's counts, left to right: the states as an operator reads them."""
+
+        QUEUED = "queued", "Queued"
+        OPEN = "open", "Open"
+        PENDING = "pending", "Pending"
+        FAILED = "failed", "Failed"
+        COMPLETED = "completed", "Completed"
+        STOPPED = "stopped", "Stopped"
+
+    # Adding a state: a row here, its moves in TRANSITIONS, and the sets below it belongs to.
+    DISPLAY: dict[str, TaskDisplay] = {
+        Status.NEW: TaskDisplay("neutral", Column.QUEUED, Group.QUEUED),
+        Status.CLAIMED: TaskDisplay("info", Column.QUEUED, Group.QUEUED),
+        Status.RETRY_WAIT: TaskDisplay("warn", Column.QUEUED, Group.QUEUED),
+        Status.TICKET_OPEN: TaskDisplay("info", Column.OPEN, Group.OPEN),
+        Status.TICKET_PENDING: TaskDisplay("pending", Column.PENDING, Group.PENDING),
+        Status.COMPLETED: TaskDisplay("ok", Column.CLOSED, Group.COMPLETED),
+        Status.DISCONTINUED: TaskDisplay("muted", Column.CLOSED, Group.STOPPED),
+        Status.FAILED: TaskDisplay("bad", Column.FAILED, Group.FAILED),
+        Status.CANCELLED: TaskDisplay("muted", Column.CLOSED, Group.STOPPED),
+    }
+    TONES: dict[str, str] = {status: shown.tone for status, shown in DISPLAY.items()}
+
     TERMINAL = (Status.COMPLETED, Status.DISCONTINUED, Status.FAILED, Status.CANCELLED)
+    # What the provisioning job picks up (once next_attempt_at has passed).
     DUE = (Status.NEW, Status.RETRY_WAIT)
+    # The states an error put the task in: the console shows that error, and an operator
+    # may send the task back to the queue with fresh tries.
+    RETRYABLE = (Status.FAILED, Status.RETRY_WAIT)
+    # The moves tickets.services allows; any other one is a TransitionError. A claimed task
+    # is claimed again when its lease expired and another worker takes it over.
+    TRANSITIONS: dict[str, set[str]] = {
+        Status.NEW: {Status.CLAIMED, Status.CANCELLED},
+        Status.RETRY_WAIT: {Status.CLAIMED, Status.NEW, Status.CANCELLED},
+        Status.CLAIMED: {
+            Status.CLAIMED,
+            Status.TICKET_OPEN,
+            Status.RETRY_WAIT,
+            Status.FAILED,
+            Status.CANCELLED,
+        },
+        Status.TICKET_OPEN: {
+            Status.TICKET_PENDING,
+            Status.COMPLETED,
+            Status.DISCONTINUED,
+            Status.FAILED,
+            Status.CANCELLED,
+        },
+        Status.TICKET_PENDING: {
+            Status.TICKET_OPEN,
+            Status.COMPLETED,
+            Status.DISCONTINUED,
+            Status.FAILED,
+            Status.CANCELLED,
+        },
+        Status.FAILED: {Status.NEW},
+        Status.COMPLETED: set(),
+        Status.DISCONTINUED: set(),
+        Status.CANCELLED: set(),
+    }
+    # A ticket's outcome, as a connection's status mapping names it (connections.spec
+    # OUTCOMES), and the state it moves the task to.
+    OUTCOME_STATUS: dict[str, str] = {
+        "completed": Status.COMPLETED,
+        "discontinued": Status.DISCONTINUED,
+        "failed": Status.FAILED,
+        "pending": Status.TICKET_PENDING,
+        "open": Status.TICKET_OPEN,
+    }
 
     request = models.ForeignKey(AccessRequest, on_delete=models.CASCADE, related_name="tasks")
     endpoint = models.ForeignKey(Endpoint, on_delete=models.PROTECT, related_name="tasks")
@@ -265,6 +386,12 @@ class ProvisioningTask(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.status in self.TERMINAL
+
+    @property
+    def retryable(self) -> bool:
+        """Its state allows a manual retry (the services still refuse one of a cancelled or
+        rejected request)."""
+        return self.status in self.RETRYABLE
 
 
 class TaskEvent(models.Model):
@@ -350,6 +477,13 @@ class JobRun(models.Model):
         OK = "ok", "OK"
         FAILED = "failed", "Failed"
         ERRORED = "errored", "Errored"
+
+    TONES: dict[str, str] = {
+        Status.RUNNING: "info",
+        Status.OK: "ok",
+        Status.FAILED: "bad",
+        Status.ERRORED: "bad",
+    }
 
     name = models.CharField(max_length=50, db_index=True)
     trigger = models.CharField(

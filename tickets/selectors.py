@@ -21,8 +21,6 @@ from connections.models import ApiCall, Connection
 from connections.selectors import TokenState, connections_with_tokens, mask_calls, token_state
 
 from .models import (
-    APPROVE_PERMISSION,
-    OPERATE_PERMISSION,
     VIEW_ALL_PERMISSION,
     AccessRequest,
     Account,
@@ -34,21 +32,13 @@ from .models import (
     Ticket,
 )
 
-TS = ProvisioningTask.Status
-RS = AccessRequest.Status
-
-VIEW_ALL = VIEW_ALL_PERMISSION
-APPROVE = APPROVE_PERMISSION
-OPERATE = OPERATE_PERMISSION
-
-
 # --- who sees what ------------------------------------------------------------------------------
 
 
 def visible_requests(user: AbstractBaseUser) -> QuerySet[AccessRequest]:
     """Requesters see the requests they submitted; approvers, operators and admins see all."""
     requests = AccessRequest.objects.all()
-    if not user.has_perm(VIEW_ALL):
+    if not user.has_perm(VIEW_ALL_PERMISSION):
         requests = requests.filter(requester=user)
     return requests
 
@@ -56,7 +46,7 @@ def visible_requests(user: AbstractBaseUser) -> QuerySet[AccessRequest]:
 def visible_identities(user: AbstractBaseUser) -> QuerySet[Identity]:
     """Requesters see only the people they asked for access for."""
     identities = Identity.objects.all()
-    if not user.has_perm(VIEW_ALL):
+    if not user.has_perm(VIEW_ALL_PERMISSION):
         identities = identities.filter(requests__requester=user).distinct()
     return identities
 
@@ -138,9 +128,9 @@ def _search(text: str) -> Q:
 def failed_task_ids(requests: list[AccessRequest]) -> dict[int, list[int]]:
     """Failed tasks per request of a page, from the prefetched tasks (no query)."""
     return {
-        r.pk: [t.pk for t in r.tasks.all() if t.status == TS.FAILED]
+        r.pk: [t.pk for t in r.tasks.all() if t.status == ProvisioningTask.Status.FAILED]
         for r in requests
-        if r.status == RS.FAILED
+        if r.status == AccessRequest.Status.FAILED
     }
 
 
@@ -150,7 +140,7 @@ def failed_task_ids(requests: list[AccessRequest]) -> dict[int, list[int]]:
 def approval_inbox(limit: int = 100) -> list[AccessRequest]:
     """Requests waiting for a decision, oldest first: the oldest wait has waited longest."""
     return list(
-        AccessRequest.objects.filter(status=RS.PENDING_APPROVAL)
+        AccessRequest.objects.filter(status=AccessRequest.Status.PENDING_APPROVAL)
         .select_related("beneficiary", "endpoint", "requester", "api_client")
         .order_by("created_at", "id")[:limit]
     )
@@ -169,17 +159,18 @@ class Column:
 
 # Work in flight shows oldest first (what waits longest); history newest first. Ordering by
 # id rides the (status, …) indexes; only "closed" pays for a sort, by when it closed.
-BOARD_COLUMNS = (
-    Column("queued", "Queued", (TS.NEW, TS.CLAIMED, TS.RETRY_WAIT), ("id",)),
-    Column("open", "Ticket open", (TS.TICKET_OPEN,), ("id",)),
-    Column("pending", "Ticket pending", (TS.TICKET_PENDING,), ("id",)),
-    Column("failed", "Failed", (TS.FAILED,), ("-id",)),
+COLUMN_ORDER = {
+    ProvisioningTask.Column.FAILED: ("-id",),
+    ProvisioningTask.Column.CLOSED: ("-completed_at", "-id"),
+}
+BOARD_COLUMNS = tuple(
     Column(
-        "closed",
-        "Closed",
-        (TS.COMPLETED, TS.DISCONTINUED, TS.CANCELLED),
-        ("-completed_at", "-id"),
-    ),
+        column.value,
+        column.label,
+        tuple(s for s, shown in ProvisioningTask.DISPLAY.items() if shown.column == column),
+        COLUMN_ORDER.get(column, ("id",)),
+    )
+    for column in ProvisioningTask.Column
 )
 CARDS_PER_COLUMN = 25
 
@@ -222,14 +213,14 @@ def board(*, connection: str = "") -> list[BoardColumn]:
 
 # --- overview -----------------------------------------------------------------------------------
 
-# The overview groups the nine task states into the columns an operator reads.
-OVERVIEW_GROUPS = (
-    ("queued", "Queued", (TS.NEW, TS.CLAIMED, TS.RETRY_WAIT)),
-    ("open", "Open", (TS.TICKET_OPEN,)),
-    ("pending", "Pending", (TS.TICKET_PENDING,)),
-    ("failed", "Failed", (TS.FAILED,)),
-    ("completed", "Completed", (TS.COMPLETED,)),
-    ("stopped", "Stopped", (TS.DISCONTINUED, TS.CANCELLED)),
+# The overview's counts: (key, title, the task states counted there), left to right.
+OVERVIEW_GROUPS = tuple(
+    (
+        group.value,
+        group.label,
+        tuple(s for s, shown in ProvisioningTask.DISPLAY.items() if shown.group == group),
+    )
+    for group in ProvisioningTask.Group
 )
 
 
@@ -258,7 +249,6 @@ class Overview:
 def overview(now: datetime | None = None) -> Overview:
     """Everything on the operator's overview, in ten queries whatever the volume."""
     now = now or timezone.now()
-    group_of = {status: key for key, _, statuses in OVERVIEW_GROUPS for status in statuses}
     per_connection: dict[int, dict[str, int]] = {}
     totals = {key: 0 for key, _, _ in OVERVIEW_GROUPS}
     rows = (
@@ -267,9 +257,10 @@ def overview(now: datetime | None = None) -> Overview:
         .order_by()
     )
     for connection_id, status, n in rows:
+        group = ProvisioningTask.DISPLAY[status].group
         counts = per_connection.setdefault(connection_id, {k: 0 for k in totals})
-        counts[group_of[status]] += n
-        totals[group_of[status]] += n
+        counts[group] += n
+        totals[group] += n
 
     connections = list(connections_with_tokens())
     connection_rows = [
@@ -288,7 +279,9 @@ def overview(now: datetime | None = None) -> Overview:
         open_tickets.select_related("task__request", "connection").order_by("id").first()
     )
     since = now - timedelta(hours=24)
-    failures = TaskEvent.objects.filter(to_status=TS.FAILED, task__isnull=False, at__gte=since)
+    failures = TaskEvent.objects.filter(
+        to_status=ProvisioningTask.Status.FAILED, task__isnull=False, at__gte=since
+    )
     flagged = (
         ProvisioningTask.objects.exclude(flag="")
         .exclude(status__in=ProvisioningTask.TERMINAL)
@@ -307,7 +300,9 @@ def overview(now: datetime | None = None) -> Overview:
         flagged=list(flagged[:20]),
         flagged_total=flagged.count(),
         jobs=last_job_runs(),
-        pending_approval=AccessRequest.objects.filter(status=RS.PENDING_APPROVAL).count(),
+        pending_approval=AccessRequest.objects.filter(
+            status=AccessRequest.Status.PENDING_APPROVAL
+        ).count(),
     )
 
 

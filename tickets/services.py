@@ -73,34 +73,10 @@ LEASE = timedelta(minutes=15)
 # claimed longer ago than this (one that waited behind a slow OTRS, say).
 VERIFY_AFTER_SECONDS = 2.0
 
-TASK_TRANSITIONS: dict[str, set[str]] = {
-    TS.NEW: {TS.CLAIMED, TS.CANCELLED},
-    TS.RETRY_WAIT: {TS.CLAIMED, TS.NEW, TS.CANCELLED},
-    TS.CLAIMED: {TS.CLAIMED, TS.TICKET_OPEN, TS.RETRY_WAIT, TS.FAILED, TS.CANCELLED},
-    TS.TICKET_OPEN: {TS.TICKET_PENDING, TS.COMPLETED, TS.DISCONTINUED, TS.FAILED, TS.CANCELLED},
-    TS.TICKET_PENDING: {TS.TICKET_OPEN, TS.COMPLETED, TS.DISCONTINUED, TS.FAILED, TS.CANCELLED},
-    TS.FAILED: {TS.NEW},
-    TS.COMPLETED: set(),
-    TS.DISCONTINUED: set(),
-    TS.CANCELLED: set(),
-}
-REQUEST_TRANSITIONS: dict[str, set[str]] = {
-    RS.PENDING_APPROVAL: {RS.APPROVED, RS.REJECTED, RS.CANCELLED},
-    RS.APPROVED: {RS.IN_PROGRESS, RS.COMPLETED, RS.FAILED, RS.CANCELLED},
-    RS.IN_PROGRESS: {RS.COMPLETED, RS.FAILED, RS.CANCELLED},
-    RS.FAILED: {RS.IN_PROGRESS},
-    RS.COMPLETED: set(),
-    RS.REJECTED: set(),
-    RS.CANCELLED: set(),
-}
-# Ticket outcome (from the connection's status mapping) → task status.
-OUTCOME_TO_STATUS = {
-    "completed": TS.COMPLETED,
-    "discontinued": TS.DISCONTINUED,
-    "failed": TS.FAILED,
-    "pending": TS.TICKET_PENDING,
-    "open": TS.TICKET_OPEN,
-}
+# The state machines and the outcome map are declared beside their enums in tickets.models.
+TASK_TRANSITIONS = ProvisioningTask.TRANSITIONS
+REQUEST_TRANSITIONS = AccessRequest.TRANSITIONS
+OUTCOME_TO_STATUS = ProvisioningTask.OUTCOME_STATUS
 
 
 class TransitionError(Exception):

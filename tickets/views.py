@@ -31,12 +31,18 @@ from django.views.decorators.http import require_GET, require_POST
 
 from . import selectors, services
 from .forms import DecisionForm, RequestFilterForm, SubmitRequestForm
-from .models import AccessRequest, ProvisioningTask, parse_id
-from .selectors import APPROVE, OPERATE, VIEW_ALL
+from .models import (
+    APPROVE_PERMISSION,
+    OPERATE_PERMISSION,
+    SUBMIT_PERMISSION,
+    VIEW_ALL_PERMISSION,
+    AccessRequest,
+    ProvisioningTask,
+    parse_id,
+)
 
 PAGE_SIZE = 50
 LIVE_FASTEST, LIVE_SLOWEST = 2, 30
-SUBMIT = "tickets.add_accessrequest"
 
 # What changes in a partial without its data changing: relative ages ("5 s ago") and the
 # per-render CSRF mask. The fingerprint ignores them.
@@ -106,20 +112,20 @@ def _attempt(request: HttpRequest, action, success: str) -> bool:
 @login_required
 @require_GET
 def overview(request: HttpRequest) -> HttpResponse:
-    if not request.user.has_perm(VIEW_ALL):
+    if not request.user.has_perm(VIEW_ALL_PERMISSION):
         context = {"mine": selectors.my_requests(request.user)}
         return render(request, "tickets/overview_requester.html", context)
     return render_live(
         request,
         page="tickets/overview.html",
         partial="tickets/htmx/overview.html",
-        context={"ov": selectors.overview()},
+        context={"overview": selectors.overview()},
     )
 
 
 @login_required
 @require_GET
-@permission_required(VIEW_ALL, raise_exception=True)
+@permission_required(VIEW_ALL_PERMISSION, raise_exception=True)
 def board(request: HttpRequest) -> HttpResponse:
     connection = request.GET.get("connection", "")
     return render_live(
@@ -164,13 +170,13 @@ def request_detail(request: HttpRequest, pk: int) -> HttpResponse:
         pk=pk,
     )
     tasks, timeline = selectors.request_detail(access_request)
-    finished = access_request.status in AccessRequest.TERMINAL
+    finished = access_request.is_terminal
     return render_live(
         request,
         page="tickets/request_detail.html",
         partial="tickets/htmx/request_detail.html",
         context={
-            "ar": access_request,
+            "access_request": access_request,
             "tasks": tasks,
             "timeline": timeline,
             "finished": finished,
@@ -212,13 +218,13 @@ def identity_detail(request: HttpRequest, username: str) -> HttpResponse:
 
 @login_required
 @require_GET
-@permission_required(APPROVE, raise_exception=True)
+@permission_required(APPROVE_PERMISSION, raise_exception=True)
 def inbox(request: HttpRequest) -> HttpResponse:
     return render(request, "tickets/inbox.html", {"pending": selectors.approval_inbox()})
 
 
 @login_required
-@permission_required(SUBMIT, raise_exception=True)
+@permission_required(SUBMIT_PERMISSION, raise_exception=True)
 def submit(request: HttpRequest) -> HttpResponse:
     if request.method != "POST":
         initial = {
@@ -244,7 +250,7 @@ def submit(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_GET
-@permission_required(SUBMIT, raise_exception=True)
+@permission_required(SUBMIT_PERMISSION, raise_exception=True)
 def submit_entitlements(request: HttpRequest) -> HttpResponse:
     """The entitlement checkboxes of the chosen endpoint (htmx swaps them in)."""
     form = SubmitRequestForm(initial={"endpoint": request.GET.get("endpoint")})
@@ -256,7 +262,7 @@ def submit_entitlements(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
-@permission_required(APPROVE, raise_exception=True)
+@permission_required(APPROVE_PERMISSION, raise_exception=True)
 def request_decide(request: HttpRequest, pk: int, decision: str) -> HttpResponse:
     """Approve or reject. The service refuses anyone's own request; the page hides the button."""
     access_request = get_object_or_404(AccessRequest, pk=pk)
@@ -302,7 +308,7 @@ TASK_ACTIONS = {
 
 @login_required
 @require_POST
-@permission_required(OPERATE, raise_exception=True)
+@permission_required(OPERATE_PERMISSION, raise_exception=True)
 def task_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     """Retry or cancel one task (the buttons on a request's page)."""
     task = get_object_or_404(ProvisioningTask.objects.select_related("request"), pk=pk)
@@ -317,7 +323,7 @@ def task_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
 
 @login_required
 @require_POST
-@permission_required(OPERATE, raise_exception=True)
+@permission_required(OPERATE_PERMISSION, raise_exception=True)
 def tasks_retry(request: HttpRequest) -> HttpResponse:
     """Retry the selected failed tasks: task ids from the board, request ids from the list."""
     task_ids = [i for i in map(parse_id, request.POST.getlist("task")) if i is not None]
@@ -347,7 +353,7 @@ JOBS = {
 
 @login_required
 @require_POST
-@permission_required(OPERATE, raise_exception=True)
+@permission_required(OPERATE_PERMISSION, raise_exception=True)
 def job_run(request: HttpRequest, job: str) -> HttpResponse:
     """Queue a job on the worker cluster rather than running it inside the web request."""
     if job not in JOBS:
