@@ -42,6 +42,7 @@ from urllib.parse import parse_qs
 
 from . import masterdata as md
 from . import operations, page, protocol
+from .common import Context
 from .store import Store, article_view, history_view, ticket_view
 from .webhook import WebhookSender, build_payload
 
@@ -507,7 +508,7 @@ class _Handler(BaseHTTPRequestHandler):
             data = dict(url_params)
             data["RequestMethod"] = self.command
 
-        ctx = operations.Context(
+        ctx = Context(
             store=store,
             session_ttl=config.session_ttl,
             session_max_ttl=config.session_max_ttl,
