@@ -18,6 +18,7 @@ It imports nothing from the OTRS Bridge project, and the project never imports i
 except in tests and the demo wiring.
 """
 
-from .server import SimConfig, SimServer, start_server
+from .config import SimConfig
+from .server import SimServer, start_server
 
 __all__ = ["SimConfig", "SimServer", "start_server"]

@@ -11,7 +11,8 @@ import signal
 import sys
 import threading
 
-from .server import DEFAULT_WEBSERVICE, SimConfig, start_server
+from .config import DEFAULT_WEBSERVICE, SimConfig
+from .server import start_server
 
 
 def _rate(text: str) -> float:

@@ -83,6 +83,16 @@ def perl_true(value) -> bool:
     return str(value) not in ("", "0")
 
 
+def as_list(value) -> list:
+    """A parameter given once, repeated (query string) or as a JSON array, as a list;
+    an absent one is the empty list."""
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return value
+    return [value]
+
+
 def _uri_unescape(text: str) -> str:
     """URI::Escape::uri_unescape: %XX only, no ``+`` handling; bytes decoded as UTF-8."""
     if "%" not in text:

@@ -26,20 +26,12 @@ from __future__ import annotations
 import re
 
 from . import masterdata as md
-from .protocol import perl_true
+from .protocol import as_list, perl_true
 from .store import Store, parse_time
 
 
 class GiveUp(Exception):
     """Znuny's TicketSearch() returned undef: the operation answers ``{}``."""
-
-
-def _as_list(value) -> list:
-    if value is None:
-        return []
-    if isinstance(value, list):
-        return value
-    return [value]
 
 
 def like(pattern: str, value: str) -> bool:
@@ -50,14 +42,14 @@ def like(pattern: str, value: str) -> bool:
 
 def _like_filter(value) -> list[str] | None:
     """Values of a LIKE filter, or None if the filter is effectively absent."""
-    patterns = [str(v) for v in _as_list(value) if perl_true(v)]
+    patterns = [str(v) for v in as_list(value) if perl_true(v)]
     # Znuny skips values that are only wildcards ("%", "**" ...).
     patterns = [p for p in patterns if not re.fullmatch(r"[%*]{1,3}", p)]
     return patterns or None
 
 
 def _ids(value) -> set[int] | None:
-    values = [v for v in _as_list(value) if perl_true(v)]
+    values = [v for v in as_list(value) if perl_true(v)]
     if not values:
         return None
     result = set()
@@ -70,7 +62,7 @@ def _ids(value) -> set[int] | None:
 
 
 def _names(value, table: dict[int, str]) -> set[int] | None:
-    values = [v for v in _as_list(value) if perl_true(v)]
+    values = [v for v in as_list(value) if perl_true(v)]
     if not values:
         return None
     result = set()
@@ -89,7 +81,7 @@ def _state_ids_for_type(value) -> set[int] | None:
         return {s for s in md.STATES if md.state_type_name(s) in md.VIEWABLE_STATE_TYPES}
     if value == "Closed":
         return {s for s in md.STATES if md.state_type_name(s) not in md.VIEWABLE_STATE_TYPES}
-    wanted = {str(v) for v in _as_list(value) if perl_true(v)}
+    wanted = {str(v) for v in as_list(value) if perl_true(v)}
     result = {s for s in md.STATES if md.state_type_name(s) in wanted}
     if not result:
         raise GiveUp
@@ -266,8 +258,8 @@ def _search(store: Store, params: dict) -> list[str]:
             )
         )
 
-    sort_by = [str(v) for v in _as_list(params.get("SortBy")) if perl_true(v)] or ["Age"]
-    order_by = [str(v) for v in _as_list(params.get("OrderBy")) if perl_true(v)] or ["Down"]
+    sort_by = [str(v) for v in as_list(params.get("SortBy")) if perl_true(v)] or ["Age"]
+    order_by = [str(v) for v in as_list(params.get("OrderBy")) if perl_true(v)] or ["Down"]
     if any(o not in ("Up", "Down") for o in order_by):
         raise GiveUp
 

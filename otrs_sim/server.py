@@ -1,5 +1,5 @@
-"""HTTP front of the simulator: the GenericInterface provider, fault knobs, control
-endpoints and pages.
+"""HTTP front of the simulator: the GenericInterface provider, the fault knobs at work
+(declared in config), control endpoints and pages.
 
 Responses under ``/<alias>/nph-genericinterface.pl/...`` are written byte by byte
 (status line + exactly Content-Type, Content-Length, Connection: close) because the
@@ -34,7 +34,6 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -42,10 +41,10 @@ from urllib.parse import parse_qs
 
 from . import masterdata as md
 from . import operations, page, protocol
+from .common import Context
+from .config import SimConfig, checked_changes
 from .store import Store, article_view, history_view, ticket_view
 from .webhook import WebhookSender, build_payload
-
-DEFAULT_WEBSERVICE = "GenericTicketConnectorREST"
 
 # faultstrings for fail_rate's HTTP 500 (a core failure inside the operation).
 FAULTSTRINGS = {
@@ -54,100 +53,9 @@ FAULTSTRINGS = {
 }
 GENERIC_FAULT = "{op}: Could not process the request (simulated failure)"
 
-# Keys accepted by POST /_sim/config and their types.
-MUTABLE = {
-    "latency_ms": float,
-    "fail_rate": float,
-    "drop_after_commit": float,
-    "html_errors": bool,
-    "session_ttl": float,
-    "session_max_ttl": float,
-    "webhook_url": str,
-    "webhook_secret_header": str,
-    "max_length": int,
-    "seed": int,
-    "log_requests": bool,
-}
-SECRET_FIELDS = ("password", "webhook_secret_header")
-
-
 # The access log masks credentials in query strings (a real Apache would not; the demo
 # prints its log to the terminal, and the product's rule is that no secret shows).
 _CREDENTIALS_IN_QUERY = re.compile(r"((?:SessionID|Password|token)=)[^&;\s\"]+", re.IGNORECASE)
-
-
-@dataclass
-class SimConfig:
-    """Behaviour of one simulator instance.  Knobs may change while it runs."""
-
-    latency_ms: float = 0
-    fail_rate: float = 0.0
-    drop_after_commit: float = 0.0
-    html_errors: bool = False
-    session_ttl: float = 7200
-    session_max_ttl: float = 57600
-    webhook_url: str = ""
-    webhook_secret_header: str = ""
-    user: str = "bridge"
-    password: str = "bridge-demo-password"
-    webservice: str = DEFAULT_WEBSERVICE
-    seed: int | None = None
-    max_length: int = 100_000_000
-    welcome_ticket: bool = False
-    dynamic_fields: tuple = ()
-    webhook_backoff: tuple = (0.2, 0.5, 1, 2, 4, 8, 15, 30, 60)
-    webhook_timeout: float = 10.0
-    log_requests: bool = False
-
-    def public(self) -> dict:
-        """The config as JSON for /_sim/config, secrets left out."""
-        data = asdict(self)
-        for name in SECRET_FIELDS:
-            data.pop(name)
-        data["webhook_url"] = mask_url(self.webhook_url)
-        data["webhook_secret_header_set"] = bool(self.webhook_secret_header)
-        data["dynamic_fields"] = list(self.dynamic_fields)
-        data["webhook_backoff"] = list(self.webhook_backoff)
-        return data
-
-
-def mask_url(url: str) -> str:
-    """Hide query values that look like credentials (``?token=...``) for display."""
-    base, sep, query = url.partition("?")
-    if not sep:
-        return url
-    parts = []
-    for pair in query.split("&"):
-        key, eq, _value = pair.partition("=")
-        secret = any(word in key.lower() for word in ("token", "secret", "key", "pass"))
-        parts.append(f"{key}{eq}***" if eq and secret else pair)
-    return f"{base}?{'&'.join(parts)}"
-
-
-def _coerce(name: str, value):
-    """Validate one /_sim/config value; raises ValueError with a readable message."""
-    kind = MUTABLE[name]
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        if value in (0, 1, "0", "1", "true", "false"):
-            return value in (1, "1", "true")
-        raise ValueError(f"{name} must be a boolean")
-    if kind is str:
-        if not isinstance(value, str):
-            raise ValueError(f"{name} must be a string")
-        return value
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ValueError(f"{name} must be a number")
-    try:
-        number = kind(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number") from None
-    if number < 0:
-        raise ValueError(f"{name} must not be negative")
-    if name in ("fail_rate", "drop_after_commit") and number > 1:
-        raise ValueError(f"{name} must be between 0 and 1")
-    return number
 
 
 class SimServer:
@@ -197,10 +105,7 @@ class SimServer:
 
     def configure(self, **changes) -> dict:
         """Apply knob changes (same keys and validation as POST /_sim/config)."""
-        unknown = sorted(set(changes) - set(MUTABLE))
-        if unknown:
-            raise ValueError(f"unknown config key(s): {', '.join(unknown)}")
-        coerced = {name: _coerce(name, value) for name, value in changes.items()}
+        coerced = checked_changes(changes)
         with self.store.lock:
             for name, value in coerced.items():
                 setattr(self.config, name, value)
@@ -507,7 +412,7 @@ class _Handler(BaseHTTPRequestHandler):
             data = dict(url_params)
             data["RequestMethod"] = self.command
 
-        ctx = operations.Context(
+        ctx = Context(
             store=store,
             session_ttl=config.session_ttl,
             session_max_ttl=config.session_max_ttl,
@@ -681,4 +586,4 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(200, {"changed": changed, "Ticket": view})
 
 
-__all__ = ["SimConfig", "SimServer", "start_server"]
+__all__ = ["SimServer", "start_server"]
