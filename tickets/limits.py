@@ -7,7 +7,17 @@ console and the API refuse the same input and the document cannot promise anothe
 
 from __future__ import annotations
 
+from django.db import models
+
 from connections.models import Endpoint
+
+
+def _column(model: type[models.Model], name: str) -> int:
+    """The max_length of a column another app declares (connections cannot import this)."""
+    field = model._meta.get_field(name)
+    assert isinstance(field, models.Field) and field.max_length, f"{name} has no max_length"
+    return field.max_length
+
 
 # The person (Identity). Django's own User allows 150-character usernames and names;
 # 254 is the longest address SMTP can deliver (RFC 5321 path minus the angle brackets).
@@ -16,7 +26,7 @@ PERSON_NAME = 150
 EMAIL = 254
 
 # What is asked for.
-ENDPOINT_NAME = Endpoint._meta.get_field("name").max_length or 0
+ENDPOINT_NAME = _column(Endpoint, "name")
 OPERATION = 20  # the column; the values themselves are Operation's
 ACCOUNT_NAME = 200
 ENTITLEMENT = 200
