@@ -5,8 +5,9 @@ The design promises `{}` in under 50 ms, because an OTRS invoker waits for the a
 the secret check, the ticket lookup and a real enqueue on the configured broker (the ORM
 broker, or Redis when REDIS_URL is set); nine events in ten name a followed ticket.
 
-1. The handler alone: sequential calls through Django's test client, the number
-   tests/test_webhook.py holds under 50 ms at the 95th percentile.
+1. The handler alone: sequential calls through Django's test client; its p95 is the number
+   held to the 50 ms target (tests/test_webhook.py only checks that every call answers and
+   queues its refresh: a wall-clock limit in the suite fails whenever the machine is busy).
 2. Under load: gunicorn as the Procfile runs it (2 workers x 4 threads), 8 client threads
    sending WEBHOOK_BENCH_RATE calls per second (default 40, hundreds of times what a busy
    OTRS sends: one event per ticket state change). "server" is gunicorn's own request
@@ -52,6 +53,11 @@ def _summary(samples: list[float]) -> str:
 
 def _p95(samples: list[float]) -> float:
     return statistics.quantiles(samples, n=100)[94]
+
+
+def _verdict(p95: float) -> str:
+    target = f"target {BUDGET_SECONDS * 1000:.0f} ms"
+    return f"within the {target}" if p95 < BUDGET_SECONDS else f"OVER the {target}"
 
 
 def _payload(i: int) -> dict:
@@ -203,6 +209,7 @@ def main() -> dict:
     alone = handler_alone(name)
     print(f"  handler alone, {len(alone)} sequential calls")
     print(f"    {_summary(alone)}")
+    print(f"    handler p95 {_p95(alone) * 1000:.1f} ms: {_verdict(_p95(alone))}")
 
     queued_before = OrmQ.objects.count()
     rate = float(os.environ.get("WEBHOOK_BENCH_RATE", "40"))
@@ -213,9 +220,9 @@ def main() -> dict:
     if broker == "ORM":
         print(f"  {OrmQ.objects.count() - queued_before} refreshes queued")
     worst = max(_p95(alone), _p95(paced["server"]))
-    verdict = "within" if worst < BUDGET_SECONDS else "OVER"
     print(
-        f"  p95 {worst * 1000:.1f} ms (handler alone, and server at {rate:.0f}/s): {verdict} 50 ms"
+        f"  p95 {worst * 1000:.1f} ms (handler alone, and server at {rate:.0f}/s): "
+        f"{_verdict(worst)}"
     )
     return {
         "handler_p95": _p95(alone),

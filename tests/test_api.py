@@ -15,7 +15,8 @@ from django.db import connection as db_connection
 
 from connections.models import Connection, Endpoint, SecuritySystem
 from tests import factories
-from tickets import api
+from tickets import api, api_schemas, limits, openapi
+from tickets.forms import SubmitRequestForm
 from tickets.models import (
     AccessRequest,
     Account,
@@ -229,6 +230,24 @@ def test_wrong_field_is_a_422_naming_it(client, crm, iga, change, path, message)
     assert AccessRequest.objects.count() == 0
 
 
+def test_limits_are_the_declared_ones_and_the_same_as_the_consoles(client, crm, iga):
+    """The API, the document and the console form all read tickets/limits.py."""
+    body = {"beneficiary": ADA, "endpoint": "crm", "operation": "create_account"}
+    too_long = {**body, "justification": "x" * (limits.JUSTIFICATION + 1)}
+    answer = submit(client, iga[1], too_long)
+    assert answer.json()["fields"] == {
+        "justification": [f"is longer than {limits.JUSTIFICATION} characters."]
+    }
+    schemas = openapi.document()["components"]["schemas"]
+    assert schemas["SubmitRequest"]["properties"]["justification"]["maxLength"] == (
+        limits.JUSTIFICATION
+    )
+    assert schemas["Beneficiary"]["properties"]["username"]["maxLength"] == limits.USERNAME
+    assert SubmitRequestForm().fields["justification"].max_length == limits.JUSTIFICATION
+    at_limit = {**body, "justification": "x" * limits.JUSTIFICATION}
+    assert submit(client, iga[1], at_limit).status_code == 201
+
+
 def test_every_wrong_field_is_named_at_once(client, crm, iga):
     answer = submit(client, iga[1], {"beneficiary": {}, "operation": 3, "entitlements": {}})
     assert set(answer.json()["fields"]) == {
@@ -298,7 +317,7 @@ def test_content_type_with_charset_is_json(client, crm, iga):
 def test_body_too_large_is_refused_from_content_length_before_reading(client, crm, iga):
     body = json.dumps({"beneficiary": ADA, "endpoint": "crm", "operation": "create_account",
                        "justification": "x" * (70 * 1024)})  # fmt: skip
-    with mock.patch.object(api, "parse_json_object") as parse:
+    with mock.patch.object(api_schemas, "parse_json_object") as parse:
         answer = call(client, "post", URL, iga[1], body)
     assert answer.status_code == 413
     assert answer.json()["error"] == "body_too_large"

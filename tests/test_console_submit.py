@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
+from tickets import limits
 from tickets.models import AccessRequest, Account, Identity
 
 pytestmark = pytest.mark.django_db
@@ -89,3 +90,32 @@ def test_only_requesters_submit(client, offline, people):
         {"beneficiary": "ada", "endpoint": offline.pk, "operation": "create_account"},
     )
     assert response.status_code == 403 and AccessRequest.objects.count() == 0
+
+
+def _submit_ada(client, endpoint, **fields):
+    body = {"beneficiary": "ada", "endpoint": endpoint.pk, "operation": "create_account"}
+    return client.post(reverse("tickets:submit"), {**body, **fields})
+
+
+def test_justification_over_the_limit_is_refused_with_a_message(client, offline, people):
+    """The console refuses what the API refuses: both read tickets/limits.py."""
+    client.force_login(people.alice)
+    response = _submit_ada(client, offline, justification="x" * (limits.JUSTIFICATION + 1))
+    assert response.status_code == 400
+    assert response.context["form"].errors["justification"] == [
+        f"Ensure this value has at most {limits.JUSTIFICATION} characters "
+        f"(it has {limits.JUSTIFICATION + 1})."
+    ]
+    assert "at most 5000 characters" in response.content.decode()
+    assert AccessRequest.objects.count() == 0
+
+
+def test_more_entitlements_than_a_request_may_name_are_refused(client, offline, people):
+    offline.entitlements = [f"e{i}" for i in range(limits.ENTITLEMENTS_PER_REQUEST + 1)]
+    offline.save()
+    client.force_login(people.alice)
+    response = _submit_ada(client, offline, entitlements=offline.entitlements)
+    assert response.context["form"].errors["entitlements"] == [
+        "Choose at most 100 entitlements; submit another request for the rest."
+    ]
+    assert AccessRequest.objects.count() == 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import statistics
 import time
 from io import StringIO
 from unittest import mock
@@ -248,24 +247,19 @@ def test_ticket_id_extraction(payload, ticket_id):
     assert api.ticket_id_of(payload) == ticket_id
 
 
-# --- speed --------------------------------------------------------------------------------------
+# --- many calls -------------------------------------------------------------------------------
+# How fast the handler answers is measured by `python -m bench webhook` (target: p95 under
+# 50 ms); a wall-clock assertion here would fail whenever the machine is busy.
 
 
 @pytest.mark.django_db
-def test_webhook_answers_within_50_ms_at_the_95th_percentile(client, ticket):
+def test_every_one_of_200_calls_answers_and_queues_one_refresh(client, ticket):
     """The real path: secret check, ticket lookup and a real enqueue on the ORM broker."""
     body = json.dumps(event())
-    for _ in range(5):  # warm up: URL resolver, Fernet keys, first queries
-        hook(client, body, raw=True)
-    durations = []
-    for _ in range(200):
-        start = time.perf_counter()
-        answer = hook(client, body, raw=True)
-        durations.append(time.perf_counter() - start)
-        assert answer.status_code == 200
-    p95 = statistics.quantiles(durations, n=20)[-1]
-    assert OrmQ.objects.count() == 205
-    assert p95 < 0.050, f"p95 {p95 * 1000:.1f} ms"
+    answers = [hook(client, body, raw=True) for _ in range(200)]
+    assert [(a.status_code, a.json()) for a in answers] == [(200, {})] * 200
+    queued = [tuple(q.task["args"]) for q in OrmQ.objects.all()]
+    assert queued == [(ticket.pk, "offline")] * 200
 
 
 # --- the secret command ------------------------------------------------------------------------

@@ -6,21 +6,18 @@ Errors share one shape, `{"error": <code>, "detail": <sentence>, "fields": {<pat
 raised as ApiError anywhere below and rendered by the `api_view` decorator.
 
 The API changes nothing itself: submit and cancel call tickets.services, like the console
-does. This module only authenticates, parses, checks types, and shapes the answers. The
-shapes are fixed (tickets/openapi.py describes them, and a test holds both together).
+does. This module only authenticates and shapes the answers; what a body may hold, and how
+it is read and checked, is tickets/api_schemas.py. The shapes are fixed (tickets/openapi.py
+describes them, and a test holds both together).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
-import json
 import logging
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import lru_cache, wraps
 
@@ -37,61 +34,28 @@ from connections.crypto import SecretUnreadable
 from connections.models import Connection, Endpoint
 
 from . import openapi
-from .models import (
-    MAX_DB_INT,
-    AccessRequest,
-    ApiClient,
-    Operation,
-    ProvisioningTask,
-    Ticket,
-    parse_id,
+from .api_schemas import (
+    ApiError,
+    CancelRequest,
+    ListQuery,
+    SubmitRequest,
+    encode_cursor,
+    idempotency_key,
+    invalid,
+    parse_json_object,
+    read_body,
+    read_json,
 )
+from .models import MAX_DB_INT, AccessRequest, ApiClient, ProvisioningTask, Ticket, parse_id
 from .services import Actor, RequestInvalid, TransitionError, request_cancel, request_submit
 
 log = logging.getLogger(__name__)
 
-# Far above any real request (a few hundred bytes), far below what could hurt a worker.
-MAX_BODY_BYTES = 64 * 1024
 # Ticket::Generic sends the whole ticket, articles included, unless OmittedFields trims it.
 WEBHOOK_MAX_BODY_BYTES = 2 * 1024 * 1024
-PAGE_SIZE_DEFAULT = 50
-PAGE_SIZE_MAX = 100
 # Writing last_used_at on every call would make each API read a write; a minute is precise
 # enough to tell an active client from a forgotten one.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
-
-
-class ApiError(Exception):
-    """An answer other than success: the status, a stable code, a sentence, field errors."""
-
-    def __init__(
-        self,
-        status: int,
-        error: str,
-        detail: str,
-        fields: dict[str, list[str]] | None = None,
-        headers: dict[str, str] | None = None,
-    ):
-        super().__init__(detail)
-        self.status = status
-        self.error = error
-        self.detail = detail
-        self.fields = fields or {}
-        self.headers = headers or {}
-
-    def response(self) -> JsonResponse:
-        body = {"error": self.error, "detail": self.detail, "fields": self.fields}
-        answer = JsonResponse(body, status=self.status)
-        for name, value in self.headers.items():
-            answer[name] = value
-        return answer
-
-
-def invalid(fields: dict[str, list[str]]) -> ApiError:
-    """A 422 naming every wrong field."""
-    return ApiError(
-        422, "invalid", "The request is not valid; `fields` says what is wrong.", fields=fields
-    )
 
 
 # --- tokens and clients ---------------------------------------------------------------------
@@ -162,223 +126,6 @@ def api_view(*methods: str, auth: bool = True) -> Callable:
         return wrapper
 
     return decorate
-
-
-# --- reading bodies ---------------------------------------------------------------------------
-
-
-def _content_length(request: HttpRequest) -> int:
-    raw = request.META.get("CONTENT_LENGTH") or "0"
-    try:
-        length = int(raw)
-    except ValueError:
-        raise ApiError(400, "bad_request", "The Content-Length header is not a number.") from None
-    if length < 0:
-        raise ApiError(400, "bad_request", "The Content-Length header is negative.")
-    return length
-
-
-def _refuse_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
-
-
-def read_body(request: HttpRequest, *, limit: int) -> bytes:
-    """The raw body, refused with 413 before reading when it is larger than `limit`."""
-    length = _content_length(request)
-    if length > limit:
-        raise ApiError(
-            413,
-            "body_too_large",
-            f"The body has {length} bytes; the limit is {limit} bytes.",
-        )
-    return request.read(length) if length else b""
-
-
-def parse_json_object(raw: bytes) -> dict:
-    """Decode a JSON object, or raise a 400 that says what is wrong with it."""
-    try:
-        data = json.loads(raw.decode("utf-8-sig"), parse_constant=_refuse_constant)
-    except UnicodeDecodeError:
-        raise ApiError(400, "malformed_json", "The body is not UTF-8 text.") from None
-    except RecursionError:
-        raise ApiError(400, "malformed_json", "The body is nested too deeply.") from None
-    except ValueError as exc:
-        raise ApiError(400, "malformed_json", f"The body is not valid JSON: {exc}.") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, "malformed_json", "The body must be a JSON object.")
-    return data
-
-
-def read_json(request: HttpRequest, *, optional: bool = False) -> dict:
-    """The body as a JSON object. With `optional`, an empty body is `{}`."""
-    raw = read_body(request, limit=MAX_BODY_BYTES)
-    if not raw.strip():
-        if optional:
-            return {}
-        raise ApiError(400, "malformed_json", "The body is empty; send a JSON object.")
-    if request.content_type != "application/json":
-        raise ApiError(
-            415,
-            "unsupported_media_type",
-            "Send the body as JSON with `Content-Type: application/json`.",
-        )
-    return parse_json_object(raw)
-
-
-# --- validating what upstream sends (types here; meaning in tickets.services) ----------------
-
-
-def _text_problem(value: object, max_length: int) -> str | None:
-    """Why `value` cannot be stored as text, or None. NUL and lone surrogates are refused
-    here because PostgreSQL would refuse them later, as a 500."""
-    if not isinstance(value, str):
-        return "must be a string."
-    if len(value) > max_length:
-        return f"is longer than {max_length} characters."
-    if "\x00" in value:
-        return "must not contain NUL characters."
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return "is not valid Unicode text."
-    return None
-
-
-@dataclass
-class _Checker:
-    """Collects field errors, so one answer names every wrong field."""
-
-    errors: dict[str, list[str]] = field(default_factory=dict)
-
-    def add(self, path: str, message: str) -> None:
-        self.errors.setdefault(path, []).append(message)
-
-    def text(
-        self, data: dict, key: str, *, max_length: int, required: bool = False, prefix: str = ""
-    ) -> str:
-        value = data.get(key)
-        if value is None or (required and value == ""):
-            if required:
-                self.add(prefix + key, "is required.")
-            return ""
-        problem = _text_problem(value, max_length)
-        if problem:
-            self.add(prefix + key, problem)
-            return ""
-        return value
-
-    def only(
-        self, data: dict, allowed: tuple[str, ...], *, prefix: str = "", noun: str = "field"
-    ) -> None:
-        for key in data:
-            if key not in allowed:
-                self.add(prefix + key, f"is not a known {noun}; expected {', '.join(allowed)}.")
-
-
-BENEFICIARY_FIELDS = ("username", "first_name", "last_name", "email")
-SUBMIT_FIELDS = (
-    "beneficiary",
-    "endpoint",
-    "operation",
-    "account_name",
-    "entitlements",
-    "justification",
-    "upstream_approver",
-)
-MAX_ENTITLEMENTS = 100
-
-
-@dataclass(frozen=True)
-class Submission:
-    """A submit body whose types are right; tickets.services judges its meaning."""
-
-    beneficiary: dict
-    endpoint: str
-    operation: str
-    account_name: str
-    entitlements: list[str]
-    justification: str
-    upstream_approver: str
-
-    def same_as(self, existing: AccessRequest) -> bool:
-        """Whether an idempotent retry asks for what the first call recorded. Compared the
-        way request_submit stores the values (stripped; account name defaults to username)."""
-        username = str(self.beneficiary.get("username") or "").strip()
-        wanted = [e.strip() for e in self.entitlements if e.strip()]
-        return (
-            existing.beneficiary.username == username
-            and existing.endpoint.name == self.endpoint
-            and existing.operation == self.operation
-            and existing.account_name == (self.account_name or username).strip()
-            and list(existing.entitlements) == wanted
-            and existing.justification == self.justification
-        )
-
-
-def parse_submission(data: dict, *, client: ApiClient) -> Submission:
-    """Check the types and sizes of a submit body; a 422 names every wrong field."""
-    check = _Checker()
-    check.only(data, SUBMIT_FIELDS)
-    beneficiary = data.get("beneficiary")
-    if not isinstance(beneficiary, dict):
-        check.add("beneficiary", "is required, as an object with a username.")
-        beneficiary = {}
-    else:
-        check.only(beneficiary, BENEFICIARY_FIELDS, prefix="beneficiary.")
-        limits = {"username": 150, "first_name": 150, "last_name": 150, "email": 254}
-        beneficiary = {
-            key: check.text(
-                beneficiary,
-                key,
-                max_length=limit,
-                required=key == "username",
-                prefix="beneficiary.",
-            )
-            for key, limit in limits.items()
-        }
-    entitlements = data.get("entitlements")
-    if entitlements is None:
-        entitlements = []
-    elif not isinstance(entitlements, list):
-        check.add("entitlements", "must be a list of strings.")
-        entitlements = []
-    elif len(entitlements) > MAX_ENTITLEMENTS:
-        check.add("entitlements", f"lists more than {MAX_ENTITLEMENTS} entitlements.")
-        entitlements = []
-    for index, entitlement in enumerate(entitlements):
-        problem = _text_problem(entitlement, 200)
-        if problem:
-            check.add(f"entitlements[{index}]", problem)
-    approver = check.text(data, "upstream_approver", max_length=200)
-    if approver and not client.trusted:
-        check.add(
-            "upstream_approver",
-            "is only accepted from a trusted client; this client's requests wait for "
-            "approval in the bridge.",
-        )
-    submission = Submission(
-        beneficiary=beneficiary,
-        endpoint=check.text(data, "endpoint", max_length=100, required=True),
-        operation=check.text(data, "operation", max_length=20, required=True),
-        account_name=check.text(data, "account_name", max_length=200),
-        entitlements=entitlements,
-        justification=check.text(data, "justification", max_length=5000),
-        upstream_approver=approver,
-    )
-    if check.errors:
-        raise invalid(check.errors)
-    return submission
-
-
-def idempotency_key(request: HttpRequest) -> str:
-    """The Idempotency-Key header ("" when absent), or a 422 when it cannot be stored."""
-    key = request.headers.get("Idempotency-Key")
-    if key is None:
-        return ""
-    problem = _text_problem(key, 200) or ("must not be empty." if not key.strip() else None)
-    if problem:
-        raise invalid({"Idempotency-Key": [problem]})
-    return key
 
 
 # --- answers ----------------------------------------------------------------------------------
@@ -463,7 +210,7 @@ def submit(request) -> JsonResponse:
     body is refused with 422."""
     client = request.api_client
     key = idempotency_key(request)
-    submission = parse_submission(read_json(request), client=client)
+    submission = SubmitRequest.parse(read_json(request), trusted=client.trusted)
     for attempt in (1, 2):
         replay = _replay(client, key, submission)
         if replay is not None:
@@ -479,7 +226,7 @@ def submit(request) -> JsonResponse:
     return JsonResponse(request_document(one_request(client, access_request.pk)), status=201)
 
 
-def _replay(client: ApiClient, key: str, submission: Submission) -> JsonResponse | None:
+def _replay(client: ApiClient, key: str, submission: SubmitRequest) -> JsonResponse | None:
     if not key:
         return None
     first = (
@@ -503,7 +250,7 @@ def _replay(client: ApiClient, key: str, submission: Submission) -> JsonResponse
     return answer
 
 
-def _submit(client: ApiClient, key: str, submission: Submission) -> AccessRequest:
+def _submit(client: ApiClient, key: str, submission: SubmitRequest) -> AccessRequest:
     # Pass the Endpoint itself when it exists: request_submit then also checks that it has
     # a service-desk connection (it only checks existence for a name).
     endpoint = (
@@ -511,85 +258,18 @@ def _submit(client: ApiClient, key: str, submission: Submission) -> AccessReques
     )
     try:
         return request_submit(
-            beneficiary=submission.beneficiary,
-            endpoint=endpoint or submission.endpoint,
-            operation=submission.operation,
+            **{**submission.service_arguments(), "endpoint": endpoint or submission.endpoint},
             api_client=client,
-            account_name=submission.account_name,
-            entitlements=submission.entitlements,
-            justification=submission.justification,
             idempotency_key=key,
-            upstream_approver=submission.upstream_approver,
         )
     except RequestInvalid as exc:
         raise invalid(exc.fields) from None
 
 
-@dataclass(frozen=True)
-class ListQuery:
-    status: str
-    endpoint: str
-    operation: str
-    before: int | None
-    limit: int
-
-
-def encode_cursor(pk: int) -> str:
-    return base64.urlsafe_b64encode(f"before:{pk}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int | None:
-    """The id a cursor points below, or None when this API did not issue it."""
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
-    except (binascii.Error, ValueError):
-        return None
-    prefix, _, number = text.partition(":")
-    return parse_id(number) if prefix == "before" else None
-
-
-LIST_PARAMETERS = ("status", "endpoint", "operation", "cursor", "limit")
-
-
-def parse_list_query(params) -> ListQuery:
-    """Check the list parameters; a 422 names every wrong one. An unknown or empty parameter
-    is refused rather than ignored: a misspelt filter would otherwise list everything."""
-    check = _Checker()
-    check.only(params, LIST_PARAMETERS, noun="parameter")
-    values = {name: params.get(name) for name in LIST_PARAMETERS}
-    for name, value in values.items():
-        if value == "":
-            check.add(name, "must not be empty; leave the parameter out instead.")
-    choices = {"status": AccessRequest.Status.values, "operation": Operation.values}
-    for name, allowed in choices.items():
-        if values[name] and values[name] not in allowed:
-            check.add(name, f"must be one of {', '.join(allowed)}.")
-    problem = values["endpoint"] and _text_problem(values["endpoint"], 100)
-    if problem:
-        check.add("endpoint", problem)
-    before = decode_cursor(values["cursor"]) if values["cursor"] else None
-    if values["cursor"] and before is None:
-        check.add("cursor", "is not a cursor from this API; use `next` of a previous page.")
-    raw_limit = values["limit"] or str(PAGE_SIZE_DEFAULT)
-    digits = raw_limit.isascii() and raw_limit.isdigit() and len(raw_limit) <= 4
-    limit = int(raw_limit) if digits else 0
-    if values["limit"] != "" and not 1 <= limit <= PAGE_SIZE_MAX:
-        check.add("limit", f"must be a whole number from 1 to {PAGE_SIZE_MAX}.")
-    if check.errors:
-        raise invalid(check.errors)
-    return ListQuery(
-        status=values["status"] or "",
-        endpoint=values["endpoint"] or "",
-        operation=values["operation"] or "",
-        before=before,
-        limit=limit,
-    )
-
-
 def list_requests(request) -> JsonResponse:
     """The client's requests, newest first, a page at a time. The cursor is the last id
     seen, so requests created while paging never shift a page."""
-    query = parse_list_query(request.GET)
+    query = ListQuery.of(request.GET)
     found = requests_of(request.api_client).order_by("-id")
     if query.status:
         found = found.filter(status=query.status)
@@ -622,11 +302,7 @@ def request_cancel_view(request, pk: int):
     client = request.api_client
     access_request = one_request(client, pk)
     data = read_json(request, optional=True)
-    check = _Checker()
-    check.only(data, ("reason",))
-    reason = check.text(data, "reason", max_length=2000)
-    if check.errors:
-        raise invalid(check.errors)
+    reason = CancelRequest.parse(data).reason
     if access_request.status != AccessRequest.Status.CANCELLED:
         try:
             request_cancel(

@@ -11,6 +11,7 @@ from django import forms
 
 from connections.models import Endpoint
 
+from . import limits
 from .models import AccessRequest, Operation, parse_id
 
 # RequestInvalid names fields the way the API does; these are the form's names for them.
@@ -38,19 +39,23 @@ def requestable_endpoints():
 class SubmitRequestForm(forms.Form):
     beneficiary = forms.CharField(
         label="For whom",
-        max_length=150,
+        max_length=limits.USERNAME,
         help_text="Username of the person who gets the access. A new username adds that person.",
     )
-    beneficiary_first_name = forms.CharField(label="First name", max_length=150, required=False)
-    beneficiary_last_name = forms.CharField(label="Last name", max_length=150, required=False)
-    beneficiary_email = forms.EmailField(label="Email", required=False)
+    beneficiary_first_name = forms.CharField(
+        label="First name", max_length=limits.PERSON_NAME, required=False
+    )
+    beneficiary_last_name = forms.CharField(
+        label="Last name", max_length=limits.PERSON_NAME, required=False
+    )
+    beneficiary_email = forms.EmailField(label="Email", max_length=limits.EMAIL, required=False)
     endpoint = forms.ModelChoiceField(
         queryset=Endpoint.objects.none(), label="Application", empty_label="Choose…"
     )
     operation = forms.ChoiceField(choices=Operation.choices, initial=Operation.CREATE_ACCOUNT)
     account_name = forms.CharField(
         label="Account name",
-        max_length=200,
+        max_length=limits.ACCOUNT_NAME,
         required=False,
         help_text="Leave empty to use the username.",
     )
@@ -58,6 +63,7 @@ class SubmitRequestForm(forms.Form):
         choices=(), required=False, widget=forms.CheckboxSelectMultiple
     )
     justification = forms.CharField(
+        max_length=limits.JUSTIFICATION,
         widget=forms.Textarea(attrs={"rows": 3}),
         required=False,
         help_text="Why the access is needed; approvers and the service desk read this.",
@@ -75,6 +81,15 @@ class SubmitRequestForm(forms.Form):
             return raw
         pk = parse_id(raw)
         return None if pk is None else self.fields["endpoint"].queryset.filter(pk=pk).first()
+
+    def clean_entitlements(self) -> list[str]:
+        chosen = self.cleaned_data["entitlements"]
+        if len(chosen) > limits.ENTITLEMENTS_PER_REQUEST:
+            raise forms.ValidationError(
+                f"Choose at most {limits.ENTITLEMENTS_PER_REQUEST} entitlements; "
+                "submit another request for the rest."
+            )
+        return chosen
 
     def offered_entitlements(self) -> list[str]:
         endpoint = self.selected_endpoint()
@@ -123,7 +138,7 @@ class RequestFilterForm(forms.Form):
     operation = forms.ChoiceField(
         required=False, choices=[("", "Any operation"), *Operation.choices]
     )
-    requester = forms.CharField(required=False, max_length=150)
+    requester = forms.CharField(required=False, max_length=limits.USERNAME)
     since = forms.DateField(required=False, label="From", widget=forms.DateInput({"type": "date"}))
     until = forms.DateField(required=False, label="To", widget=forms.DateInput({"type": "date"}))
 
@@ -134,4 +149,6 @@ class RequestFilterForm(forms.Form):
 
 
 class DecisionForm(forms.Form):
-    comment = forms.CharField(required=False, max_length=2000, widget=forms.Textarea({"rows": 2}))
+    comment = forms.CharField(
+        required=False, max_length=limits.DECISION_COMMENT, widget=forms.Textarea({"rows": 2})
+    )

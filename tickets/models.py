@@ -17,6 +17,8 @@ from django.urls import reverse
 
 from connections.models import Connection, Endpoint
 
+from . import limits
+
 # The largest id a BigAutoField / BigIntegerField can hold.
 MAX_DB_INT = 2**63 - 1
 
@@ -41,10 +43,10 @@ def parse_id(value: object) -> int | None:
 class Identity(models.Model):
     """The person whose access changes."""
 
-    username = models.CharField(max_length=150, unique=True)
-    first_name = models.CharField(max_length=150, blank=True)
-    last_name = models.CharField(max_length=150, blank=True)
-    email = models.EmailField(blank=True)
+    username = models.CharField(max_length=limits.USERNAME, unique=True)
+    first_name = models.CharField(max_length=limits.PERSON_NAME, blank=True)
+    last_name = models.CharField(max_length=limits.PERSON_NAME, blank=True)
+    email = models.EmailField(max_length=limits.EMAIL, blank=True)
     manager = models.ForeignKey(
         "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="reports"
     )
@@ -146,10 +148,10 @@ class AccessRequest(models.Model):
     )
     beneficiary = models.ForeignKey(Identity, on_delete=models.PROTECT, related_name="requests")
     endpoint = models.ForeignKey(Endpoint, on_delete=models.PROTECT, related_name="requests")
-    operation = models.CharField(max_length=20, choices=Operation.choices)
-    account_name = models.CharField(max_length=200, blank=True)
+    operation = models.CharField(max_length=limits.OPERATION, choices=Operation.choices)
+    account_name = models.CharField(max_length=limits.ACCOUNT_NAME, blank=True)
     entitlements = models.JSONField(default=list, blank=True)
-    justification = models.TextField(blank=True)
+    justification = models.TextField(max_length=limits.JUSTIFICATION, blank=True)
 
     status = models.CharField(
         max_length=20, choices=Status.choices, default=Status.PENDING_APPROVAL, db_index=True
@@ -162,13 +164,15 @@ class AccessRequest(models.Model):
         related_name="decisions",
     )
     decided_by_label = models.CharField(
-        max_length=200, blank=True, help_text="Upstream approver, for trusted API clients."
+        max_length=limits.UPSTREAM_APPROVER,
+        blank=True,
+        help_text="Upstream approver, for trusted API clients.",
     )
     decided_at = models.DateTimeField(null=True, blank=True)
-    decision_comment = models.TextField(blank=True)
+    decision_comment = models.TextField(max_length=limits.DECISION_COMMENT, blank=True)
     result_summary = models.CharField(max_length=200, blank=True)
 
-    idempotency_key = models.CharField(max_length=200, blank=True)
+    idempotency_key = models.CharField(max_length=limits.IDEMPOTENCY_KEY, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
     completed_at = models.DateTimeField(null=True, blank=True)
@@ -346,8 +350,8 @@ class ProvisioningTask(models.Model):
     request = models.ForeignKey(AccessRequest, on_delete=models.CASCADE, related_name="tasks")
     endpoint = models.ForeignKey(Endpoint, on_delete=models.PROTECT, related_name="tasks")
     connection = models.ForeignKey(Connection, on_delete=models.PROTECT, related_name="tasks")
-    operation = models.CharField(max_length=20, choices=Operation.choices)
-    entitlement = models.CharField(max_length=200, blank=True)
+    operation = models.CharField(max_length=limits.OPERATION, choices=Operation.choices)
+    entitlement = models.CharField(max_length=limits.ENTITLEMENT, blank=True)
 
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.NEW)
     attempts = models.PositiveSmallIntegerField(default=0)
@@ -430,7 +434,7 @@ class Account(models.Model):
 
     identity = models.ForeignKey(Identity, on_delete=models.PROTECT, related_name="accounts")
     endpoint = models.ForeignKey(Endpoint, on_delete=models.PROTECT, related_name="accounts")
-    name = models.CharField(max_length=200)
+    name = models.CharField(max_length=limits.ACCOUNT_NAME)
     active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     removed_at = models.DateTimeField(null=True, blank=True)
@@ -451,7 +455,7 @@ class Account(models.Model):
 
 class AccountEntitlement(models.Model):
     account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="entitlements")
-    entitlement = models.CharField(max_length=200)
+    entitlement = models.CharField(max_length=limits.ENTITLEMENT)
     granted_at = models.DateTimeField(auto_now_add=True)
     granted_by = models.ForeignKey(
         ProvisioningTask, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"

@@ -1,30 +1,81 @@
 """The OpenAPI 3.0 document of /api/v1, served at /api/v1/openapi.json.
 
-Written by hand as Python data rather than generated from the views: the response shapes
-are a contract with upstream scripts, so they are stated here once, on purpose, and the
-tests hold the views to them (tests/test_api.py validates real responses against these
-schemas, tests/test_api_schema.py fuzzes every operation with schemathesis). The enums
-come from the models, so a new status cannot be forgotten here.
+What the API accepts (the request bodies, the list's query parameters, the Idempotency-Key
+header) is the JSON schema of the pydantic models in tickets/api_schemas.py, the models that
+check those inputs, so a limit stated in tickets/limits.py cannot drift from the document.
+The response shapes are written here by hand as Python data: they are a contract with
+upstream scripts, so they are stated here once, on purpose, and the tests hold the views to
+them (tests/test_api.py validates real responses against these schemas,
+tests/test_api_schema.py fuzzes every operation with schemathesis). The enums come from the
+models, so a new status cannot be forgotten here.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
+from pydantic import BaseModel
+
+from .api_schemas import (
+    IDEMPOTENCY_KEY,
+    Beneficiary,
+    CancelRequest,
+    ListQuery,
+    OtrsInvokerEvent,
+    SubmitRequest,
+)
 from .models import AccessRequest, Operation, ProvisioningTask
+
+REF_PREFIX = "#/components/schemas/"
+# Keys whose value is data (or a map of names), not a schema to convert.
+_DATA_KEYS = ("default", "enum", "example", "examples", "const")
 
 
 def _ref(name: str) -> dict:
-    return {"$ref": f"#/components/schemas/{name}"}
+    return {"$ref": f"{REF_PREFIX}{name}"}
 
 
-def _text(max_length: int, *, nullable: bool = False, min_length: int = 0, **extra) -> dict:
-    schema: dict = {"type": "string", "maxLength": max_length, **extra}
-    if min_length:
-        schema["minLength"] = min_length
-    if nullable:
-        schema["nullable"] = True
-    return schema
+def openapi_schema(node: Any) -> Any:
+    """A JSON schema from pydantic, said the OpenAPI 3.0 way: `anyOf [X, null]` becomes X
+    with `nullable: true`; pydantic's generated titles and null defaults go."""
+    if isinstance(node, list):
+        return [openapi_schema(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    options = node.get("anyOf")
+    if options and {"type": "null"} in options:
+        rest = [o for o in options if o != {"type": "null"}]
+        merged = {k: v for k, v in node.items() if k != "anyOf"}
+        if len(rest) == 1 and "$ref" in rest[0]:  # OpenAPI 3.0 ignores a $ref's siblings
+            merged["allOf"] = rest
+        else:
+            merged.update(rest[0] if len(rest) == 1 else {"anyOf": rest})
+        return {**openapi_schema(merged), "nullable": True}
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key == "title" or (key == "default" and value is None):
+            continue
+        if key == "description":  # a docstring's line breaks are not paragraphs
+            out[key] = " ".join(value.split())
+        elif key == "properties":
+            out[key] = {name: openapi_schema(s) for name, s in value.items()}
+        elif key in _DATA_KEYS:
+            out[key] = value
+        else:
+            out[key] = openapi_schema(value)
+    return out
+
+
+def model_schemas(*models: type[BaseModel]) -> dict[str, dict]:
+    """The components for `models`, the models they nest included."""
+    schemas: dict[str, dict] = {}
+    for model in models:
+        schema = model.model_json_schema(ref_template=REF_PREFIX + "{model}")
+        for name, nested in schema.pop("$defs", {}).items():
+            schemas[name] = openapi_schema(nested)
+        schemas[model.__name__] = openapi_schema(schema)
+    return schemas
 
 
 def _json(schema: dict) -> dict:
@@ -51,63 +102,6 @@ SCHEMAS: dict[str, dict] = {
                 "additionalProperties": {"type": "array", "items": {"type": "string"}},
             },
         },
-    },
-    "Beneficiary": {
-        "type": "object",
-        "description": "The person whose access changes. Created on first use; the names "
-        "and e-mail address are taken only then.",
-        "required": ["username"],
-        "additionalProperties": False,
-        "properties": {
-            "username": _text(150, min_length=1),
-            "first_name": _text(150, nullable=True),
-            "last_name": _text(150, nullable=True),
-            "email": _text(254, nullable=True, description="An e-mail address."),
-        },
-    },
-    "SubmitRequest": {
-        "type": "object",
-        "required": ["beneficiary", "endpoint", "operation"],
-        "example": {
-            "beneficiary": {
-                "username": "ada",
-                "first_name": "Ada",
-                "last_name": "Lovelace",
-                "email": "ada@example.com",
-            },
-            "endpoint": "crm",
-            "operation": "create_account",
-            "account_name": "ada",
-            "entitlements": [],
-            "justification": "New hire in the analytics team.",
-        },
-        "additionalProperties": False,
-        "properties": {
-            "beneficiary": _ref("Beneficiary"),
-            "endpoint": _text(100, min_length=1, description="The name of an endpoint."),
-            "operation": {"type": "string", "enum": list(Operation.values)},
-            "account_name": _text(
-                200, nullable=True, description="Defaults to the beneficiary's username."
-            ),
-            "entitlements": {
-                "type": "array",
-                "nullable": True,
-                "maxItems": 100,
-                "items": _text(200),
-                "description": "Required for add_access and remove_access: one task each.",
-            },
-            "justification": _text(5000, nullable=True),
-            "upstream_approver": _text(
-                200,
-                nullable=True,
-                description="Who approved upstream; accepted only from a trusted client.",
-            ),
-        },
-    },
-    "CancelRequest": {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {"reason": _text(2000, nullable=True)},
     },
     "Ticket": {
         "type": "object",
@@ -173,24 +167,13 @@ SCHEMAS: dict[str, dict] = {
             },
         },
     },
-    "OtrsInvokerEvent": {
-        "type": "object",
-        "description": "What Znuny's Ticket::Generic invoker sends. Only the TicketID is read; "
-        "the state in it is never trusted.",
-        "properties": {
-            "Event": {
-                "type": "object",
-                "properties": {"TicketID": {"oneOf": [{"type": "string"}, {"type": "integer"}]}},
-            },
-            "Ticket": {"type": "object"},
-        },
-    },
     "Empty": {"type": "object", "additionalProperties": False},
     "Health": {
         "type": "object",
         "required": ["status"],
         "properties": {"status": {"type": "string", "enum": ["ok"]}},
     },
+    **model_schemas(Beneficiary, SubmitRequest, CancelRequest, OtrsInvokerEvent),
 }
 
 RESPONSES = {
@@ -216,7 +199,7 @@ PARAMETERS = {
         "required": False,
         "description": "Makes a retried submit return the first result instead of creating "
         "a second request. A key is per client; reusing it with another body is a 422.",
-        "schema": _text(200, min_length=1),
+        "schema": openapi_schema(IDEMPOTENCY_KEY.json_schema()),
     },
 }
 
@@ -239,22 +222,17 @@ def _request_answer(description: str) -> dict:
 
 
 def _list_parameters() -> list[dict]:
-    def query(name: str, schema: dict, description: str) -> dict:
-        return {
-            "name": name,
-            "in": "query",
-            "required": False,
-            "schema": schema,
-            "description": description,
-        }
-
-    return [
-        query("status", {"type": "string", "enum": list(AccessRequest.Status.values)}, "Filter."),
-        query("endpoint", _text(100, min_length=1), "Filter by endpoint name."),
-        query("operation", {"type": "string", "enum": list(Operation.values)}, "Filter."),
-        query("cursor", {"type": "string", "minLength": 1}, "`next` of the previous page."),
-        query("limit", {"type": "integer", "minimum": 1, "maximum": 100, "default": 50}, "Page."),
-    ]
+    """One query parameter per field of ListQuery, the model that checks them."""
+    parameters = []
+    for name, schema in openapi_schema(ListQuery.model_json_schema())["properties"].items():
+        # A parameter is left out, never null; its description belongs to the parameter.
+        schema = {k: v for k, v in schema.items() if k not in ("nullable", "description")}
+        description = ListQuery.model_fields[name].description
+        parameters.append(
+            {"name": name, "in": "query", "required": False, "schema": schema}
+            | ({"description": description} if description else {})
+        )
+    return parameters
 
 
 PATHS = {
