@@ -10,16 +10,17 @@ from typing import Any
 
 from django.utils import timezone
 
-from .client import OTRSError, TestResult, TicketClient
+from .client import CheckResult, TicketClient
+from .errors import OTRSError
 from .models import Connection, Endpoint
 
 
-def connection_check(*, connection: Connection) -> TestResult:
+def connection_check(*, connection: Connection) -> CheckResult:
     """Log in and run the test call; record the verdict on the connection."""
     try:
         result = TicketClient(connection).test_connection()
     except OTRSError as exc:  # the documents themselves are invalid
-        result = TestResult(False, exc.message, [])
+        result = CheckResult(False, exc.message, [])
     Connection.objects.filter(pk=connection.pk).update(
         last_test_at=timezone.now(), last_test_ok=result.ok, last_test_message=result.message
     )

@@ -20,18 +20,15 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from .models import SECRET_KEY_NAMES
+from .masking import SECRET_KEY_NAMES
 
 OUTCOMES = ("completed", "discontinued", "failed", "pending", "open")
 HEADER_TOKEN_PREFIX = "#HEADERS#"
 DEFAULT_TOKEN_LIFETIME = 3000
 URL_CREDENTIALS_ERROR = "credentials in a URL reach access logs; put them in the body"
 
-# Keys whose literal value is a credential. A document other than ConnectionJSON is stored
-# in plain text, so a literal there would be a password at rest.
-CREDENTIAL_KEYS = SECRET_KEY_NAMES
 # Query parameters that may never appear in a URL, whatever their value.
-_URL_FORBIDDEN_PARAMS = CREDENTIAL_KEYS - {"sessionid", "authorization", "cookie"}
+_URL_FORBIDDEN_PARAMS = SECRET_KEY_NAMES - {"sessionid", "authorization", "cookie"}
 
 _PLACEHOLDER = re.compile(r"@([A-Z][A-Z0-9_]*)@")
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
@@ -674,7 +671,7 @@ def _check_url_credentials(report: _Report, url: str, method: str, where: str) -
         found = [
             f"${{connection.{prop}}}"
             for prop in re.findall(r"\$\{connection\.([^}]*)\}", url)
-            if prop.lower() in CREDENTIAL_KEYS
+            if prop.lower() in SECRET_KEY_NAMES
         ]
     for what in found:
         report.error(where, f"{what} in the URL: {URL_CREDENTIALS_ERROR}")
@@ -687,7 +684,7 @@ def _literal_credentials(obj: Any, where: str) -> Iterator[tuple[str, str]]:
             path = join_path(where, key)
             literal = isinstance(value, str | int | float) and not isinstance(value, bool)
             if (
-                str(key).lower() in CREDENTIAL_KEYS
+                str(key).lower() in SECRET_KEY_NAMES
                 and literal
                 and value != ""
                 and "${" not in str(value)
