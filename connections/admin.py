@@ -24,7 +24,7 @@ from django.utils.module_loading import import_string
 from django.views.decorators.http import require_POST
 
 from . import crypto, services
-from .client import OTRSError
+from .errors import OTRSError
 from .forms import ConnectionForm, PackageConfigureForm, PackageUploadForm, pretty_json
 from .models import ApiCall, Connection, ConnectionToken, Endpoint, SecuritySystem
 from .packages import (

@@ -54,23 +54,6 @@ class Token:
         return self.expires_at is None or self.expires_at - now > REFRESH_MARGIN
 
 
-def get_token(
-    connection: Connection,
-    auth_name: str,
-    *,
-    force_refresh: bool = False,
-    seen_version: int | None = None,
-) -> str:
-    """The current token of one auth block (logging in when needed); "" for Basic."""
-    # The login is an HTTP call, which only client.py makes, and client.py imports this
-    # module; so the client is imported here, at call time.
-    from .client import TicketClient
-
-    client = TicketClient(connection)
-    auth_spec = client.documents.connection.auths[auth_name]
-    return client.token(auth_spec, ref="", force=force_refresh, seen=seen_version).value
-
-
 def current_token(
     connection: Connection,
     auth_spec: AuthSpec,

@@ -1,11 +1,9 @@
 """The call engine: the only module that imports requests.
 
 It renders a connection's documents into HTTP requests, sends them through one
-requests.Session per connection and thread, judges the answers (OTRS reports business
-errors as HTTP 200 with an `Error` object), and writes one masked ApiCall row per HTTP
-call. Every failure becomes an OTRSError whose flags tell the caller what to do:
-`permanent` (stop), `auth` (the session was refused), `outcome_unknown` (the request may
-have reached OTRS: search before creating again).
+requests.Session per connection and thread, has each answer judged (errors.py: OTRS
+reports business errors as HTTP 200), and writes one masked ApiCall row per HTTP call
+(masking.py). Every failure becomes an OTRSError.
 
 Retries happen in one layer each: idempotent GETs are retried here (ConfigJSON
 retryCount); a refused session is renewed and the call repeated (maxRefreshTryCount);
@@ -24,28 +22,39 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote, quote_plus, unquote_plus, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, quote_plus, urlencode, urlsplit, urlunsplit
 
 import requests
 from django.utils import timezone
 
 from . import auth, templating
 from .crypto import SecretUnreadable
-from .models import SECRET_KEY_NAMES, ApiCall, Connection
+from .errors import (
+    MAX_BODY_BYTES,
+    Answer,
+    OTRSError,
+    TicketStatus,
+    as_ticket_id,
+    call_outcome,
+    check_test_answer,
+    judge,
+    judge_login,
+    means_missing,
+    merge_target,
+    ticket_status,
+    value_at,
+)
+from .masking import MASK, Masker, SecretForms, mask
+from .models import ApiCall, Connection
 from .spec import (
-    HEADER_TOKEN_PREFIX,
     AuthSpec,
     CallSpec,
     ConfigSpec,
     Documents,
-    PathNotFound,
-    ResponseRule,
     SpecError,
-    TestConnectionSpec,
     get_path,
     validate_documents,
 )
@@ -53,51 +62,7 @@ from .spec import (
 logger = logging.getLogger(__name__)
 
 USER_AGENT = "OTRS-Bridge/0.1"
-MASK = "********"
-MAX_BODY_BYTES = 2 * 1024 * 1024
 EXCERPT_CHARS = 4096
-# Shorter secrets are masked by key name only: masking "abc" everywhere would garble logs.
-MIN_MASKED_LENGTH = 4
-MASKED_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
-MASKED_KEYS = SECRET_KEY_NAMES
-# OTRS ErrorCode suffixes (Op.Kind) that a new session heals; every other one is permanent.
-AUTH_ERROR_KINDS = ("AuthFail", "SessionInvalid")
-# A batch TicketGet fails whole when one id is inaccessible or gone; these mean "that id".
-MISSING_TICKET_KINDS = ("AccessDenied", "NotValidTicketID", "NotTicketData")
-
-
-class OTRSError(Exception):
-    """A call to the ticket system failed. `message` is for operators, already masked.
-
-    permanent: retrying cannot help (configuration, validation, refused credentials).
-    auth: the ticket system refused the session or credentials.
-    outcome_unknown: the request may have reached it (timeout after sending, 5xx, reset).
-    code: OTRS's ErrorCode when it sent one, e.g. "TicketCreate.InvalidParameter".
-    kind: "error", "timeout" or "transport", for the call log.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        permanent: bool = False,
-        auth: bool = False,
-        outcome_unknown: bool = False,
-        status_code: int | None = None,
-        code: str = "",
-        kind: str = "error",
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.permanent = permanent
-        self.auth = auth
-        self.outcome_unknown = outcome_unknown
-        self.status_code = status_code
-        self.code = code
-        self.kind = kind
-
-    def __str__(self) -> str:
-        return self.message
 
 
 @dataclass(frozen=True)
@@ -106,136 +71,13 @@ class CreatedTicket:
     ticket_number: str
 
 
-@dataclass(frozen=True)
-class TicketStatus:
-    ticket_id: int
-    ticket_number: str
-    state: str
-    state_type: str
-    changed: datetime | None
-    outcome: str | None
-    merged_into: int | None
-
-
 @dataclass
-class TestResult:
+class CheckResult:
     __test__ = False  # not a pytest class
 
     ok: bool
     message: str
     exchanges: list[dict] = field(default_factory=list)
-
-
-# --- masking --------------------------------------------------------------------------------
-
-
-class SecretForms(tuple):
-    """Secrets already encoded by _secret_forms: a client keeps these for all its calls
-    instead of encoding the same few secrets again for every string it masks."""
-
-
-def _secret_forms(secrets: Iterable[str]) -> SecretForms:
-    """Each secret as it may appear: raw, percent-encoded, form-encoded, JSON-escaped."""
-    if isinstance(secrets, SecretForms):
-        return secrets
-    forms: set[str] = set()
-    for secret in secrets:
-        text = str(secret)
-        if len(text) < MIN_MASKED_LENGTH:
-            continue
-        escaped = {json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1]}
-        forms |= {text, quote(text, safe=""), quote(text), quote_plus(text), *escaped}
-    return SecretForms(sorted(forms, key=len, reverse=True))
-
-
-def _hide(text: str, forms: SecretForms) -> str:
-    for form in forms:
-        if form in text:
-            text = text.replace(form, MASK)
-    return text
-
-
-def mask(text: str, secrets: Iterable[str]) -> str:
-    """Replace every secret (and its URL/JSON-encoded forms) in `text` by ********."""
-    return _hide(text, _secret_forms(secrets))
-
-
-def _is_masked_key(key: Any, keys: frozenset[str]) -> bool:
-    return str(key).lower() in keys
-
-
-def mask_json(obj: Any, secrets: Iterable[str], keys: Iterable[str] = MASKED_KEYS) -> Any:
-    """Parsed JSON with secret-named keys' values and every secret inside strings masked."""
-    forms = _secret_forms(secrets)
-    lowered = frozenset(k.lower() for k in keys)
-
-    def walk(node: Any) -> Any:
-        if isinstance(node, dict):
-            return {
-                k: MASK if _is_masked_key(k, lowered) and v not in (None, "") else walk(v)
-                for k, v in node.items()
-            }
-        if isinstance(node, list):
-            return [walk(v) for v in node]
-        if isinstance(node, str):
-            return _hide(node, forms)
-        return node
-
-    return walk(obj)
-
-
-_PARAMETER = re.compile(r"(^|[?&;])([^=&;?#\s]+)=([^&;#\s\"]*)")
-
-
-def mask_query(text: str, secrets: Iterable[str], keys: Iterable[str] = MASKED_KEYS) -> str:
-    """Mask secret-named `name=value` parameters in a URL, query string, form body or log line."""
-    lowered = frozenset(k.lower() for k in keys)
-
-    def hide(match: re.Match[str]) -> str:
-        if not _is_masked_key(unquote_plus(match.group(2)), lowered):
-            return match.group(0)
-        return f"{match.group(1)}{match.group(2)}={MASK}"
-
-    return mask(_PARAMETER.sub(hide, text), secrets)
-
-
-def mask_url(url: str, secrets: Iterable[str], keys: Iterable[str] = MASKED_KEYS) -> str:
-    return mask_query(url, secrets, keys)
-
-
-def mask_headers(headers: Mapping[str, str], secrets: Iterable[str]) -> dict[str, str]:
-    """Authorization, Cookie and X-OTRS-Header-* entirely; other values by secret."""
-    masked = {}
-    for name, value in headers.items():
-        lower = name.lower()
-        hidden = lower in MASKED_HEADERS or lower.startswith("x-otrs-header-")
-        masked[name] = MASK if hidden else mask(str(value), secrets)
-    return masked
-
-
-def _mask_body(
-    text: str, secrets: Iterable[str], keys: Iterable[str], content_type: str = ""
-) -> str:
-    try:
-        return json.dumps(mask_json(json.loads(text), secrets, keys), ensure_ascii=False)
-    except ValueError:
-        if "x-www-form-urlencoded" in content_type:
-            return mask_query(text, secrets, keys)
-        return mask(text, secrets)
-
-
-class _MaskParametersFilter(logging.Filter):
-    """urllib3 logs every request line, query string included, at DEBUG: mask credentials there."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        masked = mask_query(message, ())
-        if masked != message:
-            record.msg, record.args = masked, ()
-        return True
-
-
-logging.getLogger("urllib3.connectionpool").addFilter(_MaskParametersFilter())
 
 
 # --- one HTTP exchange ----------------------------------------------------------------------
@@ -248,21 +90,6 @@ class _Request:
     url: str
     headers: dict[str, str]
     body: bytes | None
-
-
-@dataclass(frozen=True)
-class _Answer:
-    status: int
-    headers: Mapping[str, str]
-    content: bytes
-    too_large: bool
-
-    @property
-    def text(self) -> str:
-        return self.content.decode("utf-8", errors="replace")
-
-    def first_chars(self, count: int = 200) -> str:
-        return " ".join(self.text.split())[:count]
 
 
 _sessions = threading.local()
@@ -406,103 +233,6 @@ def _transport_error(
     return OTRSError(f"Cannot reach OTRS at {where}: {exc}", kind="transport", outcome_unknown=sent)
 
 
-def _http_error(answer: _Answer, method: str) -> OTRSError:
-    """An HTTP status of 300 or more, judged the way OTRS means it."""
-    status, sent = answer.status, method != "GET"
-    text = answer.first_chars()
-    if 300 <= status < 400:
-        location = answer.headers.get("Location", "?")
-        return OTRSError(
-            f"OTRS redirected to {location} (HTTP {status}); use that URL",
-            permanent=True,
-            status_code=status,
-        )
-    if status < 500:
-        return OTRSError(f"OTRS answered HTTP {status}: {text}", permanent=True, status_code=status)
-    if "determine Operation" in text:
-        return OTRSError(
-            f"OTRS has no operation for this URL and method (check the path, the method and the web "
-            f"service name): {text}",
-            permanent=True,
-            status_code=status,
-        )
-    try:
-        fault = json.loads(answer.content).get("faultstring")
-    except (ValueError, AttributeError):
-        fault = None
-    if fault:
-        message = f"OTRS failed internally (HTTP {status}): {fault}"
-    elif _looks_like_html(answer):
-        message = f"OTRS answered HTML instead of JSON (HTTP {status}): {text}"
-    else:
-        message = f"OTRS answered HTTP {status}: {text}"
-    return OTRSError(message, status_code=status, outcome_unknown=sent)
-
-
-def _looks_like_html(answer: _Answer) -> bool:
-    content_type = answer.headers.get("Content-Type", "").lower()
-    return "html" in content_type or answer.text.lstrip().startswith("<")
-
-
-def _json_body(answer: _Answer, method: str) -> Any:
-    """The parsed body of a 2xx answer; raise for one that is too large or not JSON."""
-    sent = method != "GET"
-    if answer.too_large:
-        raise OTRSError(
-            f"OTRS answered more than {MAX_BODY_BYTES // (1024 * 1024)} MB (HTTP {answer.status}): "
-            f"{answer.first_chars()}",
-            status_code=answer.status,
-            outcome_unknown=sent,
-        )
-    if answer.status == 204 or not answer.content.strip():
-        return {}
-    try:
-        return json.loads(answer.content)
-    except ValueError:
-        what = "HTML" if _looks_like_html(answer) else "something"
-        raise OTRSError(
-            f"OTRS answered {what} instead of JSON (HTTP {answer.status}): {answer.first_chars()}",
-            status_code=answer.status,
-            outcome_unknown=sent,
-        ) from None
-
-
-def _otrs_error(body: Any, status: int) -> OTRSError | None:
-    """OTRS's `{"Error": {"ErrorCode": "Op.Kind", "ErrorMessage": …}}`, which comes as HTTP 200."""
-    if not isinstance(body, dict) or not isinstance(body.get("Error"), dict):
-        return None
-    code = str(body["Error"].get("ErrorCode") or "Error")
-    message = f"{code}: {body['Error'].get('ErrorMessage') or ''}".rstrip(": ")
-    kind = code.rpartition(".")[2]
-    if kind in AUTH_ERROR_KINDS:
-        return OTRSError(message, auth=True, code=code, status_code=status)
-    return OTRSError(message, permanent=True, code=code, status_code=status)
-
-
-def _as_ticket_id(value: Any) -> int | None:
-    """OTRS sends ids as "2" or 2; anything else is not an id."""
-    text = str(value).strip()
-    return int(text) if text.isdigit() and int(text) > 0 else None
-
-
-def _parse_changed(value: Any) -> datetime | None:
-    """OTRS's "2026-11-26 21:14:57" (system time, taken as UTC) or an ISO timestamp."""
-    try:
-        parsed = datetime.fromisoformat(str(value))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _optional(data: Any, path: str) -> Any:
-    if not path:
-        return None
-    try:
-        return get_path(data, path)
-    except PathNotFound:
-        return None
-
-
 def _encode_body(params: Any, content_type: str) -> bytes:
     if "x-www-form-urlencoded" in content_type and isinstance(params, dict):
         items = {key: templating.as_text(value) for key, value in params.items()}
@@ -520,7 +250,7 @@ def _preview_value(name: str) -> Any:
 
 # --- the client -----------------------------------------------------------------------------
 
-Judge = Callable[[_Answer], Any]
+Judge = Callable[[Answer], Any]
 
 
 class TicketClient:
@@ -553,11 +283,8 @@ class TicketClient:
         # Exchanges are kept only while test_connection records them: a poll cycle makes
         # thousands of calls with one client, and keeping each would grow without bound.
         self.exchanges: list[dict] | None = None
-        self._known_secrets: list[str] | None = None
-        self._forms: tuple[int, SecretForms] | None = None  # (tokens seen, their forms)
-        self._used_tokens: set[str] = set()
         auths = self.documents.connection.auths.values()
-        self._masked_keys = MASKED_KEYS | {k.lower() for a in auths for k in a.mask_in_logs}
+        self.masker = Masker(connection.secret_values, (k for a in auths for k in a.mask_in_logs))
 
     # --- public operations ----------------------------------------------------------------
 
@@ -578,13 +305,13 @@ class TicketClient:
                 exc.outcome_unknown = exc.outcome_unknown or bool(responses)
                 raise
             responses[call.name] = {"message": body}
-        ticket_id = _as_ticket_id(
+        ticket_id = as_ticket_id(
             get_path(responses[create.ticket_id_call]["message"], create.ticket_id_path)
         )
         assert ticket_id is not None  # checked by the call's judge
         number = ""
         if create.ticket_number_call:
-            number = _optional(
+            number = value_at(
                 responses[create.ticket_number_call]["message"], create.ticket_number_path
             )
         return CreatedTicket(ticket_id, str(number or "") or self._number_of(ticket_id, ref))
@@ -595,16 +322,16 @@ class TicketClient:
         if search is None:
             return None
         body = self._run(search, context, ref=ref)
-        found = _optional(body, search.ticket_id_path)
+        found = value_at(body, search.ticket_id_path)
         if found is None:
             return None
-        ticket_id = _as_ticket_id(found)
+        ticket_id = as_ticket_id(found)
         if ticket_id is None:
             raise OTRSError(
                 f"{search.name} answered {found!r} at {search.ticket_id_path}, not a ticket id",
                 permanent=True,
             )
-        number = _optional(body, search.ticket_number_path)
+        number = value_at(body, search.ticket_number_path)
         return CreatedTicket(ticket_id, str(number or "") or self._number_of(ticket_id, ref))
 
     def ticket_statuses(self, ticket_ids: list[int], *, ref: str = "") -> dict[int, TicketStatus]:
@@ -628,7 +355,7 @@ class TicketClient:
                     )
         return found
 
-    def test_connection(self) -> TestResult:
+    def test_connection(self) -> CheckResult:
         """Log in, then run testConnectionParams or a TicketSearch with Limit=1."""
         self.exchanges = []
         started = time.monotonic()
@@ -641,15 +368,16 @@ class TicketClient:
                     f"logged in as {auth_spec.login_user}" if auth_spec.login_user else "logged in"
                 )
             if auth_spec.test_connection:
-                self._run_test_call(auth_spec.test_connection)
+                test = auth_spec.test_connection
+                check_test_answer(test, self._run(test.call, {}, ref="test-connection"))
                 done.append("ran the test call")
             else:
                 self._run(self._search_probe(auth_spec), {}, ref="test-connection")
                 done.append("searched tickets")
         except OTRSError as exc:
-            return TestResult(False, exc.message, self.exchanges)
+            return CheckResult(False, exc.message, self.exchanges)
         elapsed = round((time.monotonic() - started) * 1000)
-        return TestResult(True, f"{' and '.join(done)} in {elapsed} ms", self.exchanges)
+        return CheckResult(True, f"{' and '.join(done)} in {elapsed} ms", self.exchanges)
 
     def preview_create(self, context: dict) -> list[dict]:
         """The requests create_ticket would send, masked, without sending or logging in."""
@@ -690,7 +418,7 @@ class TicketClient:
         except auth.TokenUnavailable as exc:
             raise OTRSError(exc.message, auth=exc.auth) from None
         if token.value:
-            self._used_tokens.add(token.value)
+            self.masker.tokens.add(token.value)
         self._tokens[auth_spec.name] = token
         return token
 
@@ -708,7 +436,7 @@ class TicketClient:
             )
             try:
                 return self._send(
-                    request, lambda a: self._judge(call, auth_spec, a, required_path), ref=ref
+                    request, lambda a: judge(call, auth_spec, a, required_path), ref=ref
                 )
             except OTRSError as exc:
                 if not exc.auth or exc.permanent:
@@ -734,9 +462,7 @@ class TicketClient:
         assert auth_spec.token_call is not None
         context = {"connection": auth_spec.properties}
         request = self._prepare(auth_spec.token_call, context, auth_spec, "")
-        return self._send(
-            request, lambda a: self._judge_login(auth_spec, a), ref=ref, secret_result=True
-        )
+        return self._send(request, lambda a: judge_login(auth_spec, a), ref=ref, secret_result=True)
 
     def _prepare(
         self,
@@ -773,84 +499,6 @@ class TicketClient:
             headers.setdefault("Authorization", "Basic " + base64.b64encode(pair).decode())
         return _Request(call.name, call.http_method, url, headers, body)
 
-    # --- judging answers --------------------------------------------------------------------
-
-    def _judge(
-        self, call: CallSpec, auth_spec: AuthSpec, answer: _Answer, required_path: str = ""
-    ) -> Any:
-        """The parsed body of a successful answer; raise OTRSError for anything else."""
-        if answer.status in auth_spec.retry_failure_status_codes:
-            raise OTRSError(
-                f"OTRS answered HTTP {answer.status}", auth=True, status_code=answer.status
-            )
-        if answer.status >= 300:
-            raise _http_error(answer, call.http_method)
-        body = _json_body(answer, call.http_method)
-        error = _otrs_error(body, answer.status) or self._error_path_error(
-            auth_spec, body, answer.status
-        )
-        if error:
-            raise error
-        if call.is_unsuccess(answer.status, body):
-            raise OTRSError(f"{call.name}: the answer matches unsuccessResponses", permanent=True)
-        if not call.is_success(answer.status, body):
-            raise OTRSError(
-                f"{call.name}: the answer does not match successResponses", permanent=True
-            )
-        if required_path and _as_ticket_id(_optional(body, required_path)) is None:
-            raise OTRSError(
-                f"{call.name} answered without TicketID at path {required_path}", permanent=True
-            )
-        return body
-
-    def _error_path_error(self, auth_spec: AuthSpec, body: Any, status: int) -> OTRSError | None:
-        """Saviynt's errorPath: its value in authError or expiryError means the session is gone."""
-        value = _optional(body, auth_spec.error_path)
-        if value is not None and str(value) in (*auth_spec.auth_errors, *auth_spec.expiry_errors):
-            return OTRSError(
-                f"OTRS reported {value} at {auth_spec.error_path}", auth=True, status_code=status
-            )
-        return None
-
-    def _judge_login(self, auth_spec: AuthSpec, answer: _Answer) -> str:
-        assert auth_spec.token_call is not None
-        try:
-            body = self._judge(auth_spec.token_call, auth_spec, answer)
-        except OTRSError as exc:
-            if exc.auth or exc.status_code in (401, 403):
-                user = f" for user {auth_spec.login_user}" if auth_spec.login_user else ""
-                reason = exc.code or exc.message
-                raise OTRSError(
-                    f"OTRS refused the login{user}: {reason}",
-                    permanent=True,
-                    auth=True,
-                    code=exc.code,
-                ) from None
-            raise
-        path = auth_spec.token_response_path
-        if path.startswith(HEADER_TOKEN_PREFIX):
-            header = answer.headers.get(path[len(HEADER_TOKEN_PREFIX) :], "")
-            token = header.split(";")[0].strip() if path.lower().endswith("set-cookie") else header
-        else:
-            token = _optional(body, path)
-        if not token or not isinstance(token, str | int):
-            raise OTRSError(
-                f"The login answered without a token at {path}", permanent=True, auth=True
-            )
-        return str(token)
-
-    def _run_test_call(self, test: TestConnectionSpec) -> None:
-        body = self._run(test.call, {}, ref="test-connection")
-        error = _optional(body, test.error_path)
-        if error is not None and str(error) in test.errors:
-            raise OTRSError(f"The test call answered {error} at {test.error_path}", permanent=True)
-        if test.success_path and test.success_values:
-            value = _optional(body, test.success_path)
-            if str(value) not in test.success_values:
-                raise OTRSError(
-                    f"The test call answered {value!r} at {test.success_path}", permanent=True
-                )
-
     def _search_probe(self, auth_spec: AuthSpec) -> CallSpec:
         """A TicketSearch (GET …/Ticket?Limit=1) at the address TicketCreate posts to."""
         for call in self.documents.create.calls:
@@ -876,7 +524,7 @@ class TicketClient:
         try:
             body = self._run(status.call, {"ticketIDs": ",".join(map(str, ids))}, ref=ref)
         except OTRSError as exc:
-            if not _means_missing(exc):
+            if not means_missing(exc):
                 raise
             if len(ids) == 1:
                 return {}
@@ -885,7 +533,7 @@ class TicketClient:
                 **self._batch_statuses(ids[:half], ref),
                 **self._batch_statuses(ids[half:], ref),
             }
-        tickets = _optional(body, status.batch.ticket_list_path)
+        tickets = value_at(body, status.batch.ticket_list_path)
         if not isinstance(tickets, list):
             raise OTRSError(
                 f"{status.call.name} answered without a ticket list at {status.batch.ticket_list_path}",
@@ -893,38 +541,19 @@ class TicketClient:
             )
         found = {}
         for node in tickets:
-            ticket_id = _as_ticket_id(_optional(node, status.batch.ticket_id_path))
+            ticket_id = as_ticket_id(value_at(node, status.batch.ticket_id_path))
             if ticket_id in ids:
-                found[ticket_id] = self._ticket_status(node, ticket_id)
+                found[ticket_id] = ticket_status(status, node, ticket_id)
         return found
 
     def _single_status(self, ticket_id: int, ref: str) -> dict[int, TicketStatus]:
         try:
             body = self._run(self.documents.status.call, {"ticketID": ticket_id}, ref=ref)
         except OTRSError as exc:
-            if _means_missing(exc):
+            if means_missing(exc):
                 return {}
             raise
-        return {ticket_id: self._ticket_status(body, ticket_id)}
-
-    def _ticket_status(self, node: Any, ticket_id: int) -> TicketStatus:
-        status = self.documents.status
-        state = _optional(node, status.status_path)
-        if state is None:
-            raise OTRSError(
-                f"{status.call.name} answered without a state at {status.status_path} for ticket {ticket_id}",
-                permanent=True,
-            )
-        state_type = _optional(node, status.state_type_path)
-        return TicketStatus(
-            ticket_id=ticket_id,
-            ticket_number=str(_optional(node, status.ticket_number_path) or ""),
-            state=str(state),
-            state_type=str(state_type or ""),
-            changed=_parse_changed(_optional(node, status.changed_path)),
-            outcome=status.outcome_for(str(state), None if state_type is None else str(state_type)),
-            merged_into=None,
-        )
+        return {ticket_id: ticket_status(self.documents.status, body, ticket_id)}
 
     def _number_of(self, ticket_id: int, ref: str) -> str:
         """The ticket number from the status call, when the create or search answer lacks it.
@@ -946,16 +575,7 @@ class TicketClient:
             body = self._run(merge.call, {"ticketID": ticket_id}, ref=ref)
         except OTRSError:
             return None  # logged as an ApiCall; the next poll asks again
-        entries = _optional(body, merge.entry_list_path) if merge.entry_list_path else [body]
-        if not isinstance(entries, list):
-            return None  # not the list the document promised: nothing to learn from it
-        rule = ResponseRule(path_values=merge.entry_match)
-        matching = [e for e in entries if rule.matches(200, e)]
-        value = _optional(matching[-1], merge.target_path) if matching else None
-        if value is not None and merge.target_pattern:
-            found = re.search(merge.target_pattern, str(value))
-            value = found.group(1) if found else None
-        return _as_ticket_id(value) if value is not None else None
+        return merge_target(merge, body)
 
     # --- sending and logging ----------------------------------------------------------------
 
@@ -981,7 +601,7 @@ class TicketClient:
             answer = self._transmit(request)
             result = judge(answer)
         except OTRSError as exc:
-            exc.message = mask(exc.message, self._secrets())
+            exc.message = mask(exc.message, self.masker.forms())
             self._log(request, answer, exc, started, ref)
             raise
         self._log(
@@ -994,7 +614,7 @@ class TicketClient:
         )
         return result
 
-    def _transmit(self, request: _Request) -> _Answer:
+    def _transmit(self, request: _Request) -> Answer:
         session = _http_session(self.connection, self.config, self.fingerprint)
         try:
             with session.request(
@@ -1012,55 +632,37 @@ class TicketClient:
                     content += chunk
                     if len(content) > MAX_BODY_BYTES:
                         break
-                return _Answer(
+                return Answer(
                     response.status_code, response.headers, content, len(content) > MAX_BODY_BYTES
                 )
         except requests.RequestException as exc:
             raise _transport_error(exc, request, self.config) from None
 
-    def _secrets(self, extra: Iterable[str] = ()) -> SecretForms:
-        """What to mask, encoded: the connection's secrets (read once per client, not once
-        per call) and every token this client has sent."""
-        if self._known_secrets is None:
-            self._known_secrets = self.connection.secret_values()
-        extra = tuple(extra)
-        if extra or self._forms is None or self._forms[0] != len(self._used_tokens):
-            forms = _secret_forms([*self._known_secrets, *self._used_tokens, *extra])
-            if extra:
-                return forms
-            self._forms = (len(self._used_tokens), forms)
-        return self._forms[1]
-
     def _masked_request(
-        self, request: _Request, content_type: str, secrets: SecretForms | None = None
+        self, request: _Request, content_type: str, forms: SecretForms | None = None
     ) -> dict:
-        secrets = self._secrets() if secrets is None else secrets
-        body = request.body.decode("utf-8", errors="replace") if request.body else ""
-        return {
-            "call": request.call_name,
-            "method": request.method,
-            "url": mask_url(request.url, secrets, self._masked_keys),
-            "headers": mask_headers(request.headers, secrets),
-            "body": _mask_body(body, secrets, self._masked_keys, content_type) if body else "",
-        }
+        masked = self.masker.request(
+            request.url, request.headers, request.body, content_type, forms
+        )
+        return {"call": request.call_name, "method": request.method, **masked}
 
     def _log(
         self,
         request: _Request,
-        answer: _Answer | None,
+        answer: Answer | None,
         error: OTRSError | None,
         started: float,
         ref: str,
         extra_secrets: Iterable[str] = (),
     ) -> None:
         """Write the ApiCall row and a log line, both masked."""
-        secrets = self._secrets(extra_secrets)
-        shown = self._masked_request(request, request.headers.get("Content-Type", ""), secrets)
+        forms = self.masker.forms(extra_secrets)
+        shown = self._masked_request(request, request.headers.get("Content-Type", ""), forms)
         head = "\n".join(f"{k}: {v}" for k, v in shown["headers"].items())
         response = ""
         if answer is not None:
-            response = _mask_body(answer.text[: EXCERPT_CHARS * 2], secrets, self._masked_keys)
-        outcome = _outcome(error)
+            response = self.masker.body(answer.text[: EXCERPT_CHARS * 2], forms)
+        outcome = call_outcome(error)
         row = {
             "call": request.call_name,
             "method": request.method,
@@ -1102,20 +704,3 @@ class TicketClient:
             row["duration_ms"],
             f": {row['error']}" if error else "",
         )
-
-
-def _outcome(error: OTRSError | None) -> str:
-    if error is None:
-        return ApiCall.Outcome.OK
-    if error.auth:
-        return ApiCall.Outcome.AUTH_ERROR
-    if error.kind == "timeout":
-        return ApiCall.Outcome.TIMEOUT
-    if error.kind == "transport":
-        return ApiCall.Outcome.TRANSPORT_ERROR
-    return ApiCall.Outcome.ERROR
-
-
-def _means_missing(exc: OTRSError) -> bool:
-    """OTRS's way of saying "no such ticket (for you)"; also HTTP 404 from other systems."""
-    return exc.code.rpartition(".")[2] in MISSING_TICKET_KINDS or exc.status_code == 404

@@ -14,32 +14,10 @@ from django.db import models
 from django.urls import reverse
 
 from . import crypto
+from .masking import SECRET_KEY_NAMES
 
 # Shown instead of a stored secret. Saving a document that still holds it keeps the secret.
 SECRET_PLACEHOLDER = "********"
-
-# Keys whose values are secrets wherever they appear inside an auth block (case-insensitive).
-SECRET_KEY_NAMES = frozenset(
-    {
-        "password",
-        "passwd",
-        "authorization",
-        "cookie",
-        "accesstoken",
-        "access_token",
-        "refreshtoken",
-        "refresh_token",
-        "clientsecret",
-        "client_secret",
-        "secret",
-        "skey",
-        "keyfilepassword",
-        "apikey",
-        "api_key",
-        "token",
-        "sessionid",
-    }
-)
 
 
 def _is_reference(value: Any) -> bool:

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from django.db.models import Count, Prefetch, QuerySet, prefetch_related_objects
 from django.utils import timezone
 
-from .client import mask  # the client's masking: every encoded form of each secret
+from .masking import mask  # every encoded form of each secret
 from .models import ApiCall, Connection, ConnectionToken, Endpoint
 
 # A token that expires sooner than this is shown as "expiring soon".

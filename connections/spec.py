@@ -20,18 +20,16 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from .models import SECRET_KEY_NAMES
+from . import context
+from .masking import SECRET_KEY_NAMES
 
 OUTCOMES = ("completed", "discontinued", "failed", "pending", "open")
 HEADER_TOKEN_PREFIX = "#HEADERS#"
 DEFAULT_TOKEN_LIFETIME = 3000
 URL_CREDENTIALS_ERROR = "credentials in a URL reach access logs; put them in the body"
 
-# Keys whose literal value is a credential. A document other than ConnectionJSON is stored
-# in plain text, so a literal there would be a password at rest.
-CREDENTIAL_KEYS = SECRET_KEY_NAMES
 # Query parameters that may never appear in a URL, whatever their value.
-_URL_FORBIDDEN_PARAMS = CREDENTIAL_KEYS - {"sessionid", "authorization", "cookie"}
+_URL_FORBIDDEN_PARAMS = SECRET_KEY_NAMES - {"sessionid", "authorization", "cookie"}
 
 _PLACEHOLDER = re.compile(r"@([A-Z][A-Z0-9_]*)@")
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
@@ -544,33 +542,23 @@ class _Scope:
     """Which `${...}` names a call may use, besides ${connection.X} from its auth block."""
 
     roots: frozenset[str]  # bare names, e.g. "requestor", "ticketID"
-    dotted: frozenset[str] = frozenset()  # roots that take sub-keys, e.g. "user" for ${user.email}
+    # dotted names, e.g. "user.email"; "endpoint.*" admits any key below endpoint
+    dotted: frozenset[str] = frozenset()
     earlier_calls: tuple[str, ...] = ()
 
     def describe(self, properties: frozenset[str]) -> str:
-        names = sorted(self.roots) + [f"{d}.*" for d in sorted(self.dotted)]
+        names = sorted(self.roots | self.dotted)
         names += [f"connection.{p}" for p in sorted(properties)]
         if self.earlier_calls:
             names.append("response.<earlier call>.message.<path>")
         return ", ".join(f"${{{n}}}" for n in names)
 
 
+# The task variables are declared in context.py, once for validation, preview and tasks.
 _TASK_SCOPE = _Scope(
-    roots=frozenset(
-        {
-            "requestor",
-            "task",
-            "endpoint",
-            "securitySystem",
-            "entitlements",
-            "entitlement",
-            "account",
-            "access_token",
-            "correlationKey",
-        }
-    ),
+    roots=frozenset({*(n for n in context.NAMES if "." not in n), "access_token"}),
     dotted=frozenset(
-        {"user", "requestor", "task", "endpoint", "securitySystem", "entitlement", "account"}
+        {*(n for n in context.NAMES if "." in n), *(f"{r}.*" for r in context.OPEN_NAMESPACES)}
     ),
 )
 _AUTH_SCOPE = _Scope(frozenset())
@@ -614,7 +602,7 @@ def _check_reference(
         return f"{shown}: the auth block {auth_name!r} has no property {rest!r} (it has: {have})"
     if root == "response":
         return f"{shown}: write responses as ${{response.<call>.message.<path>}}"
-    if (not rest and root in scope.roots) or (rest and root in scope.dotted):
+    if (not rest and root in scope.roots) or (rest and {inner, f"{root}.*"} & scope.dotted):
         return None
     return (
         f"{shown}: unknown variable here; allowed are {scope.describe(properties or frozenset())}"
@@ -674,7 +662,7 @@ def _check_url_credentials(report: _Report, url: str, method: str, where: str) -
         found = [
             f"${{connection.{prop}}}"
             for prop in re.findall(r"\$\{connection\.([^}]*)\}", url)
-            if prop.lower() in CREDENTIAL_KEYS
+            if prop.lower() in SECRET_KEY_NAMES
         ]
     for what in found:
         report.error(where, f"{what} in the URL: {URL_CREDENTIALS_ERROR}")
@@ -687,7 +675,7 @@ def _literal_credentials(obj: Any, where: str) -> Iterator[tuple[str, str]]:
             path = join_path(where, key)
             literal = isinstance(value, str | int | float) and not isinstance(value, bool)
             if (
-                str(key).lower() in CREDENTIAL_KEYS
+                str(key).lower() in SECRET_KEY_NAMES
                 and literal
                 and value != ""
                 and "${" not in str(value)

@@ -13,6 +13,7 @@ from typing import Any
 
 import requests
 
+from connections import context
 from connections.models import Connection
 
 DEFAULT_STATES_MAP = {
@@ -149,22 +150,21 @@ def make_connection(base_url: str, *, name: str = "otrs", **credentials: str) ->
 
 
 def sample_task_context(correlation_key: str = "BR-TEST0001") -> dict[str, Any]:
-    return {
-        "user": {
-            "username": "jdoe",
-            "firstname": "Jane",
-            "lastname": "Doe",
-            "email": "jane.doe@example.com",
+    """The declared sample context, with the values the engine tests assert on spelled here."""
+    return context.sample(
+        values={
+            "user.username": "jdoe",
+            "user.firstname": "Jane",
+            "user.lastname": "Doe",
+            "user.email": "jane.doe@example.com",
+            "task": 42,
+            "task.operation": "Add access",
+            "endpoint": "payroll",
+            "entitlements": ["payroll-viewer"],
+            "correlationKey": correlation_key,
         },
-        "requestor": {"_": "admin", "username": "admin"},
-        "task": {"_": 42, "id": 42, "operation": "Add access", "accountName": "jdoe"},
-        "endpoint": {"_": "payroll", "name": "payroll", "queue": "Raw"},
-        "securitySystem": {"_": "hr", "name": "hr"},
-        "entitlements": ["payroll-viewer"],
-        "entitlement": {"_": "payroll-viewer"},
-        "account": {"_": "jdoe"},
-        "correlationKey": correlation_key,
-    }
+        open_values={"endpoint": {"queue": "Raw"}},
+    )
 
 
 def sim_config(sim: Any, **knobs: Any) -> None:

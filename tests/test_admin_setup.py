@@ -208,13 +208,13 @@ def test_preview_for_a_task_uses_the_settings_hook(admin_client, connection, set
 
 def test_preview_says_which_variable_a_context_lacks(admin_client, connection):
     document = json.loads(json.dumps(connection.create_ticket_json))
-    document["call"][0]["httpParams"]["Ticket"]["Title"] = "${task.noSuchField}"
+    document["call"][0]["httpParams"]["Ticket"]["Title"] = "${endpoint.noSuchField}"
     Connection.objects.filter(pk=connection.pk).update(create_ticket_json=document)
     html = admin_client.get(
         reverse("admin:connections_connection_preview", args=[connection.pk])
     ).content.decode()
     assert "The template cannot be rendered:" in html
-    assert "${task.noSuchField} has no value" in html
+    assert "${endpoint.noSuchField} has no value" in html
 
 
 def fake_task_context(task_id: str) -> dict:

@@ -12,7 +12,8 @@ from django.db import connection as db_connection
 from django.utils import timezone
 
 from connections import auth, crypto
-from connections.client import OTRSError, TicketClient
+from connections.client import TicketClient
+from connections.errors import OTRSError
 from connections.models import ApiCall, Connection, ConnectionToken
 from tests import simfixtures
 from tests.engine_fixtures import make_connection, sample_task_context, sim_calls, sim_config
@@ -24,6 +25,15 @@ def session_creates(sim) -> int:
 
 def token_row(connection: Connection) -> ConnectionToken:
     return ConnectionToken.objects.get(connection=connection, auth_name="otrs")
+
+
+def client_token(
+    connection: Connection, auth_name: str, *, force: bool = False, seen: int | None = None
+) -> str:
+    """The token a client sends for one auth block, logging in when it needs to."""
+    client = TicketClient(connection)
+    auth_spec = client.documents.connection.auths[auth_name]
+    return client.token(auth_spec, ref="", force=force, seen=seen).value
 
 
 @pytest.fixture
@@ -121,14 +131,14 @@ def test_a_refused_login_flags_the_connection(sim):
 
 
 @pytest.mark.django_db
-def test_get_token_returns_the_session_and_an_expired_lease_is_taken_over(sim, otrs):
-    first = auth.get_token(otrs, "otrs")
+def test_a_client_token_is_the_session_and_an_expired_lease_is_taken_over(sim, otrs):
+    first = client_token(otrs, "otrs")
     # A refresher that died mid-login: its lease has run out, the version never moved.
     ConnectionToken.objects.filter(connection=otrs).update(
         refresh_lease_until=timezone.now() - timedelta(seconds=1)
     )
 
-    second = auth.get_token(otrs, "otrs", force_refresh=True, seen_version=1)
+    second = client_token(otrs, "otrs", force=True, seen=1)
 
     assert len(first) == 32 and second != first
     assert token_row(otrs).version == 2 and session_creates(sim) == 2
@@ -148,8 +158,8 @@ def test_a_static_token_is_used_as_is_and_basic_has_none(sim, otrs):
     otrs.set_connection_json(document)
     otrs.save()
 
-    assert auth.get_token(otrs, "otrs") == "Bearer static-token-value"
-    assert auth.get_token(otrs, "basic") == ""
+    assert client_token(otrs, "otrs") == "Bearer static-token-value"
+    assert client_token(otrs, "basic") == ""
     assert session_creates(sim) == 0
 
 

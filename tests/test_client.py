@@ -19,7 +19,8 @@ import pytest
 import requests
 from django.core.management import CommandError, call_command
 
-from connections.client import CreatedTicket, OTRSError, TicketClient
+from connections.client import CreatedTicket, TicketClient
+from connections.errors import OTRSError
 from connections.models import ApiCall, Connection
 from connections.services import connection_check
 from tests.engine_fixtures import make_connection, sample_task_context, sim_calls, sim_config

@@ -17,7 +17,9 @@ import pytest
 import requests
 from django.core.management import call_command
 
-from connections.client import MASK, OTRSError, TicketClient, mask, mask_json, mask_url
+from connections.client import TicketClient
+from connections.errors import OTRSError
+from connections.masking import MASK, mask, mask_json, mask_url
 from connections.models import ApiCall, ConnectionToken
 from connections.services import connection_check, connection_preview, sample_context
 from tests.engine_fixtures import make_connection, sample_task_context

@@ -279,9 +279,13 @@ def test_the_article_check_is_narrow():
         (
             create_call(url=f"{BASE}/Ticket?x=${{userName}}"),
             "CreateTicketJSON: call[0].url: ${userName}: unknown variable here; allowed are ${access_token}, "
-            "${account}, ${correlationKey}, ${endpoint}, ${entitlement}, ${entitlements}, ${requestor}, "
-            "${securitySystem}, ${task}, ${account.*}, ${endpoint.*}, ${entitlement.*}, ${requestor.*}, "
-            "${securitySystem.*}, ${task.*}, ${user.*}, ${connection.password}, ${connection.userName}",
+            "${account}, ${correlationKey}, ${endpoint}, ${endpoint.*}, ${endpoint.displayName}, "
+            "${endpoint.name}, ${entitlement}, ${entitlements}, ${requestor}, ${requestor.email}, "
+            "${securitySystem}, ${securitySystem.displayName}, ${securitySystem.name}, ${task}, "
+            "${task.accountName}, ${task.entitlement}, ${task.id}, ${task.justification}, "
+            "${task.operation}, ${task.operationLabel}, ${task.requestNumber}, ${user}, ${user.*}, "
+            "${user.displayname}, ${user.email}, ${user.firstname}, ${user.lastname}, ${user.manager}, "
+            "${user.username}, ${connection.password}, ${connection.userName}",
         ),
         (
             create_call(url=f"{BASE}/Ticket?x=${{response.Later.message.id}}"),

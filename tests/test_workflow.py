@@ -260,7 +260,7 @@ def test_approval_is_refused_when_the_connection_was_removed_meanwhile(crm, peop
 
 
 def _close(task, outcome="completed"):
-    from connections.client import TicketStatus
+    from connections.errors import TicketStatus
 
     ticket = factories_ticket(task)
     status = TicketStatus(

@@ -1,0 +1,56 @@
+"""`manage.py template_variables [--markdown | --readme]`: the variables a CreateTicketJSON may use.
+
+The list is connections/context.py's declaration; `--readme` rewrites README.md's block
+between the markers below, which a test compares with the declaration.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from connections import context
+
+START = "<!-- variables:start (generated: manage.py template_variables --readme) -->\n"
+END = "<!-- variables:end -->"
+
+
+def readme_path() -> Path:
+    return Path(settings.BASE_DIR) / "README.md"
+
+
+def with_table(readme: str) -> str:
+    """README's text with the block between the markers replaced by the current table."""
+    head, start, rest = readme.partition(START)
+    _, end, tail = rest.partition(END)
+    if not start or not end:
+        raise CommandError(f"README.md has no block between {START.strip()} and {END}")
+    return f"{head}{START}\n{context.markdown_table()}\n{END}{tail}"
+
+
+class Command(BaseCommand):
+    help = "List the variables a CreateTicketJSON may use (the one declaration, context.py)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        what = parser.add_mutually_exclusive_group()
+        what.add_argument("--markdown", action="store_true", help="Print the README's table.")
+        what.add_argument(
+            "--readme", action="store_true", help="Rewrite the table in README.md in place."
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["readme"]:
+            path = readme_path()
+            path.write_text(with_table(path.read_text(encoding="utf-8")), encoding="utf-8")
+            self.stdout.write(f"Wrote the variables into {path}")
+        elif options["markdown"]:
+            self.stdout.write(context.markdown_table(), ending="")
+        else:
+            width = max(len(v.name) for v in context.VARIABLES) + 3
+            for variable in context.VARIABLES:
+                self.stdout.write(f"{'${' + variable.name + '}':<{width}} {variable.meaning}")
+            for root, meaning in context.OPEN_NAMESPACES.items():
+                self.stdout.write(f"{'${' + root + '.<key>}':<{width}} {meaning}")
