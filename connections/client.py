@@ -35,20 +35,18 @@ from django.utils import timezone
 
 from . import auth, templating
 from .crypto import SecretUnreadable
-from .models import SECRET_KEY_NAMES, ApiCall, Connection
-from .spec import (
+from .documents import (
     HEADER_TOKEN_PREFIX,
     AuthSpec,
     CallSpec,
     ConfigSpec,
     Documents,
-    PathNotFound,
     ResponseRule,
-    SpecError,
     TestConnectionSpec,
-    get_path,
-    validate_documents,
 )
+from .models import SECRET_KEY_NAMES, ApiCall, Connection
+from .paths import PathNotFound, get_path
+from .spec import SpecError, validate_documents
 
 logger = logging.getLogger(__name__)
 

@@ -32,7 +32,9 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from . import spec
+from .documents import Documents
 from .models import SECRET_PLACEHOLDER, Connection, Endpoint, SecuritySystem, split_secrets
+from .paths import find_placeholders, iter_strings, join_path, loads_strict, resolve_placeholders
 
 FORMAT = "otrs-bridge-package"
 VERSION = 1
@@ -228,7 +230,7 @@ def check_size(size: int, where: str) -> None:
 def _decode_json(raw: bytes, where: str) -> Any:
     """Strict JSON (no trailing data, no duplicate keys), as the documents inside are parsed."""
     try:
-        return spec.loads_strict(raw.decode("utf-8-sig"))
+        return loads_strict(raw.decode("utf-8-sig"))
     except UnicodeDecodeError as exc:
         raise PackageError(
             [f"{where}: not UTF-8 text (invalid byte at offset {exc.start})"]
@@ -247,12 +249,12 @@ def _check_keys(
     for key, (kind, required) in expected.items():
         if key not in obj:
             if required:
-                errors.append(f"{spec.join_path(where, key)}: is required")
+                errors.append(f"{join_path(where, key)}: is required")
         elif not _has_type(obj[key], kind):
-            errors.append(f"{spec.join_path(where, key)}: must be {_TYPE_NAMES[kind]}")
+            errors.append(f"{join_path(where, key)}: must be {_TYPE_NAMES[kind]}")
     for key in obj.keys() - expected.keys():
         errors.append(
-            f"{spec.join_path(where, key)}: unknown key (expected one of {', '.join(expected)})"
+            f"{join_path(where, key)}: unknown key (expected one of {', '.join(expected)})"
         )
     return True
 
@@ -293,11 +295,11 @@ def _load_bridge_package(doc: Any, filename: str) -> Package:
             continue
         seen: dict[str, str] = {}
         for index, item in enumerate(items):
-            path = spec.join_path(section, index)
+            path = join_path(section, index)
             if not _check_keys(item, keys, path, errors):
                 continue
             _check_unique_name(item.get("name"), path, seen, errors)
-            for name in sorted(spec.find_placeholders(item) - variables.keys()):
+            for name in sorted(find_placeholders(item) - variables.keys()):
                 errors.append(f"{path}: @{name}@ is used but not declared in variables")
     if errors:
         raise PackageError([f"{filename}: {error}" for error in errors])
@@ -327,7 +329,7 @@ def _read_variables(raw: Any, errors: list[str]) -> dict[str, Variable]:
         return {}
     variables = {}
     for name, declaration in raw.items():
-        path = spec.join_path("variables", name)
+        path = join_path("variables", name)
         if not _VARIABLE_NAME.match(name):
             errors.append(
                 f"{path}: a variable name is upper-case letters, digits and _, starting with a letter"
@@ -548,7 +550,7 @@ def _summary_description(summary: dict) -> str:
 def _undeclared_variables(connections: list[PackageConnection]) -> dict[str, Variable]:
     """A Saviynt export declares no variables: offer each @NAME@ its documents use."""
     names = (
-        set().union(*(spec.find_placeholders(c.documents) for c in connections))
+        set().union(*(find_placeholders(c.documents) for c in connections))
         if connections
         else set()
     )
@@ -624,7 +626,7 @@ def _resolve_variables(
         "securitySystems": package.security_systems,
         "endpoints": package.endpoints,
     }
-    used = spec.find_placeholders(content)
+    used = find_placeholders(content)
     for name in sorted(values.keys() - used - package.variables.keys()):
         errors.append(f"variable {name}: this package has no such variable")
     filled: dict[str, str] = {}
@@ -646,7 +648,7 @@ def _resolve_variables(
                 )
     if errors:
         return None
-    content = spec.resolve_placeholders(content, filled)
+    content = resolve_placeholders(content, filled)
     return replace(
         package,
         connections=[
@@ -662,16 +664,16 @@ def _plain_text_places(content: dict, name: str) -> list[str]:
     """Where @name@ would be stored as it is: anywhere but the credentials that
     split_secrets takes out of a ConnectionJSON to encrypt."""
     marker = "\x00"
-    marked = spec.resolve_placeholders(content, {name: marker})
+    marked = resolve_placeholders(content, {name: marker})
     places: list[str] = []
     for connection in marked["connections"]:
         for key, document in connection["documents"].items():
             if key == "connectionJSON" and isinstance(document, dict):
                 document = split_secrets(document)[0]
             where = f"{connection['name']}: {DOCUMENTS.get(key, (key,))[0]}"
-            places += [path for path, text in spec.iter_strings(document, where) if marker in text]
+            places += [path for path, text in iter_strings(document, where) if marker in text]
     for key in ("securitySystems", "endpoints"):
-        places += [path for path, text in spec.iter_strings(marked[key], key) if marker in text]
+        places += [path for path, text in iter_strings(marked[key], key) if marker in text]
     return places
 
 
@@ -682,13 +684,13 @@ def _parsed_if_json(document: Any) -> Any:
     """
     if isinstance(document, str):
         try:
-            return spec.loads_strict(document)
+            return loads_strict(document)
         except ValueError:
             return document
     return document
 
 
-def validate_without_secrets(**documents: Any) -> spec.Documents:
+def validate_without_secrets(**documents: Any) -> Documents:
     """Validate documents with the ConnectionJSON's secrets replaced by the placeholder.
 
     A secret's value never decides whether a document is valid, and an error message (shown
