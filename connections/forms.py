@@ -14,7 +14,8 @@ from django import forms
 
 from . import spec
 from .models import SECRET_PLACEHOLDER, Connection, merge_secrets, split_secrets
-from .packages import DOCUMENTS, Package, Variable, validate_without_secrets
+from .package_format import DOCUMENTS, Package, Variable
+from .packages import validate_without_secrets
 from .paths import loads_strict
 
 # Form field → the document name spec puts at the start of each of its messages.
