@@ -27,14 +27,8 @@ from . import crypto, services
 from .errors import OTRSError
 from .forms import ConnectionForm, PackageConfigureForm, PackageUploadForm, pretty_json
 from .models import ApiCall, Connection, ConnectionToken, Endpoint, SecuritySystem
-from .packages import (
-    PackageError,
-    apply_import,
-    check_size,
-    export_package,
-    load_package,
-    plan_import,
-)
+from .package_format import PackageError
+from .packages import apply_import, check_size, export_package, load_package, plan_import
 
 # The package being imported, between the upload and the apply step. Encrypted: it may hold
 # the secrets the importer typed.

@@ -22,8 +22,8 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from . import crypto
+from .documents import AuthSpec
 from .models import Connection, ConnectionToken
-from .spec import AuthSpec
 
 REFRESH_MARGIN = timedelta(seconds=60)
 POLL_SECONDS = 0.05

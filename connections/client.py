@@ -32,6 +32,12 @@ from django.utils import timezone
 
 from . import auth, templating
 from .crypto import SecretUnreadable
+from .documents import (
+    AuthSpec,
+    CallSpec,
+    ConfigSpec,
+    Documents,
+)
 from .errors import (
     MAX_BODY_BYTES,
     Answer,
@@ -49,15 +55,8 @@ from .errors import (
 )
 from .masking import MASK, Masker, SecretForms, mask
 from .models import ApiCall, Connection
-from .spec import (
-    AuthSpec,
-    CallSpec,
-    ConfigSpec,
-    Documents,
-    SpecError,
-    get_path,
-    validate_documents,
-)
+from .paths import get_path
+from .spec import SpecError, validate_documents
 
 logger = logging.getLogger(__name__)
 

@@ -21,18 +21,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from .models import ApiCall
-from .spec import (
+from .documents import (
     HEADER_TOKEN_PREFIX,
     AuthSpec,
     CallSpec,
     MergeTargetSpec,
-    PathNotFound,
     ResponseRule,
     StatusSpec,
     TestConnectionSpec,
-    get_path,
 )
+from .models import ApiCall
+from .paths import PathNotFound, get_path
 
 MAX_BODY_BYTES = 2 * 1024 * 1024
 # OTRS ErrorCode suffixes (Op.Kind) that a new session heals; every other one is permanent.

@@ -14,7 +14,9 @@ from django import forms
 
 from . import spec
 from .models import SECRET_PLACEHOLDER, Connection, merge_secrets, split_secrets
-from .packages import DOCUMENTS, Package, Variable, validate_without_secrets
+from .package_format import DOCUMENTS, Package, Variable
+from .packages import validate_without_secrets
+from .paths import loads_strict
 
 # Form field → the document name spec puts at the start of each of its messages.
 DOCUMENT_FIELDS = {keyword: label for label, keyword in DOCUMENTS.values()}
@@ -30,7 +32,7 @@ def masked_json_text(text: str) -> str:
     Text that does not parse cannot be masked by key, so it is shown as typed.
     """
     try:
-        document = spec.loads_strict(text)
+        document = loads_strict(text)
     except ValueError:
         return text
     return pretty_json(split_secrets(document)[0]) if isinstance(document, dict) else text
@@ -51,7 +53,7 @@ class JSONDocumentField(forms.CharField):
         if not text.strip():
             return {}
         try:
-            document = spec.loads_strict(text)
+            document = loads_strict(text)
         except ValueError as exc:
             raise forms.ValidationError(f"{self.label}: {exc}") from exc
         if not isinstance(document, dict):
@@ -125,7 +127,7 @@ class ConnectionForm(forms.ModelForm):
         name = self.add_prefix("connection_json")
         text = self.data.get(name, "")
         try:
-            typed = split_secrets(spec.loads_strict(text))[1]
+            typed = split_secrets(loads_strict(text))[1]
         except (ValueError, AttributeError):  # not JSON, or not an object: nothing to mask by key
             return
         if any(value != SECRET_PLACEHOLDER for value in typed.values()):
@@ -290,7 +292,7 @@ class PackageConfigureForm(forms.Form):
 def _keep_secrets(text: str, earlier: str) -> str:
     """A ConnectionJSON whose "********" values take the secrets of the earlier text."""
     try:
-        document, previous = spec.loads_strict(text), spec.loads_strict(earlier)
+        document, previous = loads_strict(text), loads_strict(earlier)
     except ValueError:
         return text
     if not isinstance(document, dict) or not isinstance(previous, dict):

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
-from .spec import PathNotFound, Reference, get_path, iter_references, split_default
+from .paths import PathNotFound, Reference, get_path, iter_references, split_default
 
 Fallback = Callable[[str], Any]
 

@@ -647,7 +647,7 @@ def test_the_http_session_reads_the_ca_bundle_environment_only_where_tls_is_veri
     monkeypatch,
 ):
     from connections.client import _Session
-    from connections.spec import ConfigSpec
+    from connections.documents import ConfigSpec
 
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/env-bundle.pem")
     assert _Session(ConfigSpec()).verify == "/etc/ssl/env-bundle.pem"
@@ -660,7 +660,7 @@ def test_the_http_session_reads_the_ca_bundle_environment_only_where_tls_is_veri
 
 def test_the_http_session_honours_proxy_and_no_proxy_per_host(monkeypatch):
     from connections.client import _Session
-    from connections.spec import ConfigSpec
+    from connections.documents import ConfigSpec
 
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
     monkeypatch.setenv("NO_PROXY", "otrs.internal")

@@ -16,8 +16,8 @@ from django.db import IntegrityError
 
 from connections import crypto
 from connections.models import Connection, ConnectionToken, Endpoint, SecuritySystem
+from connections.package_format import PackageError
 from connections.packages import (
-    PackageError,
     apply_import,
     export_package,
     load_package,

@@ -7,8 +7,10 @@ import json
 
 import pytest
 
-from connections import spec
-from connections.spec import PathNotFound, SpecError, get_path, validate_documents
+from connections import paths
+from connections.documents import BatchSpec, ConfigSpec
+from connections.paths import PathNotFound, get_path
+from connections.spec import SpecError, validate_documents
 from tests.engine_fixtures import documents
 
 BASE = "https://otrs.example.com/otrs/nph-genericinterface.pl/Webservice/GenericTicketConnectorREST"
@@ -115,9 +117,9 @@ def test_the_otrs_documents_parse_into_typed_objects():
     assert "bridge-demo-password" not in repr(otrs)
     assert (docs.create.ticket_id_call, docs.create.ticket_id_path) == ("TicketCreate", "TicketID")
     assert docs.create.search_call.ticket_id_path == "TicketID[0]"
-    assert docs.status.batch == spec.BatchSpec(50, "Ticket", "TicketID")
+    assert docs.status.batch == BatchSpec(50, "Ticket", "TicketID")
     assert docs.status.merge_target.states == ("merged",)
-    assert docs.config == spec.ConfigSpec(2, 5, 1, 0.05, True, "")
+    assert docs.config == ConfigSpec(2, 5, 1, 0.05, True, "")
 
 
 def test_documents_may_be_json_strings_and_config_may_be_absent():
@@ -126,7 +128,7 @@ def test_documents_may_be_json_strings_and_config_may_be_absent():
 
     parsed = validate_documents(**as_text)
 
-    assert parsed.config == spec.ConfigSpec()
+    assert parsed.config == ConfigSpec()
     assert parsed.create.calls[0].http_params == docs["create_ticket_json"]["call"][0]["httpParams"]
 
 
@@ -142,7 +144,7 @@ def test_saviynt_config_json_shape_is_accepted():
 
     parsed = validate_documents(**{**documents(BASE), "config_json": config})
 
-    assert parsed.config == spec.ConfigSpec(10, 60, 3, 2, True, "")
+    assert parsed.config == ConfigSpec(10, 60, 3, 2, True, "")
 
 
 def test_top_level_ticketid_path_and_chained_calls():
@@ -508,8 +510,8 @@ def test_placeholders_are_found_and_resolved_once_inside_json_strings():
         "httpParams": '{"Queue": "@QUEUE@", "Note": "mail a@b.c@d"}',
     }
 
-    assert spec.find_placeholders(document) == {"HOST", "QUEUE"}
-    resolved = spec.resolve_placeholders(
+    assert paths.find_placeholders(document) == {"HOST", "QUEUE"}
+    resolved = paths.resolve_placeholders(
         document, {"HOST": "otrs.example.com", "QUEUE": 'Ra"w @HOST@'}
     )
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
+from connections.documents import OUTCOMES
 from connections.models import ApiCall
-from connections.spec import OUTCOMES
 from otrsbridge.templatetags.console import LABELS, TONES, badge
 from tickets import services
 from tickets.models import AccessRequest, JobRun, ProvisioningTask, TaskDisplay

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from connections.packages import PackageError, export_package
+from connections.package_format import PackageError
+from connections.packages import export_package
 
 
 class Command(BaseCommand):

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from connections.packages import PackageError, apply_import, load_package, plan_import
+from connections.package_format import PackageError
+from connections.packages import apply_import, load_package, plan_import
 
 
 class Command(BaseCommand):
