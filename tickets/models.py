@@ -1,7 +1,7 @@
 """The work: identities, access requests, provisioning tasks, the ticket mapping, the
 timeline, and the access inventory that completed tasks leave behind.
 
-State changes happen only in tickets/services.py; these models only hold data.
+State changes happen only in tickets/services/; these models only hold data.
 """
 
 from __future__ import annotations
