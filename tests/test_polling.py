@@ -172,6 +172,17 @@ def test_schedules_are_registered_once_by_name(connection):
     assert Schedule.objects.count() == 2
 
 
+def test_registered_and_queued_job_paths_import_the_jobs(connection):
+    from django.utils.module_loading import import_string
+    from django_q.models import Schedule
+
+    jobs.schedules_sync()
+    for schedule in Schedule.objects.all():
+        assert import_string(schedule.func) in (jobs.provision_due_tasks, jobs.poll_open_tickets)
+    for job in (jobs.provision_task, jobs.refresh_ticket):
+        assert import_string(jobs.job_path(job)) is job
+
+
 def test_duplicate_schedules_are_merged_into_one_that_is_up_to_date(connection):
     from django_q.models import Schedule
 

@@ -344,6 +344,7 @@ class _AttemptRunner:
     def __init__(self, owner: str, workers: int, deadline: float) -> None:
         self.owner = owner
         self.deadline = deadline
+        self.workers = workers
         # Each thread's TicketClient per connection, kept for the run.
         self._local = threading.local()
         self._waiting: list[tuple[Task, float]] = []  # one worker: run by collect()
@@ -360,7 +361,7 @@ class _AttemptRunner:
         if self._pool is None:
             self._waiting.append((task, time.monotonic()))
         else:
-            self._running[self._pool.submit(self._work, task, time.monotonic())] = task
+            self._running[self._pool.submit(self._run, task, time.monotonic())] = task
 
     def collect(self, wanted: int) -> list[tuple[Task, AttemptOutcome]]:
         """At least one finished attempt; up to `wanted` when they finish close together."""
@@ -403,20 +404,24 @@ class _AttemptRunner:
             task, self.owner, verify_lease=False, claimed_at=claimed_at, clients=clients
         )
 
-    def _work(self, task: Task, claimed_at: float) -> AttemptOutcome:
-        """_run on a pool thread. Django's database connections belong to the thread that
-        opened them, and the pool says nothing when its threads end; a worker seldom needs
-        the database (a token, a lease check), so it closes what it opened after each task
-        rather than leave connections behind in threads that end with the pool."""
-        try:
-            return self._run(task, claimed_at)
-        finally:
-            db_connections.close_all()
-
     def close(self) -> None:
         """Stop the pool. Tasks claimed but never sent (after an error here) stay claimed
         until their lease runs out; the next worker searches before creating."""
-        if self._pool is not None:
-            for future in self._running:
-                future.cancel()
-            self._pool.shutdown(wait=True)
+        if self._pool is None:
+            return
+        for future in self._running:
+            future.cancel()
+        # Django's database connections belong to the thread that opened them, and the pool
+        # has no hook for a thread's end: each worker thread closes its own now. One call
+        # per thread: the barrier holds every thread in its call until all have one.
+        barrier = threading.Barrier(self.workers)
+        for _ in range(self.workers):
+            self._pool.submit(_close_connections, barrier)
+        self._pool.shutdown(wait=True)
+
+
+def _close_connections(barrier: threading.Barrier) -> None:
+    try:
+        db_connections.close_all()
+    finally:
+        barrier.wait()
