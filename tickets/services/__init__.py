@@ -20,31 +20,18 @@ package never imports tickets.jobs (the jobs import it); instant provisioning re
 queue through the provisioning_wanted signal.
 """
 
-from .context import CONTEXT_RELATIONS, agent_link, task_context
-from .polling import (
-    OUTCOME_TO_STATUS,
-    PollResult,
-    flag_stale_tasks,
-    ticket_apply_status,
-    ticket_refresh,
-    tickets_poll,
-)
+from .context import task_context
+from .polling import PollResult, ticket_apply_status, ticket_refresh, tickets_poll
 from .provisioning import (
-    LEASE,
-    VERIFY_AFTER_SECONDS,
     ProvisionResult,
     due_tasks,
     provision_due,
-    provision_soon,
     provisioning_wanted,
-    task_claim_batch,
     task_claim_next,
     task_claim_next_specific,
     task_provision,
 )
-from .provisioning_store import AttemptOutcome, backoff_delay
 from .requests import (
-    new_correlation_key,
     request_approve,
     request_cancel,
     request_reject,
@@ -53,43 +40,23 @@ from .requests import (
     task_retry,
     tasks_retry,
 )
-from .transitions import (
-    REQUEST_TRANSITIONS,
-    SYSTEM,
-    TASK_TRANSITIONS,
-    Actor,
-    RequestInvalid,
-    TransitionError,
-)
+from .transitions import Actor, RequestInvalid, TransitionError
 
+# What the rest of the project uses (views, API, admin, commands, jobs, bench, tests).
 __all__ = [
-    "CONTEXT_RELATIONS",
-    "LEASE",
-    "OUTCOME_TO_STATUS",
-    "REQUEST_TRANSITIONS",
-    "SYSTEM",
-    "TASK_TRANSITIONS",
-    "VERIFY_AFTER_SECONDS",
     "Actor",
-    "AttemptOutcome",
     "PollResult",
     "ProvisionResult",
     "RequestInvalid",
     "TransitionError",
-    "agent_link",
-    "backoff_delay",
     "due_tasks",
-    "flag_stale_tasks",
-    "new_correlation_key",
     "provision_due",
-    "provision_soon",
     "provisioning_wanted",
     "request_approve",
     "request_cancel",
     "request_reject",
     "request_submit",
     "task_cancel",
-    "task_claim_batch",
     "task_claim_next",
     "task_claim_next_specific",
     "task_context",

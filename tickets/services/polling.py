@@ -215,7 +215,7 @@ def ticket_apply_status(*, ticket: Ticket, status: TicketStatus, actor: Actor) -
 
 
 def ticket_refresh(*, ticket: Ticket, actor: Actor) -> bool:
-    """Fetch one ticket's state now (the webhook and the "refresh" button use this)."""
+    """Fetch one ticket's state now (the job the OTRS webhook queues)."""
     statuses = TicketClient(ticket.connection).ticket_statuses(
         [ticket.ticket_id], ref=f"refresh:{ticket.pk}"
     )

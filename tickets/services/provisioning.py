@@ -68,7 +68,8 @@ def due_tasks(now: datetime | None = None):
 
 
 def task_claim_next(*, owner: str, connection: Connection | None = None) -> Task | None:
-    """Claim one due task (see task_claim_batch); None when nothing is due."""
+    """Claim one due task (see task_claim_batch); None when nothing is due. Runs claim in
+    batches; the tests use this to act as one worker holding one task."""
     claimed = task_claim_batch(owner=owner, size=1, connection=connection)
     return claimed[0] if claimed else None
 
