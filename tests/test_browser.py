@@ -18,7 +18,7 @@ from django.db import connection as db_connection
 from django_q.conf import Conf
 
 from tests import factories
-from tickets import services
+from tickets import jobs, services
 from tickets.models import AccessRequest, ProvisioningTask
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -88,7 +88,7 @@ class Poller:
     def run(self):
         try:
             while not self.stop.wait(0.5):
-                services.poll_job(trigger="test")
+                jobs.poll_job(trigger="test")
         except BaseException as exc:  # reported by the test, not lost in the thread
             self.errors.append(exc)
         finally:

@@ -12,7 +12,7 @@ from django.test import Client
 from django.urls import reverse
 
 from tests import factories
-from tickets import services
+from tickets import jobs, services
 from tickets.models import AccessRequest, ProvisioningTask, TaskEvent
 
 pytestmark = pytest.mark.django_db
@@ -172,8 +172,8 @@ def test_run_now_buttons_queue_the_jobs(client, people, monkeypatch):
     response = client.post(reverse("tickets:job_run", args=["provision"]))
     client.post(reverse("tickets:job_run", args=["poll"]))
     assert queued == [
-        ("tickets.jobs.provision_due_tasks", (None, "button")),
-        ("tickets.jobs.poll_open_tickets", (None, "button")),
+        (jobs.job_path(jobs.provision_due_tasks), (None, "button")),
+        (jobs.job_path(jobs.poll_open_tickets), (None, "button")),
     ]
     assert any("queued" in m for m in said(response))
     assert client.post(reverse("tickets:job_run", args=["reboot"])).status_code == 403

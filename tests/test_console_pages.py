@@ -13,7 +13,7 @@ from connections.services import connection_check
 from tests import factories
 from tests.console_data import make_requests
 from tests.simfixtures import sim_factory  # noqa: F401  (fixture)
-from tickets import services
+from tickets import jobs, services
 from tickets.models import AccessRequest, Identity, ProvisioningTask
 
 pytestmark = pytest.mark.django_db
@@ -249,7 +249,9 @@ def test_no_connection_secret_on_any_page(client, sim_factory, people):  # noqa:
         requester=people.alice,
     )
     services.request_approve(access_request=r, by=people.carol)
-    services.provision_job(trigger="test")
+    # One worker, in this thread: the test's open transaction holds SQLite's write lock,
+    # which a worker thread would wait for.
+    jobs.provision_job(trigger="test", workers=1)
     assert connection_check(connection=connection).ok
     token = ConnectionToken.objects.get(connection=connection)
     session_id = token.token

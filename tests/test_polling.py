@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from tests import factories
 from tests.test_provisioning import approved_task
-from tickets import services
+from tickets import jobs, services
 from tickets.models import AccessRequest, Account, ProvisioningTask, TaskEvent, Ticket
 
 pytestmark = pytest.mark.django_db
@@ -152,7 +152,7 @@ def test_a_ticket_missing_in_otrs_does_not_block_the_batch(sim, connection, crm,
 def test_refresh_one_ticket_now(sim, connection, crm, people):
     [task] = open_tasks(crm, people, 1)
     set_state(sim, task.ticket.ticket_id, "closed successful")
-    services.refresh_one(ticket_pk=task.ticket_id)
+    jobs.refresh_one(ticket_pk=task.ticket_id)
     assert ProvisioningTask.objects.get(pk=task.pk).status == "completed"
 
 
@@ -160,16 +160,27 @@ def test_schedules_are_registered_once_by_name(connection):
     from django_q.models import Schedule
 
     for _ in range(3):
-        services.schedules_sync()
+        jobs.schedules_sync()
     names = list(Schedule.objects.order_by("name").values_list("name", "minutes"))
     assert names == [
         (f"poll:{connection.name}", connection.poll_minutes),
         (f"provision:{connection.name}", connection.provision_minutes),
     ]
     type(connection).objects.filter(pk=connection.pk).update(poll_minutes=7)
-    services.schedules_sync()
+    jobs.schedules_sync()
     assert Schedule.objects.get(name=f"poll:{connection.name}").minutes == 7
     assert Schedule.objects.count() == 2
+
+
+def test_registered_and_queued_job_paths_import_the_jobs(connection):
+    from django.utils.module_loading import import_string
+    from django_q.models import Schedule
+
+    jobs.schedules_sync()
+    for schedule in Schedule.objects.all():
+        assert import_string(schedule.func) in (jobs.provision_due_tasks, jobs.poll_open_tickets)
+    for job in (jobs.provision_task, jobs.refresh_ticket):
+        assert import_string(jobs.job_path(job)) is job
 
 
 def test_duplicate_schedules_are_merged_into_one_that_is_up_to_date(connection):
@@ -177,20 +188,20 @@ def test_duplicate_schedules_are_merged_into_one_that_is_up_to_date(connection):
 
     for _ in range(2):
         Schedule.objects.create(
-            name=f"poll:{connection.name}", func="tickets.jobs.poll_open_tickets", minutes=99
+            name=f"poll:{connection.name}", func=jobs.job_path(jobs.poll_open_tickets), minutes=99
         )
-    services.schedules_sync()
+    jobs.schedules_sync()
     [kept] = Schedule.objects.filter(name=f"poll:{connection.name}")
     assert kept.minutes == connection.poll_minutes and kept.args == f"({connection.pk},)"
 
 
 def test_poll_job_records_its_run(sim, connection, crm, people):
     open_tasks(crm, people, 1)
-    run = services.poll_job(trigger="test")
+    run = jobs.poll_job(trigger="test")
     assert run.status == "ok" and "1 ticket(s) polled" in run.summary
     sim.configure(fail_rate=1.0)
     Ticket.objects.update(last_polled_at=None)
-    run = services.poll_job(trigger="test")
+    run = jobs.poll_job(trigger="test")
     assert run.status == "failed" and run.summary
 
 

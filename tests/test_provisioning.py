@@ -355,3 +355,57 @@ def test_tickets_go_to_the_endpoints_queue_or_the_packages_default(sim, connecti
         queues[task.pk] = detail["Queue"]
     # The package was imported with QUEUE left at its default, Raw.
     assert queues == {on_erp.pk: "Misc", on_crm.pk: "Raw"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_that_dies_neither_stops_the_run_nor_loses_its_task(
+    sim, crm, people, monkeypatch, settings
+):
+    """A bug outside the attempt's own error handling kills the worker's call: the run
+    goes on, and the task records the failure and searches before its next create."""
+    from tickets.services import provisioning
+
+    settings.PROVISION_BACKOFF_SECONDS = 30
+    tasks = _approve_many(crm, people, 3)
+    send = provisioning._send_attempt
+
+    def dies_for_the_second(task, *args, **kwargs):
+        if task.pk == tasks[1].pk:
+            raise RuntimeError("a bug")
+        return send(task, *args, **kwargs)
+
+    monkeypatch.setattr(provisioning, "_send_attempt", dies_for_the_second)
+    outcome = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = services.provision_due(owner="t", workers=2)
+        finally:
+            db_connection.close()
+
+    runner = threading.Thread(target=run, daemon=True)
+    runner.start()
+    runner.join(timeout=30)
+    assert not runner.is_alive(), "the run waited for a worker that had died"
+    assert outcome["result"].by_status == {"ticket_open": 2, "retry_wait": 1}
+    died = ProvisioningTask.objects.get(pk=tasks[1].pk)
+    assert died.status == "retry_wait" and died.outcome_unknown
+    assert died.last_error == "internal error (RuntimeError); see the worker log"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_every_worker_thread_closes_its_database_connections(sim, crm, people, monkeypatch):
+    from tickets.services import provisioning
+
+    _approve_many(crm, people, 2)
+    closed_in = []
+    close_all = provisioning.db_connections.close_all
+
+    def recording_close_all() -> None:
+        closed_in.append(threading.current_thread().name)
+        close_all()
+
+    monkeypatch.setattr(provisioning.db_connections, "close_all", recording_close_all)
+    services.provision_due(owner="t", workers=3)
+    assert len(closed_in) == len(set(closed_in)) == 3
+    assert all(name.startswith("provision") for name in closed_in)

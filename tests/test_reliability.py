@@ -19,8 +19,8 @@ from django.db import connection as db_connection
 from django.utils import timezone
 
 from tests import factories
-from tickets import services
-from tickets.models import AccessRequest, ProvisioningTask
+from tickets import jobs, services
+from tickets.models import AccessRequest, ProvisioningTask, TaskEvent
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = re.compile(r"\[(BR-[0-9A-F]+)\]")
@@ -166,7 +166,7 @@ def test_two_provisioning_processes_never_double_create(sim, connection, people)
         assert p.returncode == 0, out
     assert not ProvisioningTask.objects.exclude(status="ticket_open").exists()
     assert_exactly_one_ticket_per_task(sim)
-    claims = services.TaskEvent.objects.filter(to_status="claimed")
+    claims = TaskEvent.objects.filter(to_status="claimed")
     assert claims.count() == 60, "a task was claimed twice"
     owners = {e.actor_label.split("/")[0].rsplit(":", 1)[-1] for e in claims}
     assert len(owners) == 2, "both processes should have done part of the work"
@@ -181,6 +181,6 @@ def test_instant_and_scheduled_runs_agree(sim, connection, people):
     first = services.task_claim_next_specific(task_id=task.pk, owner="instant")
     assert services.task_claim_next(owner="schedule") is None
     services.task_provision(task=first, owner="instant")
-    assert services.provision_one(task_id=task.pk) == f"task {task.pk} is not due"
+    assert jobs.provision_one(task_id=task.pk) == f"task {task.pk} is not due"
     assert len(sim_tickets(sim)) == 1
     assert ProvisioningTask.objects.get(pk=task.pk).next_attempt_at <= timezone.now()

@@ -21,7 +21,7 @@ from tests.test_browser import (
     browser,  # noqa: F401  (the Chromium fixture)
     log_in,
 )
-from tickets import services
+from tickets import jobs, services
 from tickets.models import AccessRequest, Ticket
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
@@ -99,12 +99,12 @@ def build_history(sim) -> dict[str, AccessRequest]:
         )
         services.request_approve(access_request=r, by=carol, comment="Approved for onboarding")
         made.setdefault("first", r)
-    services.provision_job(trigger="schedule")
+    jobs.provision_job(trigger="schedule")
     tickets = list(Ticket.objects.order_by("id"))
     for ticket in tickets[:3]:
         set_state(sim, ticket, "closed successful")
     set_state(sim, tickets[3], "pending reminder")
-    services.poll_job(trigger="schedule")
+    jobs.poll_job(trigger="schedule")
     made["completed"] = AccessRequest.objects.get(tasks__ticket=tickets[0])
 
     # An access change on a completed account.
@@ -112,11 +112,11 @@ def build_history(sim) -> dict[str, AccessRequest]:
         "ada", "Ada", "Lovelace", crm, "add_access", ["crm-admin"], "Covers for the CRM admin"
     )
     services.request_approve(access_request=more, by=carol)
-    services.provision_job(trigger="schedule")
+    jobs.provision_job(trigger="schedule")
 
     # A stale ticket: the oldest one, still pending after 20 days.
     Ticket.objects.filter(pk=tickets[3].pk).update(created_at=timezone.now() - timedelta(days=20))
-    services.poll_job(trigger="schedule")
+    jobs.poll_job(trigger="schedule")
 
     # A failure: OTRS answers 500 and the system allows one try.
     factories.endpoint(connection, name="crm", tries=1)
@@ -126,7 +126,7 @@ def build_history(sim) -> dict[str, AccessRequest]:
         "linus", "Linus", "Torvalds", "crm", "create_account", ["crm-read"], "Contractor, 3 months"
     )
     services.request_approve(access_request=broken, by=carol)
-    services.provision_job(trigger="schedule")
+    jobs.provision_job(trigger="schedule")
     sim.configure(fail_rate=0)
     made["failed"] = broken
 

@@ -15,7 +15,6 @@ from django.conf import settings
 from connections.documents import OUTCOMES
 from connections.models import ApiCall
 from otrsbridge.templatetags.console import LABELS, TONES, badge
-from tickets import services
 from tickets.models import AccessRequest, JobRun, ProvisioningTask, TaskDisplay
 from tickets.selectors import BOARD_COLUMNS, OVERVIEW_GROUPS
 
@@ -93,12 +92,6 @@ def test_task_sets_and_outcome_map_name_task_states():
     # Every outcome a connection's status mapping may name moves the task somewhere.
     assert set(Task.OUTCOME_STATUS) == set(OUTCOMES)
     assert set(Task.OUTCOME_STATUS.values()) <= statuses
-
-
-def test_services_use_the_declarations():
-    assert services.TASK_TRANSITIONS is Task.TRANSITIONS
-    assert services.REQUEST_TRANSITIONS is AccessRequest.TRANSITIONS
-    assert services.OUTCOME_TO_STATUS is Task.OUTCOME_STATUS
 
 
 def test_badge_uses_the_declared_label_and_tone():

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from connections.models import Connection
 from tests import factories
-from tickets import api, services
+from tickets import api, jobs, services
 from tickets.models import AccessRequest, JobRun, ProvisioningTask, TaskEvent, Ticket
 
 SECRET = "s3cret-for-tests-only-0123456789"
@@ -70,7 +70,7 @@ def test_it_queues_a_refresh_of_the_ticket_and_answers_empty_json(client, ticket
     answer = hook(client, event())
     assert (answer.status_code, answer.json()) == (200, {})
     assert queued.call_count == 1
-    assert queued.call_args.args == ("tickets.jobs.refresh_ticket", ticket.pk, "offline")
+    assert queued.call_args.args == (jobs.job_path(jobs.refresh_ticket), ticket.pk, "offline")
 
 
 @pytest.mark.django_db
@@ -134,7 +134,7 @@ def test_only_post_is_allowed(client, offline):
 def test_ticket_id_may_be_a_string_or_number_in_event_or_ticket(client, ticket, queued, body):
     assert hook(client, body).status_code == 200
     assert queued.call_count == 1
-    assert queued.call_args.args == ("tickets.jobs.refresh_ticket", ticket.pk, "offline")
+    assert queued.call_args.args == (jobs.job_path(jobs.refresh_ticket), ticket.pk, "offline")
 
 
 @pytest.mark.django_db

@@ -19,21 +19,18 @@ import logging
 import secrets
 from collections.abc import Callable
 from datetime import timedelta
-from functools import lru_cache, wraps
+from functools import wraps
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError
 from django.db.models import Prefetch
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
-from django_q import tasks as q_tasks
-from django_q.brokers import get_broker
-from django_q.conf import Conf
 
 from connections.crypto import SecretUnreadable
 from connections.models import Connection, Endpoint
 
-from . import openapi
+from . import jobs, openapi
 from .api_schemas import (
     ApiError,
     CancelRequest,
@@ -377,7 +374,7 @@ def _queue_refresh(connection: Connection, ticket_id: int) -> None:
         log.info("webhook %s: ticket %s is not an open bridge ticket", connection.name, ticket_id)
         return
     try:
-        _enqueue("tickets.jobs.refresh_ticket", ticket_pk, connection.name)
+        jobs.enqueue(jobs.refresh_ticket, ticket_pk, connection.name)
     except Exception:
         # The broker is down: a 503 makes OTRS retry the event later (a bad body would not
         # get better on retry, but a broker comes back).
@@ -385,29 +382,6 @@ def _queue_refresh(connection: Connection, ticket_id: int) -> None:
         raise ApiError(
             503, "unavailable", "The bridge could not queue the refresh; try again later."
         ) from None
-
-
-@lru_cache(maxsize=1)
-def _broker():
-    """One django-q2 broker per process. async_task otherwise builds a new one per task,
-    and with Redis that is a new connection each time (10 ms instead of 6 per webhook)."""
-    return get_broker()
-
-
-def _enqueue(func: str, *args) -> None:
-    """async_task on the process's broker, inside a transaction unless jobs run inline.
-
-    Outside a transaction, django-q2's ORM broker closes and reopens the database
-    connection twice per task (close_old_connections); with SQLite, where connections are
-    not kept, that tripled the webhook's time (18 ms instead of 5 ms per call). Inside
-    atomic() it writes on the request's connection. In sync mode the task itself runs
-    here and calls OTRS, which must never happen inside a transaction.
-    """
-    if Conf.SYNC:
-        q_tasks.async_task(func, *args)
-        return
-    with transaction.atomic():
-        q_tasks.async_task(func, *args, broker=_broker())
 
 
 @api_view("POST", auth=False)

@@ -4,9 +4,9 @@ from django.db.models.signals import post_delete, post_save
 
 
 def _sync_schedules(sender, **kwargs):
-    from . import services
+    from . import jobs
 
-    transaction.on_commit(services.schedules_sync)
+    transaction.on_commit(jobs.schedules_sync)
 
 
 class TicketsConfig(AppConfig):
@@ -18,7 +18,14 @@ class TicketsConfig(AppConfig):
         # intervals follow the connection and no schedule is ever registered twice.
         from connections.models import Connection
 
+        from . import jobs, services
+
         post_save.connect(_sync_schedules, sender=Connection, dispatch_uid="tickets-schedules-save")
         post_delete.connect(
             _sync_schedules, sender=Connection, dispatch_uid="tickets-schedules-delete"
+        )
+        # Instant provisioning: services ask for it on commit, the jobs queue it (services
+        # cannot import the jobs, which import them).
+        services.provisioning_wanted.connect(
+            jobs.queue_provisioning, dispatch_uid="tickets-instant-provisioning"
         )

@@ -29,7 +29,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_POST
 
-from . import selectors, services
+from . import jobs, selectors, services
 from .forms import DecisionForm, RequestFilterForm, SubmitRequestForm
 from .models import (
     APPROVE_PERMISSION,
@@ -346,8 +346,8 @@ def tasks_retry(request: HttpRequest) -> HttpResponse:
 
 # The jobs the "run now" buttons may queue, by the name used in the URL.
 JOBS = {
-    "provision": ("tickets.jobs.provision_due_tasks", "Provisioning run queued"),
-    "poll": ("tickets.jobs.poll_open_tickets", "Poll of open tickets queued"),
+    "provision": (jobs.provision_due_tasks, "Provisioning run queued"),
+    "poll": (jobs.poll_open_tickets, "Poll of open tickets queued"),
 }
 
 
@@ -358,9 +358,7 @@ def job_run(request: HttpRequest, job: str) -> HttpResponse:
     """Queue a job on the worker cluster rather than running it inside the web request."""
     if job not in JOBS:
         raise PermissionDenied
-    from django_q.tasks import async_task
-
     func, said = JOBS[job]
-    async_task(func, None, "button", task_name=f"{job}-button")
+    jobs.enqueue(func, None, "button", task_name=f"{job}-button")
     messages.success(request, f"{said}. Its result appears under “Jobs” when it has run.")
     return _back(request, reverse("tickets:overview"))

@@ -16,7 +16,7 @@ from django.db import transaction
 
 from connections.models import Connection, Endpoint, SecuritySystem
 from connections.packages import apply_import, load_package, plan_import
-from tickets import services
+from tickets import jobs, services
 from tickets.models import AccessRequest, Identity
 
 PACKAGE = Path(settings.BASE_DIR) / "packages" / "otrs-genericticketconnector.json"
@@ -52,7 +52,7 @@ class Command(BaseCommand):
             self._applications(connection)
             self._people()
             created = self._requests()
-        services.schedules_sync()
+        jobs.schedules_sync()
         self.stdout.write(f"Demo data ready ({created} new request(s)).")
         self.stdout.write(
             f"  Console login: admin / {DEMO_PASSWORD}  (also alice, bob, olga with the same password)"

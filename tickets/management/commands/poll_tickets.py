@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand
 
-from tickets import services
+from tickets import jobs
 from tickets.models import Ticket
 
 from ._progress import Progress
@@ -15,7 +15,7 @@ class Command(BaseCommand):
         progress = Progress(
             self.stdout, "poll", total=Ticket.objects.filter(is_open=True).count() or None
         )
-        run = services.poll_job(trigger="command", progress=progress.step)
+        run = jobs.poll_job(trigger="command", progress=progress.step)
         progress.finish(f"{run.get_status_display()}: {run.summary or run.error}")
         if run.status != run.Status.OK:
             raise SystemExit(1)

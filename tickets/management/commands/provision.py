@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand
 
-from tickets import services
+from tickets import jobs, services
 
 from ._progress import Progress
 
@@ -21,7 +21,7 @@ class Command(BaseCommand):
     def handle(self, *args, workers=None, **options):
         due = services.due_tasks().count()
         progress = Progress(self.stdout, "provision", total=due or None)
-        run = services.provision_job(
+        run = jobs.provision_job(
             trigger="command", workers=workers, progress=lambda note: progress.step(1, note)
         )
         progress.finish(f"{run.get_status_display()}: {run.summary or run.error}")

@@ -2,12 +2,12 @@
 
 from django.core.management.base import BaseCommand
 
-from tickets import services
+from tickets import jobs
 
 
 class Command(BaseCommand):
     help = "Register one provisioning and one polling schedule per connection (idempotent)."
 
     def handle(self, *args, **options):
-        count = services.schedules_sync()
+        count = jobs.schedules_sync()
         self.stdout.write(f"{count} schedule(s) registered")

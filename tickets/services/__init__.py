@@ -1,0 +1,69 @@
+"""Every state change of requests and tasks, and the event it records.
+
+Views, the API, admin actions, management commands and django-q2 jobs all call these
+functions; none of them changes a status itself. Rules that hold everywhere here:
+
+- A transition is a conditional UPDATE (`filter(id=…, status=<from>)`) plus its TaskEvent,
+  in one transaction. When the row has moved on, nothing is written and TransitionError
+  says what state it is in now.
+- No HTTP call happens inside a transaction. A ticket system can be slow; a row lock or
+  SQLite's write lock must never wait for it.
+- A claimed task is marked `outcome_unknown` in the claim's transaction, before any
+  create call is sent. A worker killed mid-call, a timeout or a reset therefore leave a
+  mark, and the next attempt searches OTRS for the task's correlation key before it
+  creates anything (reconcile-before-create).
+
+One module per subject: transitions (Actor, the guarded move, events), requests (submit,
+decide, cancel, retry), context (a task's template values), provisioning and
+provisioning_store (claims, attempts, storing their outcome), polling, completion. This
+package never imports tickets.jobs (the jobs import it); instant provisioning reaches the
+queue through the provisioning_wanted signal.
+"""
+
+from .context import task_context
+from .polling import PollResult, ticket_apply_status, ticket_refresh, tickets_poll
+from .provisioning import (
+    ProvisionResult,
+    due_tasks,
+    provision_due,
+    provisioning_wanted,
+    task_claim_next,
+    task_claim_next_specific,
+    task_provision,
+)
+from .requests import (
+    request_approve,
+    request_cancel,
+    request_reject,
+    request_submit,
+    task_cancel,
+    task_retry,
+    tasks_retry,
+)
+from .transitions import Actor, RequestInvalid, TransitionError
+
+# What the rest of the project uses (views, API, admin, commands, jobs, bench, tests).
+__all__ = [
+    "Actor",
+    "PollResult",
+    "ProvisionResult",
+    "RequestInvalid",
+    "TransitionError",
+    "due_tasks",
+    "provision_due",
+    "provisioning_wanted",
+    "request_approve",
+    "request_cancel",
+    "request_reject",
+    "request_submit",
+    "task_cancel",
+    "task_claim_next",
+    "task_claim_next_specific",
+    "task_context",
+    "task_provision",
+    "task_retry",
+    "tasks_retry",
+    "ticket_apply_status",
+    "ticket_refresh",
+    "tickets_poll",
+]

@@ -1,0 +1,232 @@
+"""Following tickets: the poll cycle, applying a ticket's state to its task, the one-ticket
+refresh (webhook, button) and the stale flags."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import DatabaseError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from connections.client import OTRSError, TicketClient, TicketStatus
+from connections.models import Connection
+
+from ..models import ProvisioningTask as Task
+from ..models import Ticket
+from .completion import _record_access, _settle_request
+from .context import agent_link
+from .transitions import Actor, TransitionError, _event, _move
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PollResult:
+    tickets: int = 0
+    changed: int = 0
+    missing: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        text = f"{self.tickets} ticket(s) polled, {self.changed} changed"
+        if self.missing:
+            text += f", {self.missing} not found"
+        if self.errors:
+            text += f", {len(self.errors)} error(s): {self.errors[0]}"
+        return text
+
+
+def tickets_poll(
+    *,
+    connection: Connection,
+    progress: Callable[[int], None] | None = None,
+    budget_seconds: float | None = None,
+) -> PollResult:
+    """Poll a connection's open tickets, oldest-polled first, one status call per batch.
+
+    Only one batch of ids is in memory at a time, so memory stays flat however many
+    tickets are open. A ticket is polled at most once per cycle.
+    """
+    result = PollResult()
+    started = timezone.now()
+    budget = settings.JOB_TIME_BUDGET_SECONDS if budget_seconds is None else budget_seconds
+    deadline = time.monotonic() + budget
+    try:
+        client = TicketClient(connection)
+    except OTRSError as exc:
+        result.errors.append(exc.message)
+        return result
+    batch = max(1, connection.batch_size)
+    pending = Ticket.objects.filter(connection=connection, is_open=True).filter(
+        Q(last_polled_at__isnull=True) | Q(last_polled_at__lt=started)
+    )
+    while time.monotonic() < deadline:
+        chunk = list(
+            pending.order_by(F("last_polled_at").asc(nulls_first=True), "id").values_list(
+                "pk", "ticket_id", "state"
+            )[:batch]
+        )
+        if not chunk:
+            break
+        ids = [ticket_id for _, ticket_id, _ in chunk]
+        try:
+            statuses = client.ticket_statuses(ids, ref=f"poll:{connection.name}")
+        except OTRSError as exc:
+            result.errors.append(exc.message)
+            # Mark the batch polled so the cycle moves on; the next cycle tries again.
+            Ticket.objects.filter(pk__in=[pk for pk, _, _ in chunk]).update(
+                last_polled_at=timezone.now()
+            )
+            if exc.auth or exc.permanent:
+                break
+            continue
+        unchanged = []
+        for pk, ticket_id, state in chunk:
+            status = statuses.get(ticket_id)
+            if status is None:
+                result.missing += 1
+                unchanged.append(pk)
+            elif status.state == state and status.merged_into is None:
+                unchanged.append(pk)
+            else:
+                try:
+                    if ticket_apply_status(
+                        ticket=Ticket.objects.get(pk=pk), status=status, actor=Actor.job("poll")
+                    ):
+                        result.changed += 1
+                except TransitionError:
+                    # Someone else (the webhook, an operator) moved the task meanwhile;
+                    # the next cycle sees the new state.
+                    unchanged.append(pk)
+                except DatabaseError as exc:
+                    # One ticket that cannot be stored (its change was undone) must not
+                    # stop the cycle: it is marked polled, so the others get their turn.
+                    log.exception("ticket %s: its new state could not be stored", ticket_id)
+                    result.errors.append(
+                        f"ticket {ticket_id}: its new state could not be stored "
+                        f"({type(exc).__name__}); see the worker log"
+                    )
+                    unchanged.append(pk)
+        Ticket.objects.filter(pk__in=unchanged).update(last_polled_at=timezone.now())
+        result.tickets += len(chunk)
+        if progress:
+            progress(len(chunk))
+    flag_stale_tasks(connection=connection)
+    return result
+
+
+def ticket_apply_status(*, ticket: Ticket, status: TicketStatus, actor: Actor) -> bool:
+    """Apply what OTRS says about a ticket to the ticket mapping and its task.
+
+    Returns True when something changed. A merged ticket is followed to its target; an
+    unmapped state leaves the task open and flagged for the dashboard.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        mapping = {
+            "state": status.state,
+            "state_type": status.state_type or "",
+            "last_polled_at": now,
+            "otrs_changed_at": status.changed,
+        }
+        if status.ticket_number:
+            mapping["ticket_number"] = status.ticket_number
+        task = Task.objects.filter(ticket=ticket).first()
+        if status.merged_into and status.merged_into != ticket.ticket_id:
+            target, _ = Ticket.objects.get_or_create(
+                connection_id=ticket.connection_id,
+                ticket_id=status.merged_into,
+                defaults={"agent_url": agent_link(ticket.connection, status.merged_into)},
+            )
+            Ticket.objects.filter(pk=ticket.pk).update(
+                is_open=False, closed_at=now, merged_into=status.merged_into, **mapping
+            )
+            if task is not None and not task.is_terminal:
+                owner = Task.objects.filter(ticket=target).exclude(pk=task.pk).first()
+                if owner is None:
+                    Task.objects.filter(pk=task.pk).update(ticket=target, flag="")
+                    reason = (
+                        f"ticket {ticket} was merged into ticket {status.merged_into}; following it"
+                    )
+                else:
+                    # Two tasks cannot share a ticket: flag it for an operator to decide.
+                    flag = f"merged into the ticket of task {owner.pk}"
+                    Task.objects.filter(pk=task.pk).update(flag=flag[:200])
+                    reason = (
+                        f"ticket {ticket} was merged into ticket {status.merged_into}, which task "
+                        f"{owner.pk} follows; this task needs an operator (cancel it here, and check the merge in OTRS)"
+                    )
+                _event(
+                    request_id=task.request_id,
+                    task_id=task.pk,
+                    from_status=task.status,
+                    to=task.status,
+                    reason=reason,
+                    actor=actor,
+                )
+            return True
+        outcome = status.outcome
+        closing = outcome in ("completed", "discontinued", "failed")
+        Ticket.objects.filter(pk=ticket.pk).update(
+            is_open=not closing, closed_at=now if closing else None, **mapping
+        )
+        if task is None or task.is_terminal:
+            return True
+        if outcome is None:
+            flag = f"unmapped state: {status.state}"
+            if task.flag != flag:
+                Task.objects.filter(pk=task.pk).update(flag=flag)
+                _event(
+                    request_id=task.request_id,
+                    task_id=task.pk,
+                    from_status=task.status,
+                    to=task.status,
+                    reason=f"OTRS reports state {status.state!r}, which the status mapping does not list; the task stays open",
+                    actor=actor,
+                )
+            return True
+        to = Task.OUTCOME_STATUS[outcome]
+        reason = f"OTRS state {status.state!r} → {outcome}"
+        if to != task.status:
+            extra = {"completed_at": now} if to in Task.TERMINAL else {}
+            task = _move(task, to, reason=reason, actor=actor, flag="", **extra)
+        elif task.flag.startswith("unmapped"):
+            Task.objects.filter(pk=task.pk).update(flag="")
+        if to == Task.Status.COMPLETED:
+            _record_access(task)
+        if to in Task.TERMINAL:
+            _settle_request(task.request_id, actor=actor)
+    return True
+
+
+def ticket_refresh(*, ticket: Ticket, actor: Actor) -> bool:
+    """Fetch one ticket's state now (the job the OTRS webhook queues)."""
+    statuses = TicketClient(ticket.connection).ticket_statuses(
+        [ticket.ticket_id], ref=f"refresh:{ticket.pk}"
+    )
+    status = statuses.get(ticket.ticket_id)
+    if status is None:
+        return False
+    return ticket_apply_status(ticket=ticket, status=status, actor=actor)
+
+
+def flag_stale_tasks(*, connection: Connection) -> int:
+    """Flag tasks whose ticket has been open longer than the connection allows. They are
+    still polled; the flag only makes them visible."""
+    limit = timezone.now() - timedelta(days=connection.max_status_check_days)
+    return (
+        Task.objects.filter(
+            connection=connection,
+            status__in=(Task.Status.TICKET_OPEN, Task.Status.TICKET_PENDING),
+            ticket__created_at__lt=limit,
+        )
+        # Only unflagged tasks: an unmapped state or a merge says more than "stale".
+        .filter(flag="")
+        .update(flag=f"stale: open longer than {connection.max_status_check_days} days")
+    )

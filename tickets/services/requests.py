@@ -1,0 +1,408 @@
+"""What people and upstream systems ask for: submit a request, approve or reject it, cancel
+it, and retry or cancel its tasks, each with its permission check."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from connections.models import Endpoint
+
+from ..models import (
+    ACCESS_OPERATIONS,
+    APPROVE_PERMISSION,
+    OPERATE_PERMISSION,
+    AccessRequest,
+    Account,
+    ApiClient,
+    Identity,
+    Operation,
+)
+from ..models import ProvisioningTask as Task
+from .completion import _settle_request
+from .provisioning import provision_soon
+from .transitions import SYSTEM, Actor, RequestInvalid, TransitionError, _event, _move
+
+
+def _identity_for(beneficiary: Identity | dict, errors: dict[str, list[str]]) -> Identity | None:
+    if isinstance(beneficiary, Identity):
+        return beneficiary
+    if not isinstance(beneficiary, dict):
+        errors.setdefault("beneficiary", []).append("must be an object with a username.")
+        return None
+    username = str(beneficiary.get("username") or "").strip()
+    if not username:
+        errors.setdefault("beneficiary.username", []).append("is required.")
+        return None
+    if len(username) > 150:
+        errors.setdefault("beneficiary.username", []).append("is longer than 150 characters.")
+        return None
+    identity = Identity.objects.filter(username=username).first()
+    if identity is not None:
+        return identity
+    values = {k: str(beneficiary.get(k) or "")[:150] for k in ("first_name", "last_name")}
+    email = str(beneficiary.get("email") or "")
+    if email and ("@" not in email or len(email) > 254):
+        errors.setdefault("beneficiary.email", []).append(f"{email!r} is not an email address.")
+        return None
+    return Identity(username=username, email=email, **values)
+
+
+def _check_operation_fits(
+    *,
+    identity: Identity,
+    endpoint: Endpoint,
+    operation: str,
+    account_name: str,
+    entitlements: list[str],
+    errors: dict[str, list[str]],
+) -> None:
+    """Refuse an operation that does not fit the access that exists today."""
+    account = None
+    if identity.pk:
+        account = Account.objects.filter(identity=identity, endpoint=endpoint, active=True).first()
+    who = identity.username
+    if operation == Operation.CREATE_ACCOUNT and account is not None:
+        errors.setdefault("operation", []).append(
+            f"{who} already has the account {account.name!r} on {endpoint.name}."
+        )
+    elif operation == Operation.CREATE_ACCOUNT:
+        holder = (
+            Account.objects.filter(endpoint=endpoint, name=account_name, active=True)
+            .select_related("identity")
+            .first()
+        )
+        if holder is not None:
+            errors.setdefault("account_name", []).append(
+                f"{account_name!r} on {endpoint.name} already belongs to {holder.identity.username}."
+            )
+    if operation in (Operation.REMOVE_ACCOUNT, *ACCESS_OPERATIONS) and account is None:
+        errors.setdefault("operation", []).append(
+            f"{who} has no account on {endpoint.name}, so there is nothing to "
+            f"{'remove' if operation == Operation.REMOVE_ACCOUNT else 'change'}."
+            + (" Request create_account first." if operation == Operation.ADD_ACCESS else "")
+        )
+    if operation in ACCESS_OPERATIONS and not entitlements:
+        errors.setdefault("entitlements", []).append(
+            "name at least one entitlement for an access change."
+        )
+    allowed = set(endpoint.entitlements or [])
+    unknown = [e for e in entitlements if allowed and e not in allowed]
+    if unknown:
+        errors.setdefault("entitlements", []).append(
+            f"not offered by {endpoint.name}: {', '.join(unknown)}."
+        )
+    if account is not None and operation in ACCESS_OPERATIONS:
+        held = set(account.entitlements.values_list("entitlement", flat=True))
+        if operation == Operation.ADD_ACCESS:
+            already = [e for e in entitlements if e in held]
+            if already:
+                errors.setdefault("entitlements", []).append(
+                    f"{who} already has: {', '.join(already)}."
+                )
+        else:
+            missing = [e for e in entitlements if e not in held]
+            if missing:
+                errors.setdefault("entitlements", []).append(
+                    f"{who} does not have: {', '.join(missing)}."
+                )
+
+
+def request_submit(
+    *,
+    beneficiary: Identity | dict,
+    endpoint: Endpoint | str,
+    operation: str,
+    requester: AbstractBaseUser | None = None,
+    api_client: ApiClient | None = None,
+    account_name: str = "",
+    entitlements: Iterable[str] = (),
+    justification: str = "",
+    idempotency_key: str = "",
+    upstream_approver: str = "",
+) -> AccessRequest:
+    """Validate and record a new request. A trusted API client's request arrives approved.
+
+    Raises RequestInvalid naming every wrong field; nothing is written then.
+    """
+    errors: dict[str, list[str]] = {}
+    if operation not in Operation.values:
+        errors.setdefault("operation", []).append(f"must be one of {', '.join(Operation.values)}.")
+    if isinstance(endpoint, str):
+        name = endpoint
+        endpoint = Endpoint.objects.select_related("security_system").filter(name=name).first()
+        if endpoint is None:
+            errors.setdefault("endpoint", []).append(f"there is no endpoint named {name!r}.")
+    if (
+        isinstance(endpoint, Endpoint)
+        and endpoint.security_system.service_desk_connection_id is None
+    ):
+        errors.setdefault("endpoint", []).append(
+            f"{endpoint.name} has no service-desk connection; an admin must set one on its security system."
+        )
+    entitlements = [str(e).strip() for e in entitlements if str(e).strip()]
+    if len(set(entitlements)) != len(entitlements):
+        errors.setdefault("entitlements", []).append("lists an entitlement twice.")
+    identity = _identity_for(beneficiary, errors)
+    account_name = (account_name or (identity.username if identity else "")).strip()
+    if len(account_name) > 200:
+        errors.setdefault("account_name", []).append("is longer than 200 characters.")
+    if identity is not None and isinstance(endpoint, Endpoint) and operation in Operation.values:
+        _check_operation_fits(
+            identity=identity,
+            endpoint=endpoint,
+            operation=operation,
+            account_name=account_name,
+            entitlements=entitlements,
+            errors=errors,
+        )
+    if errors:
+        raise RequestInvalid(errors)
+    assert identity is not None and isinstance(endpoint, Endpoint)
+
+    actor = (
+        Actor.api(api_client) if api_client else Actor.person(requester) if requester else SYSTEM
+    )
+    with transaction.atomic():
+        if identity.pk is None:
+            identity.save()
+        access_request = AccessRequest.objects.create(
+            requester=requester,
+            api_client=api_client,
+            beneficiary=identity,
+            endpoint=endpoint,
+            operation=operation,
+            account_name=account_name,
+            entitlements=entitlements,
+            justification=justification,
+            idempotency_key=idempotency_key,
+        )
+        access_request.number = f"REQ-{access_request.pk:06d}"
+        AccessRequest.objects.filter(pk=access_request.pk).update(number=access_request.number)
+        _event(
+            request_id=access_request.pk,
+            task_id=None,
+            from_status="",
+            to=AccessRequest.Status.PENDING_APPROVAL,
+            reason=f"submitted: {access_request.get_operation_display()} on {endpoint.name}",
+            actor=actor,
+        )
+        if api_client is not None and api_client.trusted:
+            label = upstream_approver or f"upstream approval via {api_client.name}"
+            _approve(
+                access_request, actor=actor, comment="approved upstream", decided_by_label=label
+            )
+    return access_request
+
+
+def _can(user: AbstractBaseUser | None, permission: str) -> bool:
+    return bool(user and user.is_active and user.has_perm(permission))
+
+
+def _check_decider(access_request: AccessRequest, by: AbstractBaseUser, verb: str) -> None:
+    if not _can(by, APPROVE_PERMISSION):
+        raise PermissionDenied(f"You are not allowed to {verb} requests.")
+    if access_request.requester_id and access_request.requester_id == by.pk:
+        raise PermissionDenied(f"Nobody may {verb} their own request.")
+
+
+def request_approve(
+    *, access_request: AccessRequest, by: AbstractBaseUser, comment: str = ""
+) -> AccessRequest:
+    """Approve a pending request and create its tasks. Nobody approves their own request."""
+    _check_decider(access_request, by, "approve")
+    with transaction.atomic():
+        return _approve(access_request, actor=Actor.person(by), comment=comment, decided_by=by)
+
+
+def _approve(
+    access_request: AccessRequest, *, actor: Actor, comment: str, **decision
+) -> AccessRequest:
+    now = timezone.now()
+    access_request = _move(
+        access_request,
+        AccessRequest.Status.APPROVED,
+        from_status=AccessRequest.Status.PENDING_APPROVAL,
+        reason=f"approved{': ' + comment if comment else ''}",
+        actor=actor,
+        decided_at=now,
+        decision_comment=comment,
+        **decision,
+    )
+    endpoint = access_request.endpoint
+    system = endpoint.security_system
+    if system.service_desk_connection_id is None:
+        raise TransitionError(
+            f"{endpoint.name} has no service-desk connection any more; an admin must set one on "
+            f"security system {system.name} before this request can be approved."
+        )
+    if access_request.operation in ACCESS_OPERATIONS:
+        entitlements = list(access_request.entitlements)
+    else:
+        entitlements = [""]
+    tasks = []
+    for entitlement in entitlements:
+        task = Task.objects.create(
+            request=access_request,
+            endpoint=endpoint,
+            connection_id=system.service_desk_connection_id,
+            operation=access_request.operation,
+            entitlement=entitlement,
+            max_attempts=system.provisioning_tries,
+            next_attempt_at=now,
+            correlation_key=new_correlation_key(),
+        )
+        _event(
+            request_id=access_request.pk,
+            task_id=task.pk,
+            from_status="",
+            to=Task.Status.NEW,
+            reason="task created",
+            actor=actor,
+        )
+        tasks.append(task)
+    if system.instant_provisioning:
+        provision_soon([t.pk for t in tasks])
+    return access_request
+
+
+def new_correlation_key() -> str:
+    """A short unique token that goes into the ticket title, so a ticket can be found again."""
+    return "BR-" + secrets.token_hex(5).upper()
+
+
+def request_reject(
+    *, access_request: AccessRequest, by: AbstractBaseUser, comment: str = ""
+) -> AccessRequest:
+    _check_decider(access_request, by, "reject")
+    with transaction.atomic():
+        return _move(
+            access_request,
+            AccessRequest.Status.REJECTED,
+            from_status=AccessRequest.Status.PENDING_APPROVAL,
+            reason=f"rejected{': ' + comment if comment else ''}",
+            actor=Actor.person(by),
+            decided_by=by,
+            decided_at=timezone.now(),
+            decision_comment=comment,
+            completed_at=timezone.now(),
+        )
+
+
+def request_cancel(
+    *,
+    access_request: AccessRequest,
+    by: AbstractBaseUser | None = None,
+    actor: Actor | None = None,
+    reason: str = "",
+) -> AccessRequest:
+    """Cancel a request and its unfinished tasks. A requester may cancel their own pending request.
+
+    Tickets already open in OTRS are left to the agents there; the timeline says so.
+    """
+    actor = actor or (Actor.person(by) if by else SYSTEM)
+    if by is not None and not _can(by, OPERATE_PERMISSION):
+        own_pending = (
+            access_request.requester_id == by.pk
+            and access_request.status == AccessRequest.Status.PENDING_APPROVAL
+        )
+        if not own_pending:
+            raise PermissionDenied("You are not allowed to cancel this request.")
+    with transaction.atomic():
+        for task in access_request.tasks.exclude(status__in=Task.TERMINAL):
+            note = " (its OTRS ticket stays open; close it there)" if task.ticket_id else ""
+            _move(
+                task,
+                Task.Status.CANCELLED,
+                reason=f"cancelled with the request{note}",
+                actor=actor,
+                completed_at=timezone.now(),
+            )
+        return _move(
+            access_request,
+            AccessRequest.Status.CANCELLED,
+            reason=reason or "cancelled",
+            actor=actor,
+            completed_at=timezone.now(),
+        )
+
+
+def task_retry(
+    *, task: Task, by: AbstractBaseUser | None = None, actor: Actor | None = None
+) -> Task:
+    """Send a failed task (or one waiting to retry) back to the queue, with fresh tries."""
+    if by is not None and not _can(by, OPERATE_PERMISSION):
+        raise PermissionDenied("You are not allowed to retry tasks.")
+    actor = actor or (Actor.person(by) if by else SYSTEM)
+    access_request = AccessRequest.objects.get(pk=task.request_id)
+    if access_request.status in (AccessRequest.Status.CANCELLED, AccessRequest.Status.REJECTED):
+        raise TransitionError(
+            f"Task {task.pk} belongs to a request that was cancelled or rejected; it cannot be retried."
+        )
+    if task.status not in (Task.Status.FAILED, Task.Status.RETRY_WAIT):
+        raise TransitionError(
+            f"Task {task.pk} is {task.get_status_display().lower()}; only failed or waiting tasks can be retried."
+        )
+    with transaction.atomic():
+        task = _move(
+            task,
+            Task.Status.NEW,
+            reason="manual retry",
+            actor=actor,
+            attempts=0,
+            next_attempt_at=timezone.now(),
+            last_error="",
+            lease_until=None,
+        )
+        if access_request.status == AccessRequest.Status.FAILED:
+            _move(
+                access_request,
+                AccessRequest.Status.IN_PROGRESS,
+                reason=f"task {task.pk} retried",
+                actor=actor,
+                completed_at=None,
+            )
+    connection = task.connection
+    if task.endpoint.security_system.instant_provisioning and connection.enabled:
+        provision_soon([task.pk])
+    return task
+
+
+def tasks_retry(*, tasks: QuerySet[Task], by: AbstractBaseUser) -> tuple[list[int], list[str]]:
+    """Retry many tasks (the board's and the admin's bulk buttons): the ids retried, and
+    why each other one was refused."""
+    done, refused = [], []
+    for task in tasks.select_related("connection", "endpoint__security_system").order_by("id"):
+        try:
+            task_retry(task=task, by=by)
+            done.append(task.pk)
+        except (TransitionError, PermissionDenied) as exc:
+            refused.append(str(exc))
+    return done, refused
+
+
+def task_cancel(
+    *, task: Task, by: AbstractBaseUser | None = None, actor: Actor | None = None
+) -> Task:
+    if by is not None and not _can(by, OPERATE_PERMISSION):
+        raise PermissionDenied("You are not allowed to cancel tasks.")
+    actor = actor or (Actor.person(by) if by else SYSTEM)
+    if task.is_terminal:
+        raise TransitionError(f"Task {task.pk} is already {task.get_status_display().lower()}.")
+    with transaction.atomic():
+        note = " (its OTRS ticket stays open; close it there)" if task.ticket_id else ""
+        task = _move(
+            task,
+            Task.Status.CANCELLED,
+            reason=f"cancelled{note}",
+            actor=actor,
+            completed_at=timezone.now(),
+        )
+        _settle_request(task.request_id, actor=actor)
+    return task

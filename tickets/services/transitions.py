@@ -1,0 +1,130 @@
+"""The shared ground of every state change: who made it (Actor), the transitions allowed,
+the guarded move (`_move`) and the event each change records.
+
+The rules every module of this package keeps are in the package docstring
+(tickets/services/__init__.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.utils import timezone
+
+from connections.models import Connection
+
+from ..models import AccessRequest, ApiClient, TaskEvent
+from ..models import ProvisioningTask as Task
+
+
+class TransitionError(Exception):
+    """The change is not allowed from the state the row is in now. Nothing was written."""
+
+
+class RequestInvalid(Exception):
+    """A submitted request is wrong. `fields` maps a field name to its messages."""
+
+    def __init__(self, fields: dict[str, list[str]]):
+        self.fields = fields
+        super().__init__("; ".join(f"{k}: {' '.join(v)}" for k, v in fields.items()))
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who caused a change: a person, a job, the webhook, an API client or the system."""
+
+    kind: str
+    label: str
+    user: AbstractBaseUser | None = None
+
+    @classmethod
+    def person(cls, user: AbstractBaseUser) -> Actor:
+        return cls(TaskEvent.Actor.PERSON, user.get_username(), user)
+
+    @classmethod
+    def job(cls, name: str) -> Actor:
+        return cls(TaskEvent.Actor.JOB, name)
+
+    @classmethod
+    def webhook(cls, connection: Connection) -> Actor:
+        return cls(TaskEvent.Actor.WEBHOOK, f"webhook:{connection.name}")
+
+    @classmethod
+    def api(cls, client: ApiClient) -> Actor:
+        return cls(TaskEvent.Actor.API, f"api:{client.name}")
+
+
+SYSTEM = Actor(TaskEvent.Actor.SYSTEM, "system")
+
+
+def _event(
+    *, request_id: int, task_id: int | None, from_status: str, to: str, reason: str, actor: Actor
+) -> TaskEvent:
+    event = _event_row(
+        request_id=request_id,
+        task_id=task_id,
+        from_status=from_status,
+        to=to,
+        reason=reason,
+        actor=actor,
+    )
+    event.save()
+    return event
+
+
+def _event_row(
+    *, request_id: int, task_id: int | None, from_status: str, to: str, reason: str, actor: Actor
+) -> TaskEvent:
+    """An unsaved event, for bulk_create."""
+    return TaskEvent(
+        request_id=request_id,
+        task_id=task_id,
+        from_status=from_status,
+        to_status=to,
+        reason=reason[:2000],
+        actor_kind=actor.kind,
+        actor_user=actor.user if actor.user is not None and actor.user.pk else None,
+        actor_label=actor.label[:200],
+    )
+
+
+def _move(
+    obj: Task | AccessRequest,
+    to: str,
+    *,
+    reason: str,
+    actor: Actor,
+    from_status: str | None = None,
+    guard: dict | None = None,
+    **fields,
+):
+    """Move a task or request from its current (or the given) status to `to`, with its event.
+
+    Must run inside a transaction. Raises TransitionError when the move is not allowed or
+    the row has moved on; nothing is written then. The object is updated in place.
+    `guard` adds conditions, e.g. that the worker moving a claimed task still holds its lease.
+    """
+    model = type(obj)
+    is_task = model is Task
+    label = f"Task {obj.pk}" if is_task else f"Request {obj}"
+    from_status = from_status or obj.status
+    if to not in (Task.TRANSITIONS if is_task else AccessRequest.TRANSITIONS)[from_status]:
+        raise TransitionError(f"{label} is {from_status}; it cannot become {to}.")
+    now = timezone.now()
+    rows = model.objects.filter(pk=obj.pk, status=from_status, **(guard or {}))
+    if rows.update(status=to, updated_at=now, **fields) != 1:
+        current = model.objects.filter(pk=obj.pk).values_list("status", flat=True).first()
+        raise TransitionError(f"{label} is {current} now, not {from_status}; nothing was changed.")
+    _event(
+        request_id=obj.request_id if is_task else obj.pk,
+        task_id=obj.pk if is_task else None,
+        from_status=from_status,
+        to=to,
+        reason=reason,
+        actor=actor,
+    )
+    obj.status, obj.updated_at = to, now
+    for name, value in fields.items():
+        setattr(obj, name, value)
+    return obj
