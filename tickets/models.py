@@ -420,7 +420,7 @@ class TaskEvent(models.Model):
     actor_user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
     )
-    actor_label = models.CharField(max_length=200, blank=True)
+    actor_label = models.CharField(max_length=limits.ACTOR_LABEL, blank=True)
 
     class Meta:
         ordering = ["at", "id"]

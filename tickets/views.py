@@ -95,7 +95,7 @@ def _back(request: HttpRequest, default: str) -> HttpResponse:
     return redirect(default)
 
 
-def _attempt(request: HttpRequest, action, success: str) -> bool:
+def _apply_and_report(request: HttpRequest, action, success: str) -> bool:
     """Run a service call; say what happened. A refused transition becomes an error message."""
     try:
         action()
@@ -269,7 +269,7 @@ def request_decide(request: HttpRequest, pk: int, decision: str) -> HttpResponse
     form = DecisionForm(request.POST)
     comment = form.cleaned_data["comment"] if form.is_valid() else ""
     if decision == "approve":
-        _attempt(
+        _apply_and_report(
             request,
             lambda: services.request_approve(
                 access_request=access_request, by=request.user, comment=comment
@@ -277,7 +277,7 @@ def request_decide(request: HttpRequest, pk: int, decision: str) -> HttpResponse
             f"{access_request} approved. Its tasks are queued for the service desk.",
         )
     else:
-        _attempt(
+        _apply_and_report(
             request,
             lambda: services.request_reject(
                 access_request=access_request, by=request.user, comment=comment
@@ -291,7 +291,7 @@ def request_decide(request: HttpRequest, pk: int, decision: str) -> HttpResponse
 @require_POST
 def request_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     access_request = get_object_or_404(selectors.visible_requests(request.user), pk=pk)
-    _attempt(
+    _apply_and_report(
         request,
         lambda: services.request_cancel(access_request=access_request, by=request.user),
         f"{access_request} cancelled.",
@@ -313,7 +313,7 @@ def task_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     """Retry or cancel one task (the buttons on a request's page)."""
     task = get_object_or_404(ProvisioningTask.objects.select_related("request"), pk=pk)
     service, done = TASK_ACTIONS[action]
-    _attempt(
+    _apply_and_report(
         request,
         lambda: service(task=task, by=request.user),
         f"Task {task.pk} of {task.request} {done}.",

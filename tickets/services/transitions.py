@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from connections.models import Connection
 
+from .. import limits
 from ..models import AccessRequest, ApiClient, TaskEvent
 from ..models import ProvisioningTask as Task
 
@@ -82,10 +83,10 @@ def _event_row(
         task_id=task_id,
         from_status=from_status,
         to_status=to,
-        reason=reason[:2000],
+        reason=reason[: limits.EVENT_REASON],
         actor_kind=actor.kind,
         actor_user=actor.user if actor.user is not None and actor.user.pk else None,
-        actor_label=actor.label[:200],
+        actor_label=actor.label[: limits.ACTOR_LABEL],
     )
 
 
