@@ -14,7 +14,8 @@ from django.db import DatabaseError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from connections.client import OTRSError, TicketClient, TicketStatus
+from connections.client import TicketClient
+from connections.errors import OTRSError, TicketStatus
 from connections.models import Connection
 
 from ..models import ProvisioningTask as Task

@@ -17,7 +17,8 @@ from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
-from connections.client import CreatedTicket, OTRSError
+from connections.client import CreatedTicket
+from connections.errors import OTRSError
 from connections.models import ApiCall
 
 from ..models import AccessRequest, TaskEvent, Ticket
