@@ -30,7 +30,9 @@ class Command(BaseCommand):
             raise CommandError(
                 f"{name!r} is not a valid client name; use letters, digits, - and _."
             ) from None
-        if len(name) > ApiClient._meta.get_field("name").max_length:
+        limit = ApiClient._meta.get_field("name").max_length
+        assert limit is not None  # a CharField always has one
+        if len(name) > limit:
             raise CommandError(f"{name!r} is longer than 100 characters.")
         if ApiClient.objects.filter(name=name).exists():
             raise CommandError(
