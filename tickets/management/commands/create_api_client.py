@@ -33,7 +33,7 @@ class Command(BaseCommand):
         limit = ApiClient._meta.get_field("name").max_length
         assert limit is not None  # a CharField always has one
         if len(name) > limit:
-            raise CommandError(f"{name!r} is longer than 100 characters.")
+            raise CommandError(f"{name!r} is longer than {limit} characters.")
         if ApiClient.objects.filter(name=name).exists():
             raise CommandError(
                 f"An API client named {name!r} already exists; choose another name "
