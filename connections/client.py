@@ -15,8 +15,6 @@ Reference: shared/reference/otrs-genericinterface.md (§3 responses and errors, 
 from __future__ import annotations
 
 import base64
-import hashlib
-import json
 import logging
 import os
 import re
@@ -24,8 +22,9 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
-from urllib.parse import quote, quote_plus, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
 from django.utils import timezone
@@ -50,24 +49,37 @@ from .errors import (
     judge_login,
     means_missing,
     merge_target,
+    ticket_ids,
     ticket_status,
     value_at,
 )
 from .masking import MASK, Masker, SecretForms, mask
 from .models import ApiCall, Connection
 from .paths import get_path
-from .spec import SpecError, validate_documents
+from .spec import SpecError
+from .validated import fingerprint, validated_documents
 
 logger = logging.getLogger(__name__)
 
 USER_AGENT = "OTRS-Bridge/0.1"
 EXCERPT_CHARS = 4096
+# The most hits of one search that keyCheckCall reads (one batch): a search answering with
+# more than this many tickets is ignoring its filter, and the newest come first.
+KEY_CHECKED_HITS = 50
 
 
 @dataclass(frozen=True)
 class CreatedTicket:
     ticket_id: int
     ticket_number: str
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    """What searching OTRS for a task's correlation key found, and why hits were refused."""
+
+    ticket: CreatedTicket | None
+    notes: tuple[str, ...] = ()
 
 
 @dataclass
@@ -92,52 +104,6 @@ class _Request:
 
 
 _sessions = threading.local()
-
-
-def _fingerprint(connection: Connection) -> str:
-    documents = [
-        connection.connection_json,
-        connection.create_ticket_json,
-        connection.ticket_status_json,
-        connection.config_json,
-        connection.secrets_encrypted,
-    ]
-    return hashlib.sha256(json.dumps(documents, sort_keys=True, default=str).encode()).hexdigest()
-
-
-# Validated documents by fingerprint: validating walks every string of every document,
-# which is far more work than the call it prepares. A changed document (or secret) has a
-# new fingerprint, so an edit takes effect at once.
-_documents: dict[str, Documents] = {}
-_DOCUMENTS_KEPT = 64
-
-
-def _validated_documents(connection: Connection, fingerprint: str) -> Documents:
-    documents = _documents.get(fingerprint)
-    if documents is None:
-        others = {
-            "create_ticket_json": connection.create_ticket_json,
-            "ticket_status_json": connection.ticket_status_json,
-            "config_json": connection.config_json or None,
-        }
-        # Validity is judged with the secrets as placeholders, as the admin and the import
-        # judge it: an error message must never quote part of a password.
-        validate_documents(connection_json=connection.connection_json, **others)
-        try:
-            documents = validate_documents(
-                connection_json=connection.connection_document(), **others
-            )
-        except SpecError:
-            raise SpecError(
-                [
-                    "ConnectionJSON: a secret value holds text the bridge would read as a "
-                    "template (${…} or @NAME@); change that secret"
-                ]
-            ) from None
-        if len(_documents) >= _DOCUMENTS_KEPT:
-            _documents.clear()
-        _documents[fingerprint] = documents
-    return documents
 
 
 class _Session(requests.Session):
@@ -233,14 +199,6 @@ def _transport_error(
     return OTRSError(f"Cannot reach OTRS at {where}: {exc}", kind="transport", outcome_unknown=sent)
 
 
-def _encode_body(params: Any, content_type: str) -> bytes:
-    if "x-www-form-urlencoded" in content_type and isinstance(params, dict):
-        items = {key: templating.as_text(value) for key, value in params.items()}
-        quote_via = quote if content_type.endswith("-pws") else quote_plus
-        return urlencode(items, quote_via=quote_via).encode()
-    return json.dumps(params, ensure_ascii=False).encode("utf-8")
-
-
 def _preview_value(name: str) -> Any:
     """In a preview, an earlier call's answer does not exist yet: show where it would go."""
     if name.startswith("response."):
@@ -268,9 +226,9 @@ class TicketClient:
         # The tokens this client sent, by auth block, reused while fresh: reading and
         # decrypting the ConnectionToken row for every call costs more than the call.
         self._tokens: dict[str, auth.Token] = {}
-        self.fingerprint = _fingerprint(connection)
+        self.fingerprint = fingerprint(connection)
         try:
-            self.documents: Documents = _validated_documents(connection, self.fingerprint)
+            self.documents: Documents = validated_documents(connection, self.fingerprint)
         except SpecError as exc:
             raise OTRSError(
                 f"The documents of connection {connection.name} are invalid: "
@@ -317,22 +275,58 @@ class TicketClient:
         return CreatedTicket(ticket_id, str(number or "") or self._number_of(ticket_id, ref))
 
     def find_ticket(self, context: dict, *, ref: str = "") -> CreatedTicket | None:
-        """Search for the ticket carrying `context["correlationKey"]`; None when OTRS has none."""
-        search = self.documents.create.search_call
-        if search is None:
-            return None
-        body = self._run(search, context, ref=ref)
-        found = value_at(body, search.ticket_id_path)
-        if found is None:
-            return None
-        ticket_id = as_ticket_id(found)
-        if ticket_id is None:
+        """The ticket carrying `context["correlationKey"]`; None when OTRS has none."""
+        return self.reconcile(context, ref=ref).ticket
+
+    def reconcile(self, context: dict, *, ref: str = "") -> Reconciled:
+        """Search for the task's correlation key with each searchCall in turn, and adopt a hit
+        only once keyCheckCall proves it carries the key; hits without it count as none.
+
+        Of the hits that carry it, the oldest ticket wins (the first one created). `notes`
+        says why hits were not adopted, for the task's timeline.
+        """
+        create = self.documents.create
+        if not create.searches:
+            return Reconciled(None)
+        key = str(context.get("correlationKey") or "")
+        if not key:
             raise OTRSError(
-                f"{search.name} answered {found!r} at {search.ticket_id_path}, not a ticket id",
+                "no correlation key to search by; the bridge never searches without one",
                 permanent=True,
             )
-        number = value_at(body, search.ticket_number_path)
-        return CreatedTicket(ticket_id, str(number or "") or self._number_of(ticket_id, ref))
+        check = create.key_check
+        assert check is not None  # spec requires one beside a searchCall
+        notes: list[str] = []
+        refused: set[int] = set()
+        for search in create.searches:
+            body = self._run(search.call, context, ref=ref)
+            path = search.ticket_list_path or search.call.ticket_id_path
+            hits = [i for i in ticket_ids(body, path, search.call.name) if i not in refused]
+            if not hits:
+                continue
+            read = hits[:KEY_CHECKED_HITS]
+            proven = self._carrying(read, key, ref)
+            if proven:
+                ticket_id = min(proven)
+                number = proven[ticket_id] or self._number_of(ticket_id, ref)
+                return Reconciled(CreatedTicket(ticket_id, number), tuple(notes))
+            refused.update(read)
+            more = len(hits) - len(read)
+            notes.append(
+                f"{search.call.name} found ticket(s) {', '.join(map(str, read))}"
+                + (f" and {more} more (does it ignore its filter?)" if more else "")
+                + f"; none carries {key} at {', '.join(check.key_paths)}, so none was adopted"
+            )
+        return Reconciled(None, tuple(notes))
+
+    def changed_tickets(self, since: datetime, now: datetime, *, ref: str = "") -> list[int] | None:
+        """The ids of the tickets OTRS changed after `since` (changeSearchCall), asked at
+        `now`; None when the answer may have been cut short, so it cannot be trusted."""
+        change = self.documents.status.change_search
+        assert change is not None
+        body = self._run(change.call, change.variables(since, now), ref=ref)
+        ids = ticket_ids(body, change.ticket_list_path, change.call.name)
+        return None if len(ids) >= change.limit else ids
 
     def ticket_statuses(self, ticket_ids: list[int], *, ref: str = "") -> dict[int, TicketStatus]:
         """The state of each ticket; ids OTRS does not (or no longer) show are left out."""
@@ -485,7 +479,7 @@ class TicketClient:
                 params = templating.render(
                     call.http_params, context, where=where + "httpParams", fallback=fallback
                 )
-                body = _encode_body(params, call.http_content_type)
+                body = templating.encode_body(params, call.http_content_type)
                 headers.setdefault("Content-Type", call.http_content_type)
         except templating.TemplateError as exc:
             raise OTRSError(str(exc), permanent=True) from None
@@ -518,33 +512,48 @@ class TicketClient:
     # --- statuses ---------------------------------------------------------------------------
 
     def _batch_statuses(self, ids: list[int], ref: str) -> dict[int, TicketStatus]:
-        """One call for many ids; when OTRS refuses the batch, halve it to isolate the bad id."""
         status = self.documents.status
         assert status.batch is not None
-        try:
-            body = self._run(status.call, {"ticketIDs": ",".join(map(str, ids))}, ref=ref)
-        except OTRSError as exc:
-            if not means_missing(exc):
-                raise
-            if len(ids) == 1:
-                return {}
-            half = len(ids) // 2
-            return {
-                **self._batch_statuses(ids[:half], ref),
-                **self._batch_statuses(ids[half:], ref),
-            }
-        tickets = value_at(body, status.batch.ticket_list_path)
-        if not isinstance(tickets, list):
-            raise OTRSError(
-                f"{status.call.name} answered without a ticket list at {status.batch.ticket_list_path}",
-                permanent=True,
-            )
         found = {}
-        for node in tickets:
+        for node in self._ticket_nodes(status.call, ids, status.batch.ticket_list_path, ref):
             ticket_id = as_ticket_id(value_at(node, status.batch.ticket_id_path))
             if ticket_id in ids:
                 found[ticket_id] = ticket_status(status, node, ticket_id)
         return found
+
+    def _ticket_nodes(self, call: CallSpec, ids: list[int], list_path: str, ref: str) -> list:
+        """The tickets one call with `${ticketIDs}` lists at `list_path`. OTRS refuses the
+        whole batch for one id it does not show: then halve it to isolate that id."""
+        try:
+            body = self._run(call, {"ticketIDs": ",".join(map(str, ids))}, ref=ref)
+        except OTRSError as exc:
+            if not means_missing(exc):
+                raise
+            if len(ids) == 1:
+                return []
+            half = len(ids) // 2
+            return [
+                *self._ticket_nodes(call, ids[:half], list_path, ref),
+                *self._ticket_nodes(call, ids[half:], list_path, ref),
+            ]
+        tickets = value_at(body, list_path)
+        if not isinstance(tickets, list):
+            raise OTRSError(
+                f"{call.name} answered without a ticket list at {list_path}", permanent=True
+            )
+        return tickets
+
+    def _carrying(self, ids: list[int], key: str, ref: str) -> dict[int, str]:
+        """Of these tickets, those keyCheckCall shows carrying `key`: id → ticket number."""
+        check = self.documents.create.key_check
+        assert check is not None
+        listed = self._ticket_nodes(check.call, ids, check.ticket_list_path, ref)
+        nodes = [(as_ticket_id(value_at(n, check.ticket_id_path)), n) for n in listed]
+        return {
+            ticket_id: str(value_at(node, check.call.ticket_number_path) or "")
+            for ticket_id, node in nodes
+            if ticket_id in ids and check.carries(node, key)
+        }
 
     def _single_status(self, ticket_id: int, ref: str) -> dict[int, TicketStatus]:
         try:

@@ -15,6 +15,7 @@ The rules worth knowing:
   ``<Prefix>NewerMinutes/OlderMinutes`` for the prefixes TicketCreateTime,
   TicketLastChangeTime (the ticket's Changed), TicketChangeTime (any history line),
   TicketCloseTime, TicketPendingTime and ArticleCreateTime.
+* ``Fulltext`` matches any article field or the ticket title, with implicit wildcards.
 * ``DynamicField_*`` criteria are ignored: over GET they can only be strings, which
   Znuny silently drops.
 * Default order is SortBy=Age, OrderBy=Down: newest ticket first.  Ties are broken
@@ -98,6 +99,10 @@ TIME_PREFIXES = (
 )
 
 
+# The article fields Znuny's Fulltext searches (the article search index keys).
+FULLTEXT_FIELDS = ("From", "To", "Cc", "Subject", "Body")
+
+
 def _time_bounds(params: dict, prefix: str, now: int) -> tuple[int | None, int | None]:
     newer = older = None
     for suffix in ("NewerDate", "OlderDate"):
@@ -114,10 +119,12 @@ def _time_bounds(params: dict, prefix: str, now: int) -> tuple[int | None, int |
         raw = params.get(prefix + suffix)
         if perl_true(raw):
             try:
-                minutes = int(str(raw if not isinstance(raw, list) else raw[0]).strip())
+                minutes = float(str(raw if not isinstance(raw, list) else raw[0]).strip())
             except ValueError:
-                raise GiveUp from None
-            bound = now - minutes * 60
+                # Znuny's DateTime->Subtract refuses a non-number and the time stays now
+                # (measured on Znuny 6.5: NewerMinutes=abc finds only this second's changes).
+                minutes = 0
+            bound = now - int(minutes * 60)
             if suffix == "NewerMinutes":
                 newer = bound if newer is None else max(newer, bound)
             else:
@@ -248,13 +255,16 @@ def _search(store: Store, params: dict) -> list[str]:
             )
     fulltext = _like_filter(params.get("Fulltext"))
     if fulltext:
+        # Znuny: any article field, each on its own (one search index row per field), or
+        # the ticket title (ArticleSearchIndex/DB.pm: "... OR st.title LIKE").
         conditions.append(
             lambda t, p=fulltext: any(
-                like(
-                    f"*{x}*", " ".join(str(a.get(f, "")) for f in ("From", "To", "Subject", "Body"))
-                )
-                for a in t["Articles"]
+                like(f"*{x}*", value)
                 for x in p
+                for value in (
+                    t["Title"],
+                    *(str(a.get(f, "")) for a in t["Articles"] for f in FULLTEXT_FIELDS),
+                )
             )
         )
 
