@@ -51,7 +51,12 @@ def ensure_roles() -> None:
 
 
 def otrs_connection(
-    sim, *, name: str = "otrs-demo", batch_size: int = 50, password: str = SIM_PASSWORD
+    sim,
+    *,
+    name: str = "otrs-demo",
+    batch_size: int = 50,
+    password: str = SIM_PASSWORD,
+    key_field: str = "",
 ) -> Connection:
     """Import the shipped OTRS package pointed at a running simulator, as an admin would."""
     from connections.packages import apply_import, load_package, plan_import
@@ -62,6 +67,7 @@ def otrs_connection(
         "BASEURL": sim.base_url,
         "USERNAME": SIM_USER,
         "PASSWORD": password,
+        "KEYFIELD": key_field,
     }
     apply_import(plan_import(package, values))
     Connection.objects.filter(name=name).update(batch_size=batch_size)
