@@ -356,5 +356,19 @@ def test_the_change_time_filters_read_as_znuny_reads_them(server):  # noqa: F811
         assert found(**{f"{prefix}NewerDate": hour_ahead}) == [], prefix
         # Only OTRS's own format: ISO 8601 is refused, and the search answers nothing.
         assert found(**{f"{prefix}NewerDate": at.replace(" ", "T") + "Z"}) == [], prefix
-        # Minutes count back from the server's clock.
+        # Minutes count back from the server's clock; a non-number counts as 0 (now).
         assert changed in found(**{f"{prefix}NewerMinutes": 1}), prefix
+        assert found(**{f"{prefix}OlderMinutes": "abc"}) == sorted([left, changed]), prefix
+
+
+def test_the_full_sweep_cadence_comes_with_the_package_and_goes_with_an_export(sim):
+    from connections.packages import export_package
+
+    connection = factories.otrs_connection(sim)
+    assert connection.full_sweep_minutes == 60
+    type(connection).objects.filter(pk=connection.pk).update(full_sweep_minutes=15)
+
+    [exported] = export_package([connection.name])["connections"]
+
+    assert exported["full_sweep_minutes"] == 15
+    assert "changeSearchCall" in exported["ticketStatusJSON"]

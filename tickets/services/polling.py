@@ -48,7 +48,7 @@ class PollResult:
         if self.errors:
             text += f", {len(self.errors)} error(s): {self.errors[0]}"
         if self.how:
-            text += f"; {self.how}"
+            text += f" ({self.how})"
         return text
 
 
@@ -166,7 +166,7 @@ class _Cycle:
 
     def poll_ids(self, client: TicketClient, ticket_ids: list[int]) -> bool:
         """Poll our open tickets among `ticket_ids`; True when every one was read and stored."""
-        ours = []
+        ours: list[tuple[int, int, str]] = []
         for start in range(0, len(ticket_ids), _IDS_PER_QUERY):
             ours += Ticket.objects.filter(
                 connection=self.connection,

@@ -276,7 +276,7 @@ def store_outcomes(
     """
     calls = [call for _, attempt in results for call in attempt.calls]
     batch = [(t, a) for t, a in results if a.created is not None and not a.lost_lease]
-    created = [(t, a.created, a.how) for t, a in batch]
+    created = [(t, a.created, a.how) for t, a in batch if a.created is not None]
     done: list[tuple[Task, str]] = []
     if created:
         try:
