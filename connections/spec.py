@@ -58,6 +58,8 @@ from .spec_fields import (
 )
 
 DEFAULT_TOKEN_LIFETIME = 3000
+# Where a ticket of OTRS TicketGet carries the key when no keyCheckCall says: its title.
+DEFAULT_KEY_PATH = "Title"
 # Znuny's dynamic field names: letters and digits (AdminDynamicField refuses anything else).
 _DYNAMIC_FIELD_NAME = re.compile(r"[A-Za-z0-9]+")
 
@@ -248,11 +250,10 @@ def _create_spec(report: Report, document: dict, auths: dict | None) -> CreateTi
     key_field, calls = _key_field(report, document, calls, id_call)
     searches = _searches(report, document, auths)
     key_check = _key_check(report, document, auths, key_field)
-    if searches and key_check is None:
+    if key_field and key_check is None:
         report.add(
-            "searchCall",
-            "needs keyCheckCall: a call that reads the tickets found, so a hit is adopted "
-            "only when it carries ${correlationKey}",
+            "keyField",
+            "needs a keyCheckCall that reads the dynamic fields, or the field proves nothing",
         )
     if searches and calls and not any("correlationKey" in c.variables for c in calls):
         report.add(
@@ -409,6 +410,30 @@ def _key_check(
         ticket_id_path=report.path(raw, "ticketIdPath", where, required=True),
         key_paths=tuple(p for p in key_paths if is_valid_path(p)),
     )
+
+
+def _default_key_check(
+    report: Report, create: CreateTicketSpec, status: StatusSpec
+) -> CreateTicketSpec:
+    """Documents written before keyCheckCall: the batched status call reads the hits, and
+    a hit is proven by its title, where such documents put the key."""
+    if not create.searches or create.key_check is not None:
+        return create
+    if status.batch is None:
+        report.add(
+            "searchCall",
+            "needs keyCheckCall: a call that reads the tickets found, so a hit is adopted only "
+            "when it carries ${correlationKey} (the status call reads one ticket per call, so "
+            "it cannot stand in)",
+        )
+        return create
+    check = KeyCheckSpec(
+        call=status.call,
+        ticket_list_path=status.batch.ticket_list_path,
+        ticket_id_path=status.batch.ticket_id_path,
+        key_paths=(DEFAULT_KEY_PATH,),
+    )
+    return replace(create, key_check=check)
 
 
 # --- TicketStatusJSON -----------------------------------------------------------------------
@@ -582,6 +607,8 @@ def validate_documents(
         if status_doc is not None
         else None
     )
+    if create is not None and status is not None:
+        create = _default_key_check(reports["CreateTicketJSON"], create, status)
     config = config_spec(reports["ConfigJSON"], config_doc or {})
     # Each message starts with its document's name, the documents in this order.
     errors = [line for name, report in reports.items() for line in report.as_lines(name)]

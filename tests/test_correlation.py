@@ -223,9 +223,9 @@ def _errors(edit) -> list[str]:
     ("edit", "expected"),
     [
         (
-            lambda d: d.pop("keyCheckCall"),
-            "CreateTicketJSON: searchCall: needs keyCheckCall: a call that reads the tickets "
-            "found, so a hit is adopted only when it carries ${correlationKey}",
+            lambda d: (d.pop("keyCheckCall"), d.update(keyField="BridgeKey")),
+            "CreateTicketJSON: keyField: needs a keyCheckCall that reads the dynamic fields, or "
+            "the field proves nothing",
         ),
         (
             lambda d: d["keyCheckCall"].pop("keyPaths"),
@@ -298,6 +298,54 @@ def _errors(edit) -> list[str]:
 )
 def test_each_defect_of_the_search_is_named(edit, expected):
     assert expected in _errors(edit)
+
+
+def test_without_a_key_check_call_the_status_call_reads_the_hits_and_the_title_proves_them():
+    docs = documents(BASE)
+    del docs["create_ticket_json"]["keyCheckCall"]
+
+    parsed = validate_documents(**docs)
+
+    check = parsed.create.key_check
+    assert check is not None and check.call == parsed.status.call
+    assert (check.ticket_list_path, check.ticket_id_path, check.key_paths) == (
+        "Ticket",
+        "TicketID",
+        ("Title",),
+    )
+
+
+def test_without_a_key_check_call_a_status_call_of_one_ticket_cannot_prove_hits():
+    docs = documents(BASE)
+    del docs["create_ticket_json"]["keyCheckCall"]
+    status = docs["ticket_status_json"]["call"][0]
+    del status["batch"]
+    status["url"] = status["url"].replace("${ticketIDs}", "${ticketID}")
+
+    with pytest.raises(SpecError) as caught:
+        validate_documents(**docs)
+
+    assert caught.value.errors == [
+        "CreateTicketJSON: searchCall: needs keyCheckCall: a call that reads the tickets found, "
+        "so a hit is adopted only when it carries ${correlationKey} (the status call reads one "
+        "ticket per call, so it cannot stand in)"
+    ]
+
+
+def test_a_connection_without_a_key_check_call_adopts_only_hits_titled_with_the_key(sim, otrs):
+    document = copy.deepcopy(otrs.create_ticket_json)
+    del document["keyCheckCall"]
+    type(otrs).objects.filter(pk=otrs.pk).update(create_ticket_json=document)
+    otrs.refresh_from_db()
+    client = TicketClient(otrs)
+    titled, retitled = (sample_task_context(f"BR-OLDDOC{i:04d}") for i in range(2))
+    created = client.create_ticket(titled)
+    lost = client.create_ticket(retitled)
+    _retitle(sim, lost.ticket_id, "renamed")
+
+    assert client.find_ticket(titled) == created
+    found = client.reconcile(retitled)  # found by its article, not proven by a title
+    assert found.ticket is None and "none carries BR-OLDDOC0001 at Title" in found.notes[0]
 
 
 def test_searches_may_be_a_list_tried_in_turn(sim, otrs):
