@@ -367,3 +367,14 @@ def test_searches_may_be_a_list_tried_in_turn(sim, otrs):
     assert client.find_ticket(context) == created  # by title, the first search
     _retitle(sim, created.ticket_id, "renamed")
     assert client.find_ticket(context) == created  # by the article, the second
+
+
+def test_fulltext_finds_a_key_in_the_title_or_in_an_article(server):  # noqa: F811
+    in_title, in_body = _unique("BR-T").upper(), _unique("BR-B").upper()
+    titled = server.create_ticket(f"[{in_title}] fulltext")
+    bodied = server.create_ticket("fulltext", body=f"Access request {in_body}\nmore")
+
+    assert server.tickets_with(in_title) == [titled]
+    assert server.tickets_with(in_body) == [bodied]
+    assert server.tickets_with(in_title.lower()) == [titled]  # case does not matter
+    assert server.tickets_with(in_body[:-3]) == [bodied]  # implicit wildcards around it
