@@ -12,6 +12,8 @@ from django.contrib import admin, messages
 from django.urls import reverse
 from django.utils.html import format_html
 
+from connections.forms import STRICT_JSON
+
 from . import services
 from .models import (
     AccessRequest,
@@ -166,6 +168,7 @@ class IdentityAdmin(admin.ModelAdmin):
     list_select_related = ["manager"]
     raw_id_fields = ["manager"]
     readonly_fields = ["console"]
+    formfield_overrides = STRICT_JSON
 
     @admin.display(description="Console")
     def console(self, obj: Identity) -> str:
