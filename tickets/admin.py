@@ -15,6 +15,7 @@ from django.utils.html import format_html
 from connections.forms import STRICT_JSON
 
 from . import services
+from .forms import IdentityAdminForm
 from .models import (
     AccessRequest,
     Account,
@@ -162,6 +163,8 @@ class JobRunAdmin(ReadOnlyAdmin):
 @admin.register(Identity)
 class IdentityAdmin(admin.ModelAdmin):
     """People whose access changes. Admins may correct names and emails."""
+
+    form = IdentityAdminForm
 
     list_display = ["username", "first_name", "last_name", "email", "console"]
     search_fields = ["username", "first_name", "last_name", "email"]

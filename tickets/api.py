@@ -394,10 +394,13 @@ def otrs_webhook(request, connection_name: str):
     3. Every authenticated call answers 200 `{}` at once, even with a body that makes no
        sense: OTRS retries anything but 20x, and a bad body does not get better on retry.
     """
+    # A NUL in the path names no connection (and PostgreSQL would refuse the query).
     connection = (
         Connection.objects.filter(name=connection_name)
         .only("pk", "name", "webhook_secret_encrypted")
         .first()
+        if "\x00" not in connection_name
+        else None
     )
     if connection is None:
         raise ApiError(404, "not_found", f"There is no connection named {connection_name!r}.")

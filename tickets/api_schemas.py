@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from typing import Annotated, Any, ClassVar, Self
 
 from django.http import HttpRequest, JsonResponse
@@ -33,7 +34,7 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 
 from connections.paths import loads_strict
 
-from . import limits
+from . import limits, validators
 from .models import AccessRequest, Operation, parse_id
 
 # Far above any real request (a few hundred bytes), far below what could hurt a worker.
@@ -242,10 +243,31 @@ def _one_of(allowed: list[str]):
     return check
 
 
+def _refusing(problem: Callable[[str], str]) -> AfterValidator:
+    """A check of tickets.validators as a pydantic validator ("" passes: no value)."""
+
+    def check(value: str) -> str:
+        found = problem(value) if value else ""
+        if found:
+            raise PydanticCustomError("invalid", found)
+        return value
+
+    return AfterValidator(check)
+
+
 NoNul = AfterValidator(_no_nul)
-Username = Annotated[str, Field(min_length=1, max_length=limits.USERNAME), NoNul]
+Username = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=limits.USERNAME,
+        json_schema_extra={"pattern": validators.USERNAME_PATTERN},
+    ),
+    NoNul,
+    _refusing(validators.username_problem),
+]
 PersonName = Annotated[str, Field(max_length=limits.PERSON_NAME), NoNul]
-Email = Annotated[str, Field(max_length=limits.EMAIL), NoNul]
+Email = Annotated[str, Field(max_length=limits.EMAIL), NoNul, _refusing(validators.email_problem)]
 EndpointName = Annotated[str, Field(min_length=1, max_length=limits.ENDPOINT_NAME), NoNul]
 AccountName = Annotated[str, Field(max_length=limits.ACCOUNT_NAME), NoNul]
 Entitlement = Annotated[str, Field(max_length=limits.ENTITLEMENT), NoNul]

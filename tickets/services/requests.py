@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from connections.models import Endpoint
 
+from .. import limits
 from ..models import (
     ACCESS_OPERATIONS,
     APPROVE_PERMISSION,
@@ -25,6 +26,7 @@ from ..models import (
     Operation,
 )
 from ..models import ProvisioningTask as Task
+from ..validators import email_problem, username_problem
 from .completion import _settle_request
 from .provisioning import provision_soon
 from .transitions import SYSTEM, Actor, RequestInvalid, TransitionError, _event, _move
@@ -40,16 +42,27 @@ def _identity_for(beneficiary: Identity | dict, errors: dict[str, list[str]]) ->
     if not username:
         errors.setdefault("beneficiary.username", []).append("is required.")
         return None
-    if len(username) > 150:
-        errors.setdefault("beneficiary.username", []).append("is longer than 150 characters.")
+    if len(username) > limits.USERNAME:
+        errors.setdefault("beneficiary.username", []).append(
+            f"is longer than {limits.USERNAME} characters."
+        )
+        return None
+    # Checked before the lookup too: a name no Identity may have finds none (and a NUL
+    # would make PostgreSQL refuse the query).
+    problem = username_problem(username)
+    if problem:
+        errors.setdefault("beneficiary.username", []).append(problem)
         return None
     identity = Identity.objects.filter(username=username).first()
     if identity is not None:
         return identity
-    values = {k: str(beneficiary.get(k) or "")[:150] for k in ("first_name", "last_name")}
+    values = {
+        k: str(beneficiary.get(k) or "")[: limits.PERSON_NAME] for k in ("first_name", "last_name")
+    }
     email = str(beneficiary.get("email") or "")
-    if email and ("@" not in email or len(email) > 254):
-        errors.setdefault("beneficiary.email", []).append(f"{email!r} is not an email address.")
+    problem = email_problem(email) if email else ""
+    if problem:
+        errors.setdefault("beneficiary.email", []).append(problem)
         return None
     return Identity(username=username, email=email, **values)
 
@@ -151,8 +164,10 @@ def request_submit(
         errors.setdefault("entitlements", []).append("lists an entitlement twice.")
     identity = _identity_for(beneficiary, errors)
     account_name = (account_name or (identity.username if identity else "")).strip()
-    if len(account_name) > 200:
-        errors.setdefault("account_name", []).append("is longer than 200 characters.")
+    if len(account_name) > limits.ACCOUNT_NAME:
+        errors.setdefault("account_name", []).append(
+            f"is longer than {limits.ACCOUNT_NAME} characters."
+        )
     if identity is not None and isinstance(endpoint, Endpoint) and operation in Operation.values:
         _check_operation_fits(
             identity=identity,
