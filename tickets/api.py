@@ -23,8 +23,10 @@ from functools import wraps
 
 from django.db import IntegrityError
 from django.db.models import Prefetch
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import reverse
 from django.utils import timezone
+from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
 
 from connections.crypto import SecretUnreadable
@@ -322,6 +324,38 @@ def request_cancel_view(request, pk: int):
 def not_found(request, path: str = ""):
     """JSON 404 for every other path under /api/v1, so clients never get an HTML page."""
     return ApiError(404, "not_found", f"There is no API resource at {request.path}.").response()
+
+
+# Django answers some requests before or around a view: no route, a request it refuses to
+# read (400), an unhandled exception (500). Those answers are HTML pages; under /api/v1
+# they take the error shape too (otrsbridge/urls.py installs these as its handlers).
+_DJANGO_ERRORS: dict[int, tuple[str, str, Callable]] = {
+    400: ("bad_request", "The request cannot be read.", defaults.bad_request),
+    403: ("forbidden", "This request is not allowed.", defaults.permission_denied),
+    404: ("not_found", "There is no API resource here.", defaults.page_not_found),
+    500: (
+        "server_error",
+        "The bridge failed to answer this request; the error is logged. Try again later.",
+        defaults.server_error,
+    ),
+}
+
+
+def is_api_request(request: HttpRequest) -> bool:
+    return request.path_info.startswith(reverse("api:not_found", kwargs={"path": ""}))
+
+
+def error_handler(status: int) -> Callable:
+    """Django's error view for `status`, answering the error shape under /api/v1."""
+    error, detail, page = _DJANGO_ERRORS[status]
+
+    def handler(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+        if is_api_request(request):
+            return ApiError(status, error, detail).response()
+        return page(request) if status == 500 else page(request, exception)
+
+    handler.__name__ = f"handler{status}"
+    return handler
 
 
 # --- the OTRS webhook -------------------------------------------------------------------------
