@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import TYPE_CHECKING, TypedDict
 
 from django.conf import settings
 from django.contrib import admin, messages
@@ -31,6 +32,17 @@ from .models import ApiCall, Connection, ConnectionToken, Endpoint, SecuritySyst
 from .package_format import PackageError
 from .packages import apply_import, check_size, export_package, load_package, plan_import
 from .selectors import mask_calls
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from django_stubs_ext import WithAnnotations
+
+    class _TokenExpires(TypedDict):
+        """What ConnectionAdmin.get_queryset annotates each connection with."""
+
+        token_expires: datetime | None
+
 
 # The package being imported, between the upload and the apply step. Encrypted: it may hold
 # the secrets the importer typed.
@@ -118,7 +130,7 @@ class ConnectionAdmin(admin.ModelAdmin):
             "Completion e-mail",
             {"fields": ["completion_email_subject", "completion_email_template"]},
         ),
-        ("Last test", {"fields": readonly_fields}),
+        ("Last test", {"fields": list(readonly_fields)}),
     ]
 
     def get_queryset(self, request: HttpRequest):
@@ -158,7 +170,7 @@ class ConnectionAdmin(admin.ModelAdmin):
         return badge(obj.last_test_ok)
 
     @admin.display(description="Token expires", ordering="token_expires")
-    def token_expiry(self, obj: Connection):
+    def token_expiry(self, obj: WithAnnotations[Connection, _TokenExpires]):
         return obj.token_expires or "no token yet"
 
     @admin.display(description="Console")
@@ -461,10 +473,14 @@ class ApiCallAdmin(admin.ModelAdmin):
 class ConnectionTokenAdmin(admin.ModelAdmin):
     """When each session was obtained and expires; the token itself is never shown."""
 
-    list_display = ["connection", "auth_name", "obtained_at", "expires_at", "version"]
+    list_display = fields = readonly_fields = (
+        "connection",
+        "auth_name",
+        "obtained_at",
+        "expires_at",
+        "version",
+    )
     list_select_related = ["connection"]
-    fields = list_display
-    readonly_fields = list_display
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -32,6 +32,8 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from connections.problems import Problems
+
 from . import limits
 from .models import AccessRequest, Operation, parse_id
 
@@ -191,10 +193,10 @@ def _message(model: type[Body], error: ErrorDetails) -> str:
 
 def field_errors(model: type[Body], exc: ValidationError) -> dict[str, list[str]]:
     """Pydantic's errors as the `fields` of our error shape: path → messages."""
-    fields: dict[str, list[str]] = {}
+    problems = Problems()
     for error in exc.errors():
-        fields.setdefault(_path(tuple(error["loc"])), []).append(_message(model, error))
-    return fields
+        problems.add(_path(tuple(error["loc"])), _message(model, error))
+    return problems.as_fields()
 
 
 class Body(BaseModel):

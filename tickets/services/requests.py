@@ -6,14 +6,15 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable
 
-from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
 from connections.models import Endpoint
+from connections.problems import Problems
 
+from .. import limits
 from ..models import (
     ACCESS_OPERATIONS,
     APPROVE_PERMISSION,
@@ -21,6 +22,7 @@ from ..models import (
     AccessRequest,
     Account,
     ApiClient,
+    ConsoleUser,
     Identity,
     Operation,
 )
@@ -30,26 +32,28 @@ from .provisioning import provision_soon
 from .transitions import SYSTEM, Actor, RequestInvalid, TransitionError, _event, _move
 
 
-def _identity_for(beneficiary: Identity | dict, errors: dict[str, list[str]]) -> Identity | None:
+def _identity_for(beneficiary: Identity | dict, errors: Problems) -> Identity | None:
     if isinstance(beneficiary, Identity):
         return beneficiary
     if not isinstance(beneficiary, dict):
-        errors.setdefault("beneficiary", []).append("must be an object with a username.")
+        errors.add("beneficiary", "must be an object with a username.")
         return None
     username = str(beneficiary.get("username") or "").strip()
     if not username:
-        errors.setdefault("beneficiary.username", []).append("is required.")
+        errors.add("beneficiary.username", "is required.")
         return None
-    if len(username) > 150:
-        errors.setdefault("beneficiary.username", []).append("is longer than 150 characters.")
+    if len(username) > limits.USERNAME:
+        errors.add("beneficiary.username", f"is longer than {limits.USERNAME} characters.")
         return None
     identity = Identity.objects.filter(username=username).first()
     if identity is not None:
         return identity
-    values = {k: str(beneficiary.get(k) or "")[:150] for k in ("first_name", "last_name")}
+    values = {
+        k: str(beneficiary.get(k) or "")[: limits.PERSON_NAME] for k in ("first_name", "last_name")
+    }
     email = str(beneficiary.get("email") or "")
-    if email and ("@" not in email or len(email) > 254):
-        errors.setdefault("beneficiary.email", []).append(f"{email!r} is not an email address.")
+    if email and ("@" not in email or len(email) > limits.EMAIL):
+        errors.add("beneficiary.email", f"{email!r} is not an email address.")
         return None
     return Identity(username=username, email=email, **values)
 
@@ -61,7 +65,7 @@ def _check_operation_fits(
     operation: str,
     account_name: str,
     entitlements: list[str],
-    errors: dict[str, list[str]],
+    errors: Problems,
 ) -> None:
     """Refuse an operation that does not fit the access that exists today."""
     account = None
@@ -69,8 +73,8 @@ def _check_operation_fits(
         account = Account.objects.filter(identity=identity, endpoint=endpoint, active=True).first()
     who = identity.username
     if operation == Operation.CREATE_ACCOUNT and account is not None:
-        errors.setdefault("operation", []).append(
-            f"{who} already has the account {account.name!r} on {endpoint.name}."
+        errors.add(
+            "operation", f"{who} already has the account {account.name!r} on {endpoint.name}."
         )
     elif operation == Operation.CREATE_ACCOUNT:
         holder = (
@@ -79,39 +83,33 @@ def _check_operation_fits(
             .first()
         )
         if holder is not None:
-            errors.setdefault("account_name", []).append(
-                f"{account_name!r} on {endpoint.name} already belongs to {holder.identity.username}."
+            errors.add(
+                "account_name",
+                f"{account_name!r} on {endpoint.name} already belongs to {holder.identity.username}.",
             )
     if operation in (Operation.REMOVE_ACCOUNT, *ACCESS_OPERATIONS) and account is None:
-        errors.setdefault("operation", []).append(
+        errors.add(
+            "operation",
             f"{who} has no account on {endpoint.name}, so there is nothing to "
             f"{'remove' if operation == Operation.REMOVE_ACCOUNT else 'change'}."
-            + (" Request create_account first." if operation == Operation.ADD_ACCESS else "")
+            + (" Request create_account first." if operation == Operation.ADD_ACCESS else ""),
         )
     if operation in ACCESS_OPERATIONS and not entitlements:
-        errors.setdefault("entitlements", []).append(
-            "name at least one entitlement for an access change."
-        )
+        errors.add("entitlements", "name at least one entitlement for an access change.")
     allowed = set(endpoint.entitlements or [])
     unknown = [e for e in entitlements if allowed and e not in allowed]
     if unknown:
-        errors.setdefault("entitlements", []).append(
-            f"not offered by {endpoint.name}: {', '.join(unknown)}."
-        )
+        errors.add("entitlements", f"not offered by {endpoint.name}: {', '.join(unknown)}.")
     if account is not None and operation in ACCESS_OPERATIONS:
         held = set(account.entitlements.values_list("entitlement", flat=True))
         if operation == Operation.ADD_ACCESS:
             already = [e for e in entitlements if e in held]
             if already:
-                errors.setdefault("entitlements", []).append(
-                    f"{who} already has: {', '.join(already)}."
-                )
+                errors.add("entitlements", f"{who} already has: {', '.join(already)}.")
         else:
             missing = [e for e in entitlements if e not in held]
             if missing:
-                errors.setdefault("entitlements", []).append(
-                    f"{who} does not have: {', '.join(missing)}."
-                )
+                errors.add("entitlements", f"{who} does not have: {', '.join(missing)}.")
 
 
 def request_submit(
@@ -119,7 +117,7 @@ def request_submit(
     beneficiary: Identity | dict,
     endpoint: Endpoint | str,
     operation: str,
-    requester: AbstractBaseUser | None = None,
+    requester: ConsoleUser | None = None,
     api_client: ApiClient | None = None,
     account_name: str = "",
     entitlements: Iterable[str] = (),
@@ -131,28 +129,31 @@ def request_submit(
 
     Raises RequestInvalid naming every wrong field; nothing is written then.
     """
-    errors: dict[str, list[str]] = {}
+    errors = Problems()
     if operation not in Operation.values:
-        errors.setdefault("operation", []).append(f"must be one of {', '.join(Operation.values)}.")
+        errors.add("operation", f"must be one of {', '.join(Operation.values)}.")
     if isinstance(endpoint, str):
         name = endpoint
-        endpoint = Endpoint.objects.select_related("security_system").filter(name=name).first()
-        if endpoint is None:
-            errors.setdefault("endpoint", []).append(f"there is no endpoint named {name!r}.")
+        found = Endpoint.objects.select_related("security_system").filter(name=name).first()
+        if found is None:
+            errors.add("endpoint", f"there is no endpoint named {name!r}.")
+        else:
+            endpoint = found
     if (
         isinstance(endpoint, Endpoint)
         and endpoint.security_system.service_desk_connection_id is None
     ):
-        errors.setdefault("endpoint", []).append(
-            f"{endpoint.name} has no service-desk connection; an admin must set one on its security system."
+        errors.add(
+            "endpoint",
+            f"{endpoint.name} has no service-desk connection; an admin must set one on its security system.",
         )
     entitlements = [str(e).strip() for e in entitlements if str(e).strip()]
     if len(set(entitlements)) != len(entitlements):
-        errors.setdefault("entitlements", []).append("lists an entitlement twice.")
+        errors.add("entitlements", "lists an entitlement twice.")
     identity = _identity_for(beneficiary, errors)
     account_name = (account_name or (identity.username if identity else "")).strip()
-    if len(account_name) > 200:
-        errors.setdefault("account_name", []).append("is longer than 200 characters.")
+    if len(account_name) > limits.ACCOUNT_NAME:
+        errors.add("account_name", f"is longer than {limits.ACCOUNT_NAME} characters.")
     if identity is not None and isinstance(endpoint, Endpoint) and operation in Operation.values:
         _check_operation_fits(
             identity=identity,
@@ -163,7 +164,7 @@ def request_submit(
             errors=errors,
         )
     if errors:
-        raise RequestInvalid(errors)
+        raise RequestInvalid(errors.as_fields())
     assert identity is not None and isinstance(endpoint, Endpoint)
 
     actor = (
@@ -201,11 +202,11 @@ def request_submit(
     return access_request
 
 
-def _can(user: AbstractBaseUser | None, permission: str) -> bool:
+def _can(user: ConsoleUser | None, permission: str) -> bool:
     return bool(user and user.is_active and user.has_perm(permission))
 
 
-def _check_decider(access_request: AccessRequest, by: AbstractBaseUser, verb: str) -> None:
+def _check_decider(access_request: AccessRequest, by: ConsoleUser, verb: str) -> None:
     if not _can(by, APPROVE_PERMISSION):
         raise PermissionDenied(f"You are not allowed to {verb} requests.")
     if access_request.requester_id and access_request.requester_id == by.pk:
@@ -213,7 +214,7 @@ def _check_decider(access_request: AccessRequest, by: AbstractBaseUser, verb: st
 
 
 def request_approve(
-    *, access_request: AccessRequest, by: AbstractBaseUser, comment: str = ""
+    *, access_request: AccessRequest, by: ConsoleUser, comment: str = ""
 ) -> AccessRequest:
     """Approve a pending request and create its tasks. Nobody approves their own request."""
     _check_decider(access_request, by, "approve")
@@ -278,7 +279,7 @@ def new_correlation_key() -> str:
 
 
 def request_reject(
-    *, access_request: AccessRequest, by: AbstractBaseUser, comment: str = ""
+    *, access_request: AccessRequest, by: ConsoleUser, comment: str = ""
 ) -> AccessRequest:
     _check_decider(access_request, by, "reject")
     with transaction.atomic():
@@ -298,7 +299,7 @@ def request_reject(
 def request_cancel(
     *,
     access_request: AccessRequest,
-    by: AbstractBaseUser | None = None,
+    by: ConsoleUser | None = None,
     actor: Actor | None = None,
     reason: str = "",
 ) -> AccessRequest:
@@ -333,9 +334,7 @@ def request_cancel(
         )
 
 
-def task_retry(
-    *, task: Task, by: AbstractBaseUser | None = None, actor: Actor | None = None
-) -> Task:
+def task_retry(*, task: Task, by: ConsoleUser | None = None, actor: Actor | None = None) -> Task:
     """Send a failed task (or one waiting to retry) back to the queue, with fresh tries."""
     if by is not None and not _can(by, OPERATE_PERMISSION):
         raise PermissionDenied("You are not allowed to retry tasks.")
@@ -374,7 +373,7 @@ def task_retry(
     return task
 
 
-def tasks_retry(*, tasks: QuerySet[Task], by: AbstractBaseUser) -> tuple[list[int], list[str]]:
+def tasks_retry(*, tasks: QuerySet[Task], by: ConsoleUser) -> tuple[list[int], list[str]]:
     """Retry many tasks (the board's and the admin's bulk buttons): the ids retried, and
     why each other one was refused."""
     done, refused = [], []
@@ -387,9 +386,7 @@ def tasks_retry(*, tasks: QuerySet[Task], by: AbstractBaseUser) -> tuple[list[in
     return done, refused
 
 
-def task_cancel(
-    *, task: Task, by: AbstractBaseUser | None = None, actor: Actor | None = None
-) -> Task:
+def task_cancel(*, task: Task, by: ConsoleUser | None = None, actor: Actor | None = None) -> Task:
     if by is not None and not _can(by, OPERATE_PERMISSION):
         raise PermissionDenied("You are not allowed to cancel tasks.")
     actor = actor or (Actor.person(by) if by else SYSTEM)
