@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, TypedDict
 
 from django.conf import settings
@@ -66,6 +67,13 @@ def badge(ok: bool | None, *, yes: str = "OK", no: str = "Failed", unknown: str 
 
 # Form fields that take a secret and never show it: what a view-only page shows instead.
 WRITE_ONLY_FIELDS = {"webhook_secret": "webhook_secret_state"}
+
+
+def _view_only(field: str | Sequence[str]) -> str | Sequence[str]:
+    """A fieldset entry (a field, or fields on one line) as a view-only page shows it."""
+    if isinstance(field, str):
+        return WRITE_ONLY_FIELDS.get(field, field)
+    return [WRITE_ONLY_FIELDS.get(f, f) for f in field]
 
 
 def _json_download(document: dict, filename: str) -> HttpResponse:
@@ -146,7 +154,7 @@ class ConnectionAdmin(admin.ModelAdmin):
         if self.has_change_permission(request, obj):
             return fieldsets
         return [
-            (name, {**options, "fields": [WRITE_ONLY_FIELDS.get(f, f) for f in options["fields"]]})
+            (name, {**options, "fields": [_view_only(f) for f in options["fields"]]})
             for name, options in fieldsets
         ]
 
