@@ -143,3 +143,69 @@ def test_the_readme_lists_the_declared_variables():
 
     assert START in readme and END in readme
     assert with_table(readme) == readme, "regenerate: manage.py template_variables --readme"
+
+
+@pytest.mark.django_db
+def test_a_real_task_fills_every_declared_variable_with_the_same_keys_as_the_sample(
+    people, offline
+):
+    """The contract: what validates and previews also renders for a real task."""
+    from tickets import services
+    from tickets.models import Account, Identity, ProvisioningTask
+
+    ada = Identity.objects.create(
+        username="ada",
+        first_name="Ada",
+        last_name="Lovelace",
+        email="ada@example.com",
+        properties={"custom": "user-value"},
+    )
+    Account.objects.create(identity=ada, endpoint=offline, name="ada")
+    offline.attributes = {"queue": "Raw", "custom": "endpoint-value"}
+    offline.save()
+    access_request = services.request_submit(
+        beneficiary={"username": "ada"},
+        endpoint=offline,
+        operation="add_access",
+        entitlements=["crm-read"],
+        requester=people.alice,
+        justification="Quarterly audit",
+    )
+    services.request_approve(access_request=access_request, by=people.carol)
+    task = ProvisioningTask.objects.get(request=access_request)
+    template = every_variable()
+
+    real = templating.render(template, services.task_context(task.pk))
+    sampled = templating.render(template, context.sample(open_values=OPEN_VALUES))
+
+    assert set(real) == set(sampled) == set(template)
+    access_request.refresh_from_db()
+    assert real["user.displayname"] == "Ada Lovelace"
+    assert real["requestor"] == "alice" and real["requestor.email"] == "alice@example.com"
+    assert real["task.requestNumber"] == access_request.number
+    assert real["task.id"] == task.pk and real["task"] == str(task.pk)
+    assert real["entitlement"] == "crm-read" and real["entitlements"] == ["crm-read"]
+    assert real["user.custom"] == "user-value" and real["endpoint.custom"] == "endpoint-value"
+    assert real["correlationKey"] == task.correlation_key
+
+
+@pytest.mark.django_db
+def test_an_api_request_has_an_empty_requester_email(offline):
+    from tickets import services
+    from tickets.api import api_client_create
+    from tickets.models import ProvisioningTask
+
+    client, _ = api_client_create(name="iga", trusted=True)
+    access_request = services.request_submit(
+        beneficiary={"username": "ada"},
+        endpoint=offline,
+        operation="create_account",
+        api_client=client,
+    )
+    task = ProvisioningTask.objects.get(request=access_request)
+
+    real = templating.render(
+        {"r": "${requestor}", "e": "${requestor.email}"}, services.task_context(task)
+    )
+
+    assert real == {"r": "api:iga", "e": ""}

@@ -33,6 +33,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from connections.paths import loads_strict
+from connections.problems import Problems
 
 from . import limits, validators
 from .models import AccessRequest, Operation, parse_id
@@ -194,10 +195,10 @@ def _message(model: type[Body], error: ErrorDetails) -> str:
 
 def field_errors(model: type[Body], exc: ValidationError) -> dict[str, list[str]]:
     """Pydantic's errors as the `fields` of our error shape: path → messages."""
-    fields: dict[str, list[str]] = {}
+    problems = Problems()
     for error in exc.errors():
-        fields.setdefault(_path(tuple(error["loc"])), []).append(_message(model, error))
-    return fields
+        problems.add(_path(tuple(error["loc"])), _message(model, error))
+    return problems.as_fields()
 
 
 class Body(BaseModel):

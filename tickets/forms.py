@@ -107,7 +107,7 @@ class SubmitRequestForm(forms.Form):
         if isinstance(raw, Endpoint):
             return raw
         pk = parse_id(raw)
-        return None if pk is None else self.fields["endpoint"].queryset.filter(pk=pk).first()
+        return None if pk is None else requestable_endpoints().filter(pk=pk).first()
 
     def clean_entitlements(self) -> list[str]:
         chosen = self.cleaned_data["entitlements"]
@@ -201,7 +201,7 @@ class DecisionForm(forms.Form):
         return [
             f"{self.fields[name].label or name.capitalize()}: {message}"
             if name in self.fields
-            else message
+            else str(message)
             for name, errors in self.errors.items()
             for message in errors
         ]

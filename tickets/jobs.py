@@ -22,7 +22,7 @@ from django_q.brokers import get_broker
 from django_q.conf import Conf
 from django_q.models import Schedule
 
-from connections.client import OTRSError
+from connections.errors import OTRSError
 from connections.models import Connection
 
 from . import services

@@ -38,5 +38,9 @@ UPSTREAM_APPROVER = 200
 DECISION_COMMENT = 2000
 CANCEL_REASON = 2000
 
+# The timeline: an event's reason is cut to this length, and who made the change.
+EVENT_REASON = 2000
+ACTOR_LABEL = 200
+
 # An API client's Idempotency-Key header.
 IDEMPOTENCY_KEY = 200

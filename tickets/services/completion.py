@@ -152,7 +152,7 @@ def _send_completion_email(request_id: int) -> None:
         recipients = _recipients(
             access_request.number,
             access_request.beneficiary.email,
-            access_request.requester.email if access_request.requester_id else "",
+            access_request.requester.email if access_request.requester is not None else "",
         )
         if recipients:
             send_mail(subject, body, None, recipients)
@@ -160,7 +160,7 @@ def _send_completion_email(request_id: int) -> None:
         log.exception("could not send the completion email of %s", access_request.number)
 
 
-def _recipients(number: str, *addresses: str) -> list[str]:
+def _recipients(number: str | None, *addresses: str) -> list[str]:
     """The addresses to send to, each checked again: one stored before the rules, or typed
     into Django's own user admin, must not reach the mail server with a line break in it."""
     recipients = []

@@ -1,7 +1,12 @@
-"""What a task's templates see (`${user.firstname}` …) and the OTRS agent link of a ticket."""
+"""What a task's templates see (`${user.firstname}` …) and the OTRS agent link of a ticket.
+
+The names are declared in connections.context; a task fills every one of them, so a
+template that passes validation and renders in the preview also renders for a real task.
+"""
 
 from __future__ import annotations
 
+from connections import context
 from connections.models import Connection
 
 from ..models import ProvisioningTask as Task
@@ -28,46 +33,43 @@ def task_context(task_id: int | Task) -> dict:
     )
     access_request = task.request
     identity = access_request.beneficiary
+    requester = access_request.requester
     endpoint = task.endpoint
     system = endpoint.security_system
-    return {
-        "user": {
-            **{str(k): v for k, v in (identity.properties or {}).items()},
-            "_": identity.username,
-            "username": identity.username,
-            "firstname": identity.first_name,
-            "lastname": identity.last_name,
-            "email": identity.email,
-            "manager": identity.manager.username if identity.manager else "",
-        },
-        "requestor": access_request.requester_label,
-        "task": {
-            "_": str(task.pk),
-            "id": task.pk,
-            "operation": task.operation,
-            "operationLabel": task.get_operation_display(),
+    full_name = f"{identity.first_name} {identity.last_name}".strip()
+    return context.build(
+        {
+            "user": identity.username,
+            "user.username": identity.username,
+            "user.firstname": identity.first_name,
+            "user.lastname": identity.last_name,
+            "user.displayname": full_name or identity.username,
+            "user.email": identity.email,
+            "user.manager": identity.manager.username if identity.manager else "",
+            "requestor": access_request.requester_label,
+            "requestor.email": requester.email if requester is not None else "",
+            "task": str(task.pk),
+            "task.id": task.pk,
+            "task.operation": task.operation,
+            "task.operationLabel": task.get_operation_display(),
+            "task.entitlement": task.entitlement,
+            "task.accountName": access_request.account_name,
+            "task.requestNumber": access_request.number or "",
+            "task.justification": access_request.justification,
+            "endpoint": endpoint.name,
+            "endpoint.name": endpoint.name,
+            "endpoint.displayName": endpoint.display_name or endpoint.name,
+            "securitySystem": system.name,
+            "securitySystem.name": system.name,
+            "securitySystem.displayName": system.display_name or system.name,
+            "entitlements": list(access_request.entitlements)
+            or ([task.entitlement] if task.entitlement else []),
             "entitlement": task.entitlement,
-            "accountName": access_request.account_name,
-            "requestNumber": access_request.number or "",
-            "justification": access_request.justification,
+            "account": access_request.account_name,
+            "correlationKey": task.correlation_key,
         },
-        "endpoint": {
-            **{str(k): v for k, v in (endpoint.attributes or {}).items()},
-            "_": endpoint.name,
-            "name": endpoint.name,
-            "displayName": endpoint.display_name or endpoint.name,
-        },
-        "securitySystem": {
-            "_": system.name,
-            "name": system.name,
-            "displayName": system.display_name or system.name,
-        },
-        "entitlements": list(access_request.entitlements)
-        or ([task.entitlement] if task.entitlement else []),
-        "entitlement": task.entitlement,
-        "account": access_request.account_name,
-        "correlationKey": task.correlation_key,
-    }
+        open_values={"user": identity.properties or {}, "endpoint": endpoint.attributes or {}},
+    )
 
 
 def agent_link(connection: Connection, ticket_id: int) -> str:

@@ -21,7 +21,8 @@ from django.db.models import F, Q
 from django.dispatch import Signal
 from django.utils import timezone
 
-from connections.client import OTRSError, TicketClient
+from connections.client import TicketClient
+from connections.errors import OTRSError
 from connections.models import Connection
 
 from ..models import ProvisioningTask as Task

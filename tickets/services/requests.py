@@ -6,13 +6,13 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable
 
-from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
 from connections.models import Endpoint
+from connections.problems import Problems
 
 from .. import limits
 from ..models import (
@@ -22,6 +22,7 @@ from ..models import (
     AccessRequest,
     Account,
     ApiClient,
+    ConsoleUser,
     Identity,
     Operation,
 )
@@ -32,26 +33,24 @@ from .provisioning import provision_soon
 from .transitions import SYSTEM, Actor, RequestInvalid, TransitionError, _event, _move
 
 
-def _identity_for(beneficiary: Identity | dict, errors: dict[str, list[str]]) -> Identity | None:
+def _identity_for(beneficiary: Identity | dict, errors: Problems) -> Identity | None:
     if isinstance(beneficiary, Identity):
         return beneficiary
     if not isinstance(beneficiary, dict):
-        errors.setdefault("beneficiary", []).append("must be an object with a username.")
+        errors.add("beneficiary", "must be an object with a username.")
         return None
     username = str(beneficiary.get("username") or "").strip()
     if not username:
-        errors.setdefault("beneficiary.username", []).append("is required.")
+        errors.add("beneficiary.username", "is required.")
         return None
     if len(username) > limits.USERNAME:
-        errors.setdefault("beneficiary.username", []).append(
-            f"is longer than {limits.USERNAME} characters."
-        )
+        errors.add("beneficiary.username", f"is longer than {limits.USERNAME} characters.")
         return None
     # Checked before the lookup too: a name no Identity may have finds none (and a NUL
     # would make PostgreSQL refuse the query).
     problem = username_problem(username)
     if problem:
-        errors.setdefault("beneficiary.username", []).append(problem)
+        errors.add("beneficiary.username", problem)
         return None
     identity = Identity.objects.filter(username=username).first()
     if identity is not None:
@@ -62,7 +61,7 @@ def _identity_for(beneficiary: Identity | dict, errors: dict[str, list[str]]) ->
     email = str(beneficiary.get("email") or "")
     problem = email_problem(email) if email else ""
     if problem:
-        errors.setdefault("beneficiary.email", []).append(problem)
+        errors.add("beneficiary.email", problem)
         return None
     return Identity(username=username, email=email, **values)
 
@@ -74,7 +73,7 @@ def _check_operation_fits(
     operation: str,
     account_name: str,
     entitlements: list[str],
-    errors: dict[str, list[str]],
+    errors: Problems,
 ) -> None:
     """Refuse an operation that does not fit the access that exists today."""
     account = None
@@ -82,8 +81,8 @@ def _check_operation_fits(
         account = Account.objects.filter(identity=identity, endpoint=endpoint, active=True).first()
     who = identity.username
     if operation == Operation.CREATE_ACCOUNT and account is not None:
-        errors.setdefault("operation", []).append(
-            f"{who} already has the account {account.name!r} on {endpoint.name}."
+        errors.add(
+            "operation", f"{who} already has the account {account.name!r} on {endpoint.name}."
         )
     elif operation == Operation.CREATE_ACCOUNT:
         holder = (
@@ -92,39 +91,33 @@ def _check_operation_fits(
             .first()
         )
         if holder is not None:
-            errors.setdefault("account_name", []).append(
-                f"{account_name!r} on {endpoint.name} already belongs to {holder.identity.username}."
+            errors.add(
+                "account_name",
+                f"{account_name!r} on {endpoint.name} already belongs to {holder.identity.username}.",
             )
     if operation in (Operation.REMOVE_ACCOUNT, *ACCESS_OPERATIONS) and account is None:
-        errors.setdefault("operation", []).append(
+        errors.add(
+            "operation",
             f"{who} has no account on {endpoint.name}, so there is nothing to "
             f"{'remove' if operation == Operation.REMOVE_ACCOUNT else 'change'}."
-            + (" Request create_account first." if operation == Operation.ADD_ACCESS else "")
+            + (" Request create_account first." if operation == Operation.ADD_ACCESS else ""),
         )
     if operation in ACCESS_OPERATIONS and not entitlements:
-        errors.setdefault("entitlements", []).append(
-            "name at least one entitlement for an access change."
-        )
+        errors.add("entitlements", "name at least one entitlement for an access change.")
     allowed = set(endpoint.entitlements or [])
     unknown = [e for e in entitlements if allowed and e not in allowed]
     if unknown:
-        errors.setdefault("entitlements", []).append(
-            f"not offered by {endpoint.name}: {', '.join(unknown)}."
-        )
+        errors.add("entitlements", f"not offered by {endpoint.name}: {', '.join(unknown)}.")
     if account is not None and operation in ACCESS_OPERATIONS:
         held = set(account.entitlements.values_list("entitlement", flat=True))
         if operation == Operation.ADD_ACCESS:
             already = [e for e in entitlements if e in held]
             if already:
-                errors.setdefault("entitlements", []).append(
-                    f"{who} already has: {', '.join(already)}."
-                )
+                errors.add("entitlements", f"{who} already has: {', '.join(already)}.")
         else:
             missing = [e for e in entitlements if e not in held]
             if missing:
-                errors.setdefault("entitlements", []).append(
-                    f"{who} does not have: {', '.join(missing)}."
-                )
+                errors.add("entitlements", f"{who} does not have: {', '.join(missing)}.")
 
 
 def request_submit(
@@ -132,7 +125,7 @@ def request_submit(
     beneficiary: Identity | dict,
     endpoint: Endpoint | str,
     operation: str,
-    requester: AbstractBaseUser | None = None,
+    requester: ConsoleUser | None = None,
     api_client: ApiClient | None = None,
     account_name: str = "",
     entitlements: Iterable[str] = (),
@@ -144,30 +137,31 @@ def request_submit(
 
     Raises RequestInvalid naming every wrong field; nothing is written then.
     """
-    errors: dict[str, list[str]] = {}
+    errors = Problems()
     if operation not in Operation.values:
-        errors.setdefault("operation", []).append(f"must be one of {', '.join(Operation.values)}.")
+        errors.add("operation", f"must be one of {', '.join(Operation.values)}.")
     if isinstance(endpoint, str):
         name = endpoint
-        endpoint = Endpoint.objects.select_related("security_system").filter(name=name).first()
-        if endpoint is None:
-            errors.setdefault("endpoint", []).append(f"there is no endpoint named {name!r}.")
+        found = Endpoint.objects.select_related("security_system").filter(name=name).first()
+        if found is None:
+            errors.add("endpoint", f"there is no endpoint named {name!r}.")
+        else:
+            endpoint = found
     if (
         isinstance(endpoint, Endpoint)
         and endpoint.security_system.service_desk_connection_id is None
     ):
-        errors.setdefault("endpoint", []).append(
-            f"{endpoint.name} has no service-desk connection; an admin must set one on its security system."
+        errors.add(
+            "endpoint",
+            f"{endpoint.name} has no service-desk connection; an admin must set one on its security system.",
         )
     entitlements = [str(e).strip() for e in entitlements if str(e).strip()]
     if len(set(entitlements)) != len(entitlements):
-        errors.setdefault("entitlements", []).append("lists an entitlement twice.")
+        errors.add("entitlements", "lists an entitlement twice.")
     identity = _identity_for(beneficiary, errors)
     account_name = (account_name or (identity.username if identity else "")).strip()
     if len(account_name) > limits.ACCOUNT_NAME:
-        errors.setdefault("account_name", []).append(
-            f"is longer than {limits.ACCOUNT_NAME} characters."
-        )
+        errors.add("account_name", f"is longer than {limits.ACCOUNT_NAME} characters.")
     if identity is not None and isinstance(endpoint, Endpoint) and operation in Operation.values:
         _check_operation_fits(
             identity=identity,
@@ -178,7 +172,7 @@ def request_submit(
             errors=errors,
         )
     if errors:
-        raise RequestInvalid(errors)
+        raise RequestInvalid(errors.as_fields())
     assert identity is not None and isinstance(endpoint, Endpoint)
 
     actor = (
@@ -216,11 +210,11 @@ def request_submit(
     return access_request
 
 
-def _can(user: AbstractBaseUser | None, permission: str) -> bool:
+def _can(user: ConsoleUser | None, permission: str) -> bool:
     return bool(user and user.is_active and user.has_perm(permission))
 
 
-def _check_decider(access_request: AccessRequest, by: AbstractBaseUser, verb: str) -> None:
+def _check_decider(access_request: AccessRequest, by: ConsoleUser, verb: str) -> None:
     if not _can(by, APPROVE_PERMISSION):
         raise PermissionDenied(f"You are not allowed to {verb} requests.")
     if access_request.requester_id and access_request.requester_id == by.pk:
@@ -228,7 +222,7 @@ def _check_decider(access_request: AccessRequest, by: AbstractBaseUser, verb: st
 
 
 def request_approve(
-    *, access_request: AccessRequest, by: AbstractBaseUser, comment: str = ""
+    *, access_request: AccessRequest, by: ConsoleUser, comment: str = ""
 ) -> AccessRequest:
     """Approve a pending request and create its tasks. Nobody approves their own request."""
     _check_decider(access_request, by, "approve")
@@ -293,7 +287,7 @@ def new_correlation_key() -> str:
 
 
 def request_reject(
-    *, access_request: AccessRequest, by: AbstractBaseUser, comment: str = ""
+    *, access_request: AccessRequest, by: ConsoleUser, comment: str = ""
 ) -> AccessRequest:
     _check_decider(access_request, by, "reject")
     with transaction.atomic():
@@ -313,7 +307,7 @@ def request_reject(
 def request_cancel(
     *,
     access_request: AccessRequest,
-    by: AbstractBaseUser | None = None,
+    by: ConsoleUser | None = None,
     actor: Actor | None = None,
     reason: str = "",
 ) -> AccessRequest:
@@ -348,9 +342,7 @@ def request_cancel(
         )
 
 
-def task_retry(
-    *, task: Task, by: AbstractBaseUser | None = None, actor: Actor | None = None
-) -> Task:
+def task_retry(*, task: Task, by: ConsoleUser | None = None, actor: Actor | None = None) -> Task:
     """Send a failed task (or one waiting to retry) back to the queue, with fresh tries."""
     if by is not None and not _can(by, OPERATE_PERMISSION):
         raise PermissionDenied("You are not allowed to retry tasks.")
@@ -389,7 +381,7 @@ def task_retry(
     return task
 
 
-def tasks_retry(*, tasks: QuerySet[Task], by: AbstractBaseUser) -> tuple[list[int], list[str]]:
+def tasks_retry(*, tasks: QuerySet[Task], by: ConsoleUser) -> tuple[list[int], list[str]]:
     """Retry many tasks (the board's and the admin's bulk buttons): the ids retried, and
     why each other one was refused."""
     done, refused = [], []
@@ -402,9 +394,7 @@ def tasks_retry(*, tasks: QuerySet[Task], by: AbstractBaseUser) -> tuple[list[in
     return done, refused
 
 
-def task_cancel(
-    *, task: Task, by: AbstractBaseUser | None = None, actor: Actor | None = None
-) -> Task:
+def task_cancel(*, task: Task, by: ConsoleUser | None = None, actor: Actor | None = None) -> Task:
     if by is not None and not _can(by, OPERATE_PERMISSION):
         raise PermissionDenied("You are not allowed to cancel tasks.")
     actor = actor or (Actor.person(by) if by else SYSTEM)

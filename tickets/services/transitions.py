@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.contrib.auth.models import AbstractBaseUser
 from django.utils import timezone
 
 from connections.models import Connection
 
-from ..models import AccessRequest, ApiClient, TaskEvent
+from .. import limits
+from ..models import AccessRequest, ApiClient, ConsoleUser, TaskEvent
 from ..models import ProvisioningTask as Task
 
 
@@ -36,10 +36,10 @@ class Actor:
 
     kind: str
     label: str
-    user: AbstractBaseUser | None = None
+    user: ConsoleUser | None = None
 
     @classmethod
-    def person(cls, user: AbstractBaseUser) -> Actor:
+    def person(cls, user: ConsoleUser) -> Actor:
         return cls(TaskEvent.Actor.PERSON, user.get_username(), user)
 
     @classmethod
@@ -82,10 +82,10 @@ def _event_row(
         task_id=task_id,
         from_status=from_status,
         to_status=to,
-        reason=reason[:2000],
+        reason=reason[: limits.EVENT_REASON],
         actor_kind=actor.kind,
         actor_user=actor.user if actor.user is not None and actor.user.pk else None,
-        actor_label=actor.label[:200],
+        actor_label=actor.label[: limits.ACTOR_LABEL],
     )
 
 
@@ -117,7 +117,7 @@ def _move(
         current = model.objects.filter(pk=obj.pk).values_list("status", flat=True).first()
         raise TransitionError(f"{label} is {current} now, not {from_status}; nothing was changed.")
     _event(
-        request_id=obj.request_id if is_task else obj.pk,
+        request_id=obj.request_id if isinstance(obj, Task) else obj.pk,
         task_id=obj.pk if is_task else None,
         from_status=from_status,
         to=to,
