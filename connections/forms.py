@@ -12,7 +12,7 @@ from typing import Any
 
 from django import forms
 from django.db import models
-from django.forms.fields import InvalidJSONInput
+from django.forms.fields import InvalidJSONInput, JSONString
 
 from . import spec
 from .models import SECRET_PLACEHOLDER, Connection, merge_secrets, split_secrets
@@ -78,9 +78,11 @@ class StrictJSONField(forms.JSONField):
         if self.disabled or value in self.empty_values or not isinstance(value, str):
             return super().to_python(value)
         try:
-            return loads_strict(value)
+            converted = loads_strict(value)
         except ValueError as exc:
             raise forms.ValidationError(str(exc), code="invalid") from None
+        # As Django's own: a decoded string is marked, so it is never decoded twice.
+        return JSONString(converted) if isinstance(converted, str) else converted
 
     def bound_data(self, data: Any, initial: Any) -> Any:
         if self.disabled or not isinstance(data, str):
