@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, TypedDict
 
 from django.conf import settings
@@ -26,10 +27,19 @@ from django.views.decorators.http import require_POST
 
 from . import crypto, services
 from .errors import OTRSError
-from .forms import ConnectionForm, PackageConfigureForm, PackageUploadForm, pretty_json
+from .forms import (
+    STRICT_JSON,
+    ConnectionForm,
+    PackageConfigureForm,
+    PackageUploadForm,
+    pretty_json,
+)
+from .masking import mask
 from .models import ApiCall, Connection, ConnectionToken, Endpoint, SecuritySystem
 from .package_format import PackageError
 from .packages import apply_import, check_size, export_package, load_package, plan_import
+from .paths import loads_strict
+from .selectors import mask_calls
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -62,6 +72,17 @@ def badge(ok: bool | None, *, yes: str = "OK", no: str = "Failed", unknown: str 
     )
 
 
+# Form fields that take a secret and never show it: what a view-only page shows instead.
+WRITE_ONLY_FIELDS = {"webhook_secret": "webhook_secret_state"}
+
+
+def _view_only(field: str | Sequence[str]) -> str | Sequence[str]:
+    """A fieldset entry (a field, or fields on one line) as a view-only page shows it."""
+    if isinstance(field, str):
+        return WRITE_ONLY_FIELDS.get(field, field)
+    return [WRITE_ONLY_FIELDS.get(f, f) for f in field]
+
+
 def _json_download(document: dict, filename: str) -> HttpResponse:
     response = HttpResponse(pretty_json(document) + "\n", content_type="application/json")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
@@ -83,11 +104,13 @@ class ConnectionAdmin(admin.ModelAdmin):
     ]
     list_filter = ["enabled", "last_test_ok"]
     search_fields = ["name", "description"]
+    # Stored texts that may echo a secret (an older row, a careless message) are shown
+    # through display methods that mask them, never as the raw fields.
     readonly_fields = [
         "last_test_at",
         "last_test_ok",
-        "last_test_message",
-        "last_error",
+        "last_test_text",
+        "last_error_text",
         "last_error_at",
     ]
     actions = ["export_selected"]
@@ -128,6 +151,35 @@ class ConnectionAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest):
         return super().get_queryset(request).annotate(token_expires=Min("tokens__expires_at"))
+
+    def get_fieldsets(self, request: HttpRequest, obj: Connection | None = None):
+        """For someone who may only view, a write-only field shows whether it is set.
+
+        The admin renders every field of a view-only page read-only, from the model's
+        attribute of the same name: for `webhook_secret` that is the decrypted secret.
+        """
+        fieldsets = super().get_fieldsets(request, obj)
+        if self.has_change_permission(request, obj):
+            return fieldsets
+        return [
+            (name, {**options, "fields": [_view_only(f) for f in options["fields"]]})
+            for name, options in fieldsets
+        ]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Connection | None = None):
+        return [*super().get_readonly_fields(request, obj), *WRITE_ONLY_FIELDS.values()]
+
+    @admin.display(description="Webhook secret")
+    def webhook_secret_state(self, obj: Connection) -> str:
+        return "Set (never shown)" if obj.webhook_secret_encrypted else "Not set"
+
+    @admin.display(description="Last test message")
+    def last_test_text(self, obj: Connection) -> str:
+        return mask(obj.last_test_message, obj.secret_values())
+
+    @admin.display(description="Last error")
+    def last_error_text(self, obj: Connection) -> str:
+        return mask(obj.last_error, obj.secret_values())
 
     @admin.display(description="Last test", ordering="last_test_ok")
     def test_verdict(self, obj: Connection) -> str:
@@ -310,8 +362,8 @@ class ConnectionAdmin(admin.ModelAdmin):
 def _readable(body: str) -> str:
     """A JSON body indented for reading; anything else as it is."""
     try:
-        return pretty_json(json.loads(body))
-    except ValueError:
+        return pretty_json(loads_strict(body, allow_nul=True))
+    except ValueError:  # not JSON, or too deep to show as JSON
         return body
 
 
@@ -357,6 +409,7 @@ class EndpointInline(admin.TabularInline):
     model = Endpoint
     extra = 0
     fields = ["name", "display_name", "attributes", "entitlements"]
+    formfield_overrides = STRICT_JSON
     show_change_link = True
 
 
@@ -385,6 +438,7 @@ class EndpointAdmin(admin.ModelAdmin):
     list_filter = ["security_system"]
     list_select_related = ["security_system"]
     search_fields = ["name", "display_name"]
+    formfield_overrides = STRICT_JSON
 
 
 @admin.register(ApiCall)
@@ -405,6 +459,15 @@ class ApiCallAdmin(admin.ModelAdmin):
     list_select_related = ["connection"]
     search_fields = ["ref", "call_name", "url", "error"]
     date_hierarchy = "created_at"
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None):
+        """The call with its texts masked again, as the console shows them: a row written
+        by an older, careless client must not show a secret here either. The admin never
+        saves a call, so the masked copy stays in memory."""
+        call = super().get_object(request, object_id, from_field)
+        if call is not None and call.connection is not None:
+            mask_calls([call], call.connection.secret_values())
+        return call
 
     @admin.display(description="Outcome", ordering="outcome")
     def outcome_badge(self, obj: ApiCall) -> str:
