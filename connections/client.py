@@ -63,9 +63,10 @@ logger = logging.getLogger(__name__)
 
 USER_AGENT = "OTRS-Bridge/0.1"
 EXCERPT_CHARS = 4096
-# The most hits of one search that keyCheckCall reads (one batch): a search answering with
-# more than this many tickets is ignoring its filter, and the newest come first.
-KEY_CHECKED_HITS = 50
+# The most hits of one search that keyCheckCall reads, in one call: a search answering with
+# more tickets than this ignores its filter (OTRS lists the newest first), and 20 tickets
+# with their first article stay well below the answer size limit.
+KEY_CHECKED_HITS = 20
 
 
 @dataclass(frozen=True)

@@ -378,3 +378,23 @@ def test_fulltext_finds_a_key_in_the_title_or_in_an_article(server):  # noqa: F8
     assert server.tickets_with(in_body) == [bodied]
     assert server.tickets_with(in_title.lower()) == [titled]  # case does not matter
     assert server.tickets_with(in_body[:-3]) == [bodied]  # implicit wildcards around it
+
+
+def test_a_search_answering_with_many_tickets_has_only_the_newest_read(sim, otrs):
+    from connections.client import KEY_CHECKED_HITS
+    from connections.models import ApiCall
+
+    document = copy.deepcopy(otrs.create_ticket_json)
+    document["searchCall"]["url"] = document["searchCall"]["url"].replace("Fulltext=", "Subject=")
+    type(otrs).objects.filter(pk=otrs.pk).update(create_ticket_json=document)
+    otrs.refresh_from_db()
+    session = login(sim)
+    ids = [int(create_ticket(sim, session, f"other {i}")["TicketID"]) for i in range(25)]
+
+    found = TicketClient(otrs).reconcile(sample_task_context("BR-MANY00001"))
+
+    assert found.ticket is None
+    [note] = found.notes
+    newest = sorted(ids, reverse=True)[:KEY_CHECKED_HITS]
+    assert note.startswith(f"search found ticket(s) {', '.join(map(str, newest))} and 5 more")
+    assert ApiCall.objects.filter(call_name="keyCheck").count() == 1
