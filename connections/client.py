@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -29,8 +30,12 @@ from urllib.parse import quote, quote_plus, urlencode, urlsplit, urlunsplit
 
 import requests
 from django.utils import timezone
+from urllib3 import ProxyManager
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import NameResolutionError, NewConnectionError
 
-from . import auth, templating
+from . import addresses, auth, deadline, templating
 from .crypto import SecretUnreadable
 from .documents import (
     AuthSpec,
@@ -62,6 +67,9 @@ logger = logging.getLogger(__name__)
 
 USER_AGENT = "OTRS-Bridge/0.1"
 EXCERPT_CHARS = 4096
+# What a connection test may take in all, logins and retries included: it runs inside a web
+# request, and gunicorn ends a worker that has not answered in 30 s.
+CHECK_SECONDS = 20.0
 
 
 @dataclass(frozen=True)
@@ -140,6 +148,75 @@ def _validated_documents(connection: Connection, fingerprint: str) -> Documents:
     return documents
 
 
+def _connect_checked(
+    connection: HTTPConnection, connect: Callable[[], socket.socket]
+) -> socket.socket:
+    """Resolve the host once, refuse it when an address is in a refused network, and connect
+    to the checked addresses in turn: never to an address a second lookup could return."""
+    host = connection._dns_host
+    try:
+        found = addresses.checked_addresses(host, connection.port or 0)
+    except socket.gaierror as exc:
+        raise NameResolutionError(connection.host, connection, exc) from exc
+    failure: NewConnectionError | None = None
+    for address in found:
+        connection._dns_host = address  # what urllib3 connects to; TLS still checks `host`
+        try:
+            return connect()
+        except NewConnectionError as exc:
+            failure = exc
+        finally:
+            connection._dns_host = host
+    assert failure is not None
+    raise failure
+
+
+class _CheckedHTTPConnection(HTTPConnection):
+    def _new_conn(self) -> socket.socket:
+        return _connect_checked(self, super()._new_conn)
+
+
+class _CheckedHTTPSConnection(HTTPSConnection):
+    def _new_conn(self) -> socket.socket:
+        return _connect_checked(self, super()._new_conn)
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _CheckedHTTPConnection
+
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        connection = super()._get_conn(timeout)
+        deadline.watch(connection)
+        return connection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _CheckedHTTPSConnection
+
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        connection = super()._get_conn(timeout)
+        deadline.watch(connection)
+        return connection
+
+
+_POOLS = {"http": _HTTPPool, "https": _HTTPSPool}
+
+
+class _Adapter(requests.adapters.HTTPAdapter):
+    """Every connection through _connect_checked and under its call's deadline, also the
+    connection to a proxy (which then resolves the ticket system's name itself)."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _POOLS
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if isinstance(manager, ProxyManager):
+            manager.pool_classes_by_scheme = _POOLS
+        return manager
+
+
 class _Session(requests.Session):
     """A Session that reads the proxy environment once per host, not on every request.
 
@@ -156,6 +233,9 @@ class _Session(requests.Session):
         super().__init__()
         self.trust_env = False
         self.headers["User-Agent"] = USER_AGENT
+        adapter = _Adapter()
+        self.mount("http://", adapter)
+        self.mount("https://", adapter)
         env_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
         if config.ca_bundle:
             self.verify = config.ca_bundle
@@ -282,6 +362,8 @@ class TicketClient:
         # Exchanges are kept only while test_connection records them: a poll cycle makes
         # thousands of calls with one client, and keeping each would grow without bound.
         self.exchanges: list[dict] | None = None
+        # While test_connection runs: when its time is up (see CHECK_SECONDS).
+        self._check_until: float | None = None
         auths = self.documents.connection.auths.values()
         self.masker = Masker(connection.secret_values, (k for a in auths for k in a.mask_in_logs))
 
@@ -358,6 +440,7 @@ class TicketClient:
         """Log in, then run testConnectionParams or a TicketSearch with Limit=1."""
         self.exchanges = []
         started = time.monotonic()
+        self._check_until = started + CHECK_SECONDS
         auth_spec = self._main_auth()
         try:
             done = []
@@ -375,6 +458,8 @@ class TicketClient:
                 done.append("searched tickets")
         except OTRSError as exc:
             return CheckResult(False, exc.message, self.exchanges)
+        finally:
+            self._check_until = None
         elapsed = round((time.monotonic() - started) * 1000)
         return CheckResult(True, f"{' and '.join(done)} in {elapsed} ms", self.exchanges)
 
@@ -410,7 +495,7 @@ class TicketClient:
                 self.connection,
                 auth_spec,
                 login=lambda: self._login(auth_spec, ref),
-                lease_seconds=self.config.connect_timeout + self.config.read_timeout + 5,
+                lease_seconds=self.config.deadline + 5,
                 force_refresh=force,
                 seen_version=seen,
             )
@@ -589,7 +674,10 @@ class TicketClient:
             except OTRSError as exc:
                 if exc.permanent or exc.auth or attempt == tries:
                     raise
-                time.sleep(self.config.retry_wait * attempt)
+                pause = self.config.retry_wait * attempt
+                if self._check_until is not None:
+                    pause = min(pause, max(0.0, self._check_until - time.monotonic()))
+                time.sleep(pause)
         raise AssertionError("unreachable")
 
     def _exchange(self, request: _Request, judge: Judge, *, ref: str, secret_result: bool) -> Any:
@@ -614,28 +702,60 @@ class TicketClient:
         return result
 
     def _transmit(self, request: _Request) -> Answer:
+        problem = addresses.url_problem(request.url)
+        if problem:
+            raise OTRSError(f"{request.call_name} url: {problem}", permanent=True, kind="transport")
+        seconds, late = self._time_left(request.method)
+        if seconds <= 0:
+            raise late
         session = _http_session(self.connection, self.config, self.fingerprint)
         try:
-            with session.request(
-                request.method,
-                request.url,
-                headers=request.headers,
-                data=request.body,
-                proxies=session.proxies_for(request.url),
-                timeout=(self.config.connect_timeout, self.config.read_timeout),
-                allow_redirects=False,
-                stream=True,
-            ) as response:
+            with (
+                deadline.limit(seconds) as limit,
+                session.request(
+                    request.method,
+                    request.url,
+                    headers=request.headers,
+                    data=request.body,
+                    proxies=session.proxies_for(request.url),
+                    timeout=(self.config.connect_timeout, self.config.read_timeout),
+                    allow_redirects=False,
+                    stream=True,
+                ) as response,
+            ):
                 content = b""
                 for chunk in response.iter_content(64 * 1024):
                     content += chunk
                     if len(content) > MAX_BODY_BYTES:
                         break
+                # A body read to the end of the connection looks complete when cut short.
+                if limit.expired:
+                    raise late
                 return Answer(
                     response.status_code, response.headers, content, len(content) > MAX_BODY_BYTES
                 )
+        except addresses.RefusedAddress as exc:
+            raise OTRSError(exc.message, permanent=True, kind="transport") from None
         except requests.RequestException as exc:
+            if limit.expired:
+                raise late from None
             raise _transport_error(exc, request, self.config) from None
+
+    def _time_left(self, method: str) -> tuple[float, OTRSError]:
+        """How long the next exchange may take, and the error to raise when it takes longer."""
+        seconds = self.config.deadline
+        message = (
+            f"OTRS sent no complete answer within {seconds:g} s "
+            "(the call's deadline: connectTimeout + readTimeout)"
+        )
+        if self._check_until is not None and self._check_until - time.monotonic() < seconds:
+            seconds = self._check_until - time.monotonic()
+            message = (
+                "OTRS sent no complete answer before the connection test's "
+                f"{CHECK_SECONDS:g} s ran out"
+            )
+        # A create that ran out of time may have been committed: the next attempt searches.
+        return seconds, OTRSError(message, kind="timeout", outcome_unknown=method != "GET")
 
     def _masked_request(
         self, request: _Request, content_type: str, forms: SecretForms | None = None
