@@ -199,6 +199,7 @@ X_FRAME_OPTIONS = "DENY"
 if env.bool("BEHIND_TLS_PROXY", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
+
 def _networks(name: str, default: list[str]) -> list[str]:
     """A comma-separated list of CIDRs; a typo stops start-up instead of refusing nothing."""
     values = [v.strip() for v in env.list(name, default=default) if v.strip()]
