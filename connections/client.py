@@ -114,31 +114,31 @@ def _connect_checked(
 
 
 class _CheckedHTTPConnection(HTTPConnection):
+    """Connects only to checked addresses, and its sockets end at the call's deadline."""
+
     def _new_conn(self) -> socket.socket:
         return _connect_checked(self, super()._new_conn)
 
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        deadline.watch(self)  # whatever socket it has then: plain, TLS, new or reused
+        super().request(*args, **kwargs)
 
-class _CheckedHTTPSConnection(HTTPSConnection):
-    def _new_conn(self) -> socket.socket:
-        return _connect_checked(self, super()._new_conn)
+    def getresponse(self) -> Any:
+        # An answer with "Connection: close" takes the socket over and leaves self.sock None.
+        deadline.watch(self.sock)
+        return super().getresponse()
+
+
+class _CheckedHTTPSConnection(_CheckedHTTPConnection, HTTPSConnection):
+    pass
 
 
 class _HTTPPool(HTTPConnectionPool):
     ConnectionCls = _CheckedHTTPConnection
 
-    def _get_conn(self, timeout: float | None = None) -> Any:
-        connection = super()._get_conn(timeout)
-        deadline.watch(connection)
-        return connection
-
 
 class _HTTPSPool(HTTPSConnectionPool):
     ConnectionCls = _CheckedHTTPSConnection
-
-    def _get_conn(self, timeout: float | None = None) -> Any:
-        connection = super()._get_conn(timeout)
-        deadline.watch(connection)
-        return connection
 
 
 _POOLS = {"http": _HTTPPool, "https": _HTTPSPool}
@@ -583,11 +583,11 @@ class TicketClient:
             try:
                 return self._exchange(request, judge, ref=ref, secret_result=secret_result)
             except OTRSError as exc:
+                pause = self.config.retry_wait * attempt
                 if exc.permanent or exc.auth or attempt == tries:
                     raise
-                pause = self.config.retry_wait * attempt
-                if self._check_until is not None:
-                    pause = min(pause, max(0.0, self._check_until - time.monotonic()))
+                if self._check_until is not None and time.monotonic() + pause >= self._check_until:
+                    raise  # a connection test's time would be up before another try answers
                 time.sleep(pause)
         raise AssertionError("unreachable")
 

@@ -2,8 +2,8 @@
 
 A read timeout bounds each wait for the next bytes, not the answer: an OTRS that sends one
 byte every 1.2 s never trips a 5 s read timeout, and held one call for 38 s. So each exchange
-runs `with limit(seconds)`, and the connections it uses are `watch`ed (client.py does it
-when it takes a connection from its pool). At the deadline the watchdog shuts their sockets
+runs `with limit(seconds)`, and the connections and sockets it uses are `watch`ed
+(client.py's connection classes do it as they send and as they read). At the deadline the watchdog shuts their sockets
 down, which ends a read blocked on them at once; `expired` then tells the client why.
 
 One watchdog thread for the process keeps every deadline, not a timer thread per call:
@@ -33,14 +33,14 @@ class Deadline:
         self.at = time.monotonic() + seconds
         self.expired = False
         self.finished = False
-        self._connections: list[Any] = []  # objects with a .sock (urllib3 connections)
+        self._watched: list[Any] = []  # sockets, and connections whose .sock to shut
 
 
-def _shut(connection: Any) -> None:
-    # The socket of the moment: a TLS connection swaps its plain socket for a wrapped one.
+def _shut(watched: Any) -> None:
+    # A connection's socket of the moment: TLS swaps the plain socket for a wrapped one.
     # socket.socket.shutdown, not SSLSocket's own: that would drop the TLS state under the
     # thread that is reading; a shut-down descriptor makes its read return at once.
-    sock = getattr(connection, "sock", None)
+    sock = watched if isinstance(watched, socket.socket) else getattr(watched, "sock", None)
     if sock is not None:
         try:
             socket.socket.shutdown(sock, socket.SHUT_RDWR)
@@ -80,8 +80,8 @@ class _Watchdog:
                     continue
                 deadline = heapq.heappop(self._heap)[2]
                 deadline.expired = True
-                for connection in deadline._connections:
-                    _shut(connection)
+                for watched in deadline._watched:
+                    _shut(watched)
 
 
 _watchdog = _Watchdog()
@@ -114,12 +114,13 @@ def limit(seconds: float) -> Iterator[Deadline]:
         _current.deadline = outer
 
 
-def watch(connection: Any) -> None:
-    """Put `connection` under this thread's deadline, if any; shut it at once if expired."""
+def watch(watched: Any) -> None:
+    """Put a socket, or a connection's socket of the moment, under this thread's deadline,
+    if any; shut it at once if that has passed."""
     deadline: Deadline | None = getattr(_current, "deadline", None)
-    if deadline is None:
+    if deadline is None or watched is None:
         return
     with _watchdog.lock:
-        deadline._connections.append(connection)
+        deadline._watched.append(watched)
         if deadline.expired:
-            _shut(connection)
+            _shut(watched)

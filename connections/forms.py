@@ -13,6 +13,7 @@ from typing import Any
 from django import forms
 
 from . import spec
+from .masking import mask_url_passwords
 from .models import SECRET_PLACEHOLDER, Connection, merge_secrets, split_secrets
 from .package_format import DOCUMENTS, Package, Variable
 from .packages import validate_without_secrets
@@ -116,7 +117,17 @@ class ConnectionForm(forms.ModelForm):
     def full_clean(self) -> None:
         super().full_clean()
         if self.is_bound and self.errors:
+            self._mask_url_passwords()
             self._mask_typed_secrets()
+
+    def _mask_url_passwords(self) -> None:
+        """A refused `user:password@` URL goes back with the password masked (spec refuses it)."""
+        data = self.data.copy()
+        for field in DOCUMENT_FIELDS:
+            name = self.add_prefix(field)
+            if isinstance(data.get(name), str):
+                data[name] = mask_url_passwords(data[name])
+        self.data = data
 
     def _mask_typed_secrets(self) -> None:
         """The form goes back to the browser: never with a secret in it.
