@@ -188,7 +188,8 @@ class _Session(requests.Session):
         self._proxies: dict[tuple[str, str], dict[str, str]] = {}
 
     def proxies_for(self, url: str) -> dict[str, str]:
-        key = tuple(urlsplit(url)[:2])
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.netloc)
         found = self._proxies.get(key)
         if found is None:
             found = self._proxies[key] = requests.utils.get_environ_proxies(url)

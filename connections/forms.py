@@ -49,8 +49,11 @@ class JSONDocumentField(forms.CharField):
     def prepare_value(self, value: Any) -> Any:
         return pretty_json(value) if isinstance(value, dict | list) else value
 
-    def to_python(self, value: Any) -> dict:
+    # A CharField in the browser, a dict once cleaned: converting is what to_python is for,
+    # though the stubs hold a CharField subclass to CharField's `str | None`.
+    def to_python(self, value: Any) -> dict:  # type: ignore[override]
         text = super().to_python(value)
+        assert text is not None  # empty_value is "", so CharField never gives None here
         if not text.strip():
             return {}
         try:
@@ -101,7 +104,8 @@ class ConnectionForm(forms.ModelForm):
         ]
 
     def clean(self) -> dict:
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data
         documents = {name: cleaned.get(name) for name in DOCUMENT_FIELDS}
         if any(documents[name] is None for name in DOCUMENT_FIELDS if name != "config_json"):
             return cleaned  # a document did not parse; its field already says why
@@ -142,7 +146,8 @@ class ConnectionForm(forms.ModelForm):
         except (ValueError, AttributeError):  # not JSON, or not an object: nothing to mask by key
             return
         if any(value != SECRET_PLACEHOLDER for value in typed.values()):
-            data = self.data.copy()
+            # Bound data is a QueryDict or a dict, both copy(); the stubs say only Mapping.
+            data = self.data.copy()  # type: ignore[attr-defined]
             data[name] = masked_json_text(text)
             self.data = data
             self.add_error(
@@ -286,7 +291,8 @@ class PackageConfigureForm(forms.Form):
 
         Text that does not parse cannot be masked by key and is shown as typed.
         """
-        data = self.data.copy()
+        # Bound data is a QueryDict or a dict, both copy(); the stubs say only Mapping.
+        data = self.data.copy()  # type: ignore[attr-defined]
         for index in range(len(self.package.connections)):
             name = self.add_prefix(_document_field(index, "connectionJSON"))
             if name in data:

@@ -8,6 +8,7 @@ when DEBUG is on; with DEBUG off a missing secret stops start-up with a clear me
 from __future__ import annotations
 
 import ipaddress
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -57,6 +58,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "django_q",
+    # Before otrsbridge: axes counts a failed login before otrsbridge.logins logs it.
+    "axes",
     "otrsbridge.apps.OtrsBridgeConfig",
     "connections",
     "tickets",
@@ -71,6 +74,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as axes requires: it turns a locked-out login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "otrsbridge.urls"
@@ -123,6 +128,12 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+# axes first: it refuses a locked-out login before the password is even checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 LOGIN_URL = "login"
@@ -228,6 +239,56 @@ OTRS_REFUSED_NETWORKS = _networks(
     ],
 )
 
+# --- Login lockout: django-axes, on the console's and the admin's login alike ---------------
+# After AXES_FAILURE_LIMIT failed logins in a row, the same username from the same address is
+# refused for AXES_COOLOFF_MINUTES (each try while locked starts the wait again; 0 locks
+# until `manage.py axes_reset…`). By username and address together, so nobody can lock a
+# user out from elsewhere; AXES_LOCKOUT_PARAMETERS=username+ip_address,ip_address also
+# locks an address that tries many usernames (see README, "Security").
+_LOCKOUT_NAMES = {"username", "ip_address", "user_agent"}
+
+
+def _lockout_parameters(text: str) -> list[str | list[str]]:
+    groups: list[str | list[str]] = []
+    for group in (g.strip() for g in text.split(",") if g.strip()):
+        names = [n.strip() for n in group.split("+")]
+        unknown = sorted(set(names) - _LOCKOUT_NAMES)
+        if unknown:
+            raise ImproperlyConfigured(
+                f"AXES_LOCKOUT_PARAMETERS: {', '.join(unknown)} in {group!r} is not one of "
+                f"{', '.join(sorted(_LOCKOUT_NAMES))} (groups by commas, names joined by +)."
+            )
+        groups.append(names if len(names) > 1 else names[0])
+    if not groups:
+        raise ImproperlyConfigured("AXES_LOCKOUT_PARAMETERS is empty.")
+    return groups
+
+
+def _at_least(name: str, value: float, low: float) -> float:
+    if value < low:
+        raise ImproperlyConfigured(f"{name} is {value}; it must be at least {low:g}.")
+    return value
+
+
+AXES_FAILURE_LIMIT = int(
+    _at_least("AXES_FAILURE_LIMIT", env.int("AXES_FAILURE_LIMIT", default=5), 1)
+)
+_COOLOFF_MINUTES = _at_least(
+    "AXES_COOLOFF_MINUTES", env.float("AXES_COOLOFF_MINUTES", default=15.0), 0
+)
+AXES_COOLOFF_TIME = timedelta(minutes=_COOLOFF_MINUTES) if _COOLOFF_MINUTES else None
+AXES_LOCKOUT_PARAMETERS = _lockout_parameters(
+    env.str("AXES_LOCKOUT_PARAMETERS", default="username+ip_address")
+)
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "otrsbridge.logins.locked_out"
+AXES_CLIENT_IP_CALLABLE = "otrsbridge.logins.client_address"
+# Proxies in front of the bridge that append the client's address to X-Forwarded-For; 0
+# (the default) trusts no header and uses the address of the connection itself.
+TRUSTED_PROXY_COUNT = int(
+    _at_least("TRUSTED_PROXY_COUNT", env.int("TRUSTED_PROXY_COUNT", default=0), 0)
+)
+
 # Largest upload accepted by the package import (bytes).
 PACKAGE_MAX_BYTES = env.int("PACKAGE_MAX_BYTES", default=5 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = PACKAGE_MAX_BYTES
@@ -238,7 +299,11 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # otrsbridge.logins writes the one line per failed login; axes' own lines repeat it.
+        "axes": {"level": "ERROR"},
+    },
 }
 
 # How the connection admin's template preview gets the variables of a real task

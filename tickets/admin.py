@@ -9,10 +9,12 @@ people actually work; the console links back here for admins.
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
 from . import services
+from .api import api_client_create
 from .models import (
     AccessRequest,
     Account,
@@ -206,13 +208,23 @@ class ApiClientAdmin(admin.ModelAdmin):
         if change:
             super().save_model(request, obj, form, change)
             return
-        from .api import api_client_create
-
         client, token = api_client_create(name=obj.name, trusted=obj.trusted)
         obj.pk, obj.token_prefix, obj.created_at = client.pk, client.token_prefix, client.created_at
         obj._state.adding = False
-        messages.warning(
-            request,
-            f"The token of {client.name} is {token} — copy it now; it is stored hashed and "
-            "cannot be shown again.",
-        )
+        # Kept on this request's object only, for response_add: never in a message, the
+        # session or a cookie (Django's message cookie is signed, not encrypted).
+        obj.new_token = token
+
+    def response_add(self, request, obj, post_url_continue=None):
+        """The token, once, on the page that answers the POST; nothing keeps it after."""
+        token = getattr(obj, "new_token", "")
+        if not token:
+            return super().response_add(request, obj, post_url_continue)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"The token of {obj.name}",
+            "original": obj,
+            "token": token,
+        }
+        return TemplateResponse(request, "admin/tickets/apiclient/token_created.html", context)

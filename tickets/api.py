@@ -98,6 +98,12 @@ def authenticate(request: HttpRequest) -> ApiClient:
     return client
 
 
+class ApiRequest(HttpRequest):
+    """A request to an API view; `api_view` sets `api_client` once the token checks out."""
+
+    api_client: ApiClient
+
+
 def api_view(*methods: str, auth: bool = True) -> Callable:
     """Wrap an API view: CSRF-exempt (a bearer token is not a cookie), JSON 405, token
     authentication when `auth`, and ApiError rendered as the error shape."""
@@ -105,7 +111,7 @@ def api_view(*methods: str, auth: bool = True) -> Callable:
     def decorate(view: Callable) -> Callable:
         @csrf_exempt
         @wraps(view)
-        def wrapper(request: HttpRequest, *args, **kwargs) -> JsonResponse:
+        def wrapper(request: ApiRequest, *args, **kwargs) -> JsonResponse:
             try:
                 if request.method not in methods:
                     raise ApiError(

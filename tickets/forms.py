@@ -80,7 +80,7 @@ class SubmitRequestForm(forms.Form):
         if isinstance(raw, Endpoint):
             return raw
         pk = parse_id(raw)
-        return None if pk is None else self.fields["endpoint"].queryset.filter(pk=pk).first()
+        return None if pk is None else requestable_endpoints().filter(pk=pk).first()
 
     def clean_entitlements(self) -> list[str]:
         chosen = self.cleaned_data["entitlements"]

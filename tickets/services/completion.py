@@ -153,7 +153,7 @@ def _send_completion_email(request_id: int) -> None:
                 e
                 for e in (
                     access_request.beneficiary.email,
-                    access_request.requester.email if access_request.requester_id else "",
+                    access_request.requester.email if access_request.requester is not None else "",
                 )
                 if e
             }
