@@ -126,7 +126,8 @@ class ConnectionForm(forms.ModelForm):
 
     def _mask_url_passwords(self) -> None:
         """A refused `user:password@` URL goes back with the password masked (spec refuses it)."""
-        data = self.data.copy()
+        # Bound data is a QueryDict or a dict, both copy(); the stubs say only Mapping.
+        data = self.data.copy()  # type: ignore[attr-defined]
         for field in DOCUMENT_FIELDS:
             name = self.add_prefix(field)
             if isinstance(data.get(name), str):
