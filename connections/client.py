@@ -647,7 +647,9 @@ class TicketClient:
                     response.status_code, response.headers, content, len(content) > MAX_BODY_BYTES
                 )
         except addresses.RefusedAddress as exc:
-            raise OTRSError(exc.message, permanent=True, kind="transport") from None
+            proxied = session.proxies_for(request.url).get(urlsplit(request.url).scheme)
+            message = f"The proxy for this URL: {exc.message}" if proxied else exc.message
+            raise OTRSError(message, permanent=True, kind="transport") from None
         except requests.RequestException as exc:
             if limit.expired:
                 raise late from None

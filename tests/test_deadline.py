@@ -296,3 +296,39 @@ def test_the_console_button_answers_within_the_check_time(admin_client, dripper,
 def test_the_check_time_stays_below_the_web_servers_worker_timeout():
     # gunicorn's default: a worker that has not answered in 30 s is killed mid-request.
     assert client_module.CHECK_SECONDS < 30
+
+
+def test_through_a_proxy_the_deadline_holds_and_the_proxy_address_is_checked(
+    dripper, monkeypatch, settings
+):
+    # The dripper plays a forward proxy: it is sent absolute URLs and never resolves them.
+    for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{dripper.port}")
+    connection = _connection(dripper)
+    document = connection.connection_document()
+    document["authentications"]["otrs"]["url"] = "http://otrs.behind.proxy/otrs/Session"
+    connection.set_connection_json(document)
+    connection.create_ticket_json = {
+        **connection.create_ticket_json,
+        "call": [
+            {
+                **connection.create_ticket_json["call"][0],
+                "url": "http://otrs.behind.proxy/otrs/Ticket",
+            }
+        ],
+    }
+    connection.save()
+
+    dripper.mode = "fast"
+    assert TicketClient(connection).create_ticket(sample_task_context()).ticket_id == 7
+    assert dripper.paths[-1] == "http://otrs.behind.proxy/otrs/Ticket"
+
+    dripper.mode = "body"
+    error, elapsed = _timed(lambda: TicketClient(connection).create_ticket(sample_task_context()))
+    assert elapsed < DEADLINE + MARGIN and error.message == CALL_DEADLINE
+
+    settings.OTRS_REFUSED_NETWORKS = ["127.0.0.0/8"]
+    error, _ = _timed(lambda: TicketClient(connection).create_ticket(sample_task_context()))
+    assert error.permanent
+    assert error.message.startswith("The proxy for this URL: 127.0.0.1 is in the refused network")
