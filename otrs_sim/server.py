@@ -487,7 +487,8 @@ class _Handler(BaseHTTPRequestHandler):
             sim.store.reset(reset_ids=bool(data.get("reset_ids")))
             self._json(200, sim.stats())
         elif parts == ["sessions", "expire"] and method == "POST":
-            self._json(200, {"expired": sim.store.expire_sessions()})
+            session_id = data.get("SessionID")
+            self._json(200, {"expired": sim.store.expire_sessions(session_id)})
         elif parts == ["webhooks"] and method == "GET":
             with sim.store.lock:
                 self._json(200, {"deliveries": list(sim.webhooks.log), **sim.store.webhooks})

@@ -194,10 +194,14 @@ class Store:
                 return None
             return self.users.get(session["UserID"])
 
-    def expire_sessions(self) -> int:
+    def expire_sessions(self, session_id: str | None = None) -> int:
+        """End every session, or only `session_id` (as Znuny's RemoveSessionID does)."""
         with self.lock:
-            count = len(self.sessions)
-            self.sessions.clear()
+            if session_id is not None:
+                count = 1 if self.sessions.pop(str(session_id), None) else 0
+            else:
+                count = len(self.sessions)
+                self.sessions.clear()
             self.save()
             return count
 
