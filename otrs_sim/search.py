@@ -3,9 +3,10 @@
 Znuny builds SQL from the parameters; we evaluate the same conditions in Python.
 The rules worth knowing:
 
-* String filters (Title, TicketNumber, CustomerID, CustomerUserLogin) are SQL
-  ``LIKE`` matches: case-insensitive, ``*`` and ``%`` are wildcards, no implicit
-  wildcards, several values are OR-ed.
+* String filters (Title, TicketNumber, CustomerID, CustomerUserLogin) are Znuny's
+  search expressions (query_condition.py: ``&&``, ``||``, ``!``, parentheses,
+  quotes; ``*`` and ``%`` wildcards, no implicit ones; without case); several values
+  are OR-ed.
 * Name lists (Queues, States, Priorities, Types, Locks) that name something
   unknown make Znuny's TicketSearch() give up - the operation then answers ``{}``.
   The same happens for an invalid date, SortBy or OrderBy.
@@ -34,6 +35,7 @@ import re
 from . import masterdata as md
 from . import search_index
 from .protocol import as_list, perl_true
+from .query_condition import BrokenQuery, query_condition
 from .store import Store, parse_time
 
 
@@ -41,18 +43,18 @@ class GiveUp(Exception):
     """Znuny's TicketSearch() returned undef: the operation answers ``{}``."""
 
 
-def like(pattern: str, value: str) -> bool:
-    """SQL LIKE with ``%``/``*`` wildcards, case-insensitive, anchored."""
-    regex = "".join(".*" if ch in "%*" else re.escape(ch) for ch in pattern)
-    return re.fullmatch(regex, value or "", re.I | re.S) is not None
-
-
-def _like_filter(value) -> list[str] | None:
-    """Values of a LIKE filter, or None if the filter is effectively absent."""
-    patterns = [str(v) for v in as_list(value) if perl_true(v)]
+def _text_filter(value):
+    """A string filter as one test of a field's text, or None if it is effectively absent."""
+    patterns = [str(v).replace("*", "%") for v in as_list(value) if perl_true(v)]
     # Znuny skips values that are only wildcards ("%", "**" ...).
-    patterns = [p for p in patterns if not re.fullmatch(r"[%*]{1,3}", p)]
-    return patterns or None
+    patterns = [p for p in patterns if not re.fullmatch(r"%{1,3}", p)]
+    if not patterns:
+        return None
+    try:
+        tests = [query_condition(p) for p in patterns]
+    except BrokenQuery:
+        raise GiveUp from None
+    return lambda text: any(test(text) for test in tests)
 
 
 def _ids(value) -> set[int] | None:
@@ -239,9 +241,9 @@ def _search(store: Store, params: dict) -> list[str]:
         "CustomerUserLogin": "CustomerUserID",
     }
     for param, field in like_fields.items():
-        patterns = _like_filter(params.get(param))
-        if patterns:
-            conditions.append(lambda t, f=field, p=patterns: any(like(x, str(t[f])) for x in p))
+        matches = _text_filter(params.get(param))
+        if matches is not None:
+            conditions.append(lambda t, f=field, m=matches: m(str(t[f] or "")))
 
     id_fields = {
         "TicketID": "TicketID",

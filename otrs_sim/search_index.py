@@ -66,14 +66,14 @@ def _words(text: str):
 
 
 def like_pattern(value: str) -> re.Pattern | None:
-    """The LIKE a criterion becomes (``*`` and ``%`` any text, ``_`` one character), with
-    the ``%`` the operation puts around it; None for a criterion of wildcards only, which
+    """The LIKE a criterion becomes (``*`` and ``%`` any text; ``_`` is escaped), with the
+    ``%`` the operation puts around it; None for a criterion of wildcards only, which
     Znuny skips."""
     value = value.replace("*", "%")
     if re.fullmatch(r"%{1,3}", value):
         return None
     value = f"%{value}%".replace("%%", "%").lower()
-    regex = "".join(".*" if ch == "%" else "." if ch == "_" else re.escape(ch) for ch in value)
+    regex = "".join(".*" if ch == "%" else re.escape(ch) for ch in value)
     return re.compile(regex, re.S)
 
 

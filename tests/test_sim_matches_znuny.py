@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from urllib.parse import quote
 
 import pytest
 
@@ -89,6 +90,45 @@ def test_state_types_are_names_compared_without_case_and_open_is_no_shorthand(ot
     # Queues, priorities, locks and types are looked up with their case.
     for query in ("Queues=raw", "Priorities=3%20Normal", "Locks=Unlock", "Types=unclassified"):
         assert otrs_server.search(f"{where}&{query}") == [], query
+
+
+TITLES = ["{T} alpha beta", "{T} gamma", "{T} (paren) x+y", "{T} a_b c%d", "{T} AND OR"]
+TITLE_SEARCHES = [
+    # (Title criterion, which of TITLES it finds): Znuny's search expressions ({T}: a tag)
+    ("{T} alpha beta", [0]),
+    ("{T!u} ALPHA beta ", [0]),  # without case; trimmed
+    ("{T} alpha", []),  # no implicit wildcards
+    ("{T}*||*gamma", [0, 1, 2, 3, 4]),
+    ("{T} alpha||{T} gamma", [1]),
+    ("{T}*&&*beta", [0]),
+    ("{T}* AND *beta", [0]),
+    ("{T}*beta OR {T}*gamma", [0, 1]),
+    ("{T}* && !*gamma*", [0, 2, 3, 4]),
+    ("!{T} gamma", [0, 2, 3, 4]),
+    ("{T}* && (*gamma*||*beta*)", [0, 1]),
+    ("({T} gamma)", [1]),
+    ('"{T} (paren) x+y"', [2]),  # quotes keep the specials
+    ("{T} (paren) x+y", []),  # unquoted, they are operators
+    (r"{T} \(paren\) x*", [2]),
+    ("({T}*alpha*", []),  # unbalanced: nothing
+    ("{T}*&&*a_b*", [3]),  # "_" is no wildcard
+    ("{T}*c%d", [3]),
+    ('"{T} AND OR"', [4]),
+    ("{T} AND OR", []),
+    ("{T}* *gamma", [1]),
+    ("&&{T}*", [0, 1, 2, 3, 4]),
+]
+
+
+def test_title_criteria_are_search_expressions(otrs_server):
+    tag = otrs_server.unique("qc").replace("-", "")
+    ids = [otrs_server.create_ticket(t.format(T=tag))["TicketID"] for t in TITLES]
+    for criterion, found in TITLE_SEARCHES:
+        spelled = quote(criterion.replace("{T!u}", tag.upper()).replace("{T}", tag))
+        hits = otrs_server.search(f"Title={spelled}&Queues=Raw")
+        assert sorted(ids.index(h) for h in hits if h in ids) == found, criterion
+    both = otrs_server.search(f"Title={tag}%20gamma&Title={tag}*beta&Queues=Raw")
+    assert sorted(ids.index(h) for h in both) == [0, 1]  # several values: any of them
 
 
 ARTICLE_SEARCHES = [
