@@ -27,11 +27,18 @@ from django.views.decorators.http import require_POST
 
 from . import crypto, services
 from .errors import OTRSError
-from .forms import ConnectionForm, PackageConfigureForm, PackageUploadForm, pretty_json
+from .forms import (
+    STRICT_JSON,
+    ConnectionForm,
+    PackageConfigureForm,
+    PackageUploadForm,
+    pretty_json,
+)
 from .masking import mask
 from .models import ApiCall, Connection, ConnectionToken, Endpoint, SecuritySystem
 from .package_format import PackageError
 from .packages import apply_import, check_size, export_package, load_package, plan_import
+from .paths import loads_strict
 from .selectors import mask_calls
 
 if TYPE_CHECKING:
@@ -354,8 +361,8 @@ class ConnectionAdmin(admin.ModelAdmin):
 def _readable(body: str) -> str:
     """A JSON body indented for reading; anything else as it is."""
     try:
-        return pretty_json(json.loads(body))
-    except ValueError:
+        return pretty_json(loads_strict(body, allow_nul=True))
+    except ValueError:  # not JSON, or too deep to show as JSON
         return body
 
 
@@ -401,6 +408,7 @@ class EndpointInline(admin.TabularInline):
     model = Endpoint
     extra = 0
     fields = ["name", "display_name", "attributes", "entitlements"]
+    formfield_overrides = STRICT_JSON
     show_change_link = True
 
 
@@ -429,6 +437,7 @@ class EndpointAdmin(admin.ModelAdmin):
     list_filter = ["security_system"]
     list_select_related = ["security_system"]
     search_fields = ["name", "display_name"]
+    formfield_overrides = STRICT_JSON
 
 
 @admin.register(ApiCall)

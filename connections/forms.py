@@ -11,6 +11,8 @@ import json
 from typing import Any
 
 from django import forms
+from django.db import models
+from django.forms.fields import InvalidJSONInput, JSONString
 
 from . import spec
 from .models import SECRET_PLACEHOLDER, Connection, merge_secrets, split_secrets
@@ -62,6 +64,39 @@ class JSONDocumentField(forms.CharField):
         if not isinstance(document, dict):
             raise forms.ValidationError(f"{self.label}: must be a JSON object")
         return document
+
+
+class StrictJSONField(forms.JSONField):
+    """Django's JSON form field, decoding as strictly as the documents do (loads_strict).
+
+    Django's own decodes with json.loads: it keeps the last of two equal keys, and JSON
+    nested deeply enough makes it raise RecursionError, a 500 instead of a message. The
+    admin uses this one for every JSON column it edits (formfield_overrides).
+    """
+
+    def to_python(self, value: Any) -> Any:
+        if self.disabled or value in self.empty_values or not isinstance(value, str):
+            return super().to_python(value)
+        try:
+            converted = loads_strict(value)
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc), code="invalid") from None
+        # As Django's own: a decoded string is marked, so it is never decoded twice.
+        return JSONString(converted) if isinstance(converted, str) else converted
+
+    def bound_data(self, data: Any, initial: Any) -> Any:
+        if self.disabled or not isinstance(data, str):
+            return super().bound_data(data, initial)
+        try:
+            return loads_strict(data)
+        except ValueError:
+            return InvalidJSONInput(data)
+
+
+# For a ModelAdmin that edits JSON columns: `formfield_overrides = STRICT_JSON`.
+STRICT_JSON: dict[type[models.Field], dict[str, Any]] = {
+    models.JSONField: {"form_class": StrictJSONField}
+}
 
 
 class ConnectionForm(forms.ModelForm):

@@ -133,7 +133,7 @@ def mask_body(
     """A request or response body: as JSON when it parses, else as a form or as plain text."""
     try:
         return json.dumps(mask_json(json.loads(text), secrets, keys), ensure_ascii=False)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply to walk as JSON
         if "x-www-form-urlencoded" in content_type:
             return mask_query(text, secrets, keys)
         return mask(text, secrets)

@@ -13,8 +13,11 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
+from connections.forms import STRICT_JSON
+
 from . import services
 from .api import api_client_create
+from .forms import IdentityAdminForm
 from .models import (
     AccessRequest,
     Account,
@@ -163,11 +166,14 @@ class JobRunAdmin(ReadOnlyAdmin):
 class IdentityAdmin(admin.ModelAdmin):
     """People whose access changes. Admins may correct names and emails."""
 
+    form = IdentityAdminForm
+
     list_display = ["username", "first_name", "last_name", "email", "console"]
     search_fields = ["username", "first_name", "last_name", "email"]
     list_select_related = ["manager"]
     raw_id_fields = ["manager"]
     readonly_fields = ["console"]
+    formfield_overrides = STRICT_JSON
 
     @admin.display(description="Console")
     def console(self, obj: Identity) -> str:

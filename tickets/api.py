@@ -23,8 +23,10 @@ from functools import wraps
 
 from django.db import IntegrityError
 from django.db.models import Prefetch
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import reverse
 from django.utils import timezone
+from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
 
 from connections.crypto import SecretUnreadable
@@ -330,6 +332,38 @@ def not_found(request, path: str = ""):
     return ApiError(404, "not_found", f"There is no API resource at {request.path}.").response()
 
 
+# Django answers some requests before or around a view: no route, a request it refuses to
+# read (400), an unhandled exception (500). Those answers are HTML pages; under /api/v1
+# they take the error shape too (otrsbridge/urls.py installs these as its handlers).
+_DJANGO_ERRORS: dict[int, tuple[str, str, Callable]] = {
+    400: ("bad_request", "The request cannot be read.", defaults.bad_request),
+    403: ("forbidden", "This request is not allowed.", defaults.permission_denied),
+    404: ("not_found", "There is no API resource here.", defaults.page_not_found),
+    500: (
+        "server_error",
+        "The bridge failed to answer this request; the error is logged. Try again later.",
+        defaults.server_error,
+    ),
+}
+
+
+def is_api_request(request: HttpRequest) -> bool:
+    return request.path_info.startswith(reverse("api:not_found", kwargs={"path": ""}))
+
+
+def error_handler(status: int) -> Callable:
+    """Django's error view for `status`, answering the error shape under /api/v1."""
+    error, detail, page = _DJANGO_ERRORS[status]
+
+    def handler(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+        if is_api_request(request):
+            return ApiError(status, error, detail).response()
+        return page(request) if status == 500 else page(request, exception)
+
+    handler.__name__ = f"handler{status}"
+    return handler
+
+
 # --- the OTRS webhook -------------------------------------------------------------------------
 
 
@@ -400,10 +434,13 @@ def otrs_webhook(request, connection_name: str):
     3. Every authenticated call answers 200 `{}` at once, even with a body that makes no
        sense: OTRS retries anything but 20x, and a bad body does not get better on retry.
     """
+    # A NUL in the path names no connection (and PostgreSQL would refuse the query).
     connection = (
         Connection.objects.filter(name=connection_name)
         .only("pk", "name", "webhook_secret_encrypted")
         .first()
+        if "\x00" not in connection_name
+        else None
     )
     if connection is None:
         raise ApiError(404, "not_found", f"There is no connection named {connection_name!r}.")

@@ -21,7 +21,7 @@ from django.contrib.auth.decorators import login_required, permission_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Q
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -30,7 +30,7 @@ from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_POST
 
 from . import jobs, selectors, services
-from .forms import DecisionForm, RequestFilterForm, SubmitRequestForm
+from .forms import DecisionForm, RequestFilterForm, SubmitRequestForm, filter_text
 from .models import (
     APPROVE_PERMISSION,
     OPERATE_PERMISSION,
@@ -41,6 +41,7 @@ from .models import (
     ProvisioningTask,
     parse_id,
 )
+from .validators import username_problem
 
 PAGE_SIZE = 50
 LIVE_FASTEST, LIVE_SLOWEST = 2, 30
@@ -134,7 +135,7 @@ def overview(request: ConsoleRequest) -> HttpResponse:
 @require_GET
 @permission_required(VIEW_ALL_PERMISSION, raise_exception=True)
 def board(request: HttpRequest) -> HttpResponse:
-    connection = request.GET.get("connection", "")
+    connection = filter_text(request.GET, "connection")
     return render_live(
         request,
         page="tickets/board.html",
@@ -195,7 +196,7 @@ def request_detail(request: ConsoleRequest, pk: int) -> HttpResponse:
 @login_required
 @require_GET
 def identity_list(request: ConsoleRequest) -> HttpResponse:
-    q = request.GET.get("q", "").strip()
+    q = filter_text(request.GET, "q")
     identities = selectors.visible_identities(request.user)
     if q:
         identities = identities.filter(
@@ -208,6 +209,8 @@ def identity_list(request: ConsoleRequest) -> HttpResponse:
 @login_required
 @require_GET
 def identity_detail(request: ConsoleRequest, username: str) -> HttpResponse:
+    if username_problem(username):  # no Identity has such a name (nor can a NUL be queried)
+        raise Http404("No such person.")
     identity = get_object_or_404(selectors.visible_identities(request.user), username=username)
     requests = selectors.for_request_table(
         selectors.visible_requests(request.user).filter(beneficiary=identity)
@@ -274,7 +277,13 @@ def request_decide(request: ConsoleRequest, pk: int, decision: str) -> HttpRespo
     """Approve or reject. The service refuses anyone's own request; the page hides the button."""
     access_request = get_object_or_404(AccessRequest, pk=pk)
     form = DecisionForm(request.POST)
-    comment = form.cleaned_data["comment"] if form.is_valid() else ""
+    if not form.is_valid():
+        # The comment is part of the decision: without it, nothing is decided.
+        verb = "approved" if decision == "approve" else "rejected"
+        for message in form.error_lines():
+            messages.error(request, f"{access_request} was not {verb}: {message}")
+        return _back(request, reverse("tickets:inbox"))
+    comment = form.cleaned_data["comment"]
     if decision == "approve":
         _apply_and_report(
             request,

@@ -27,6 +27,7 @@ from ..models import (
     Operation,
 )
 from ..models import ProvisioningTask as Task
+from ..validators import email_problem, username_problem
 from .completion import _settle_request
 from .provisioning import provision_soon
 from .transitions import SYSTEM, Actor, RequestInvalid, TransitionError, _event, _move
@@ -45,6 +46,12 @@ def _identity_for(beneficiary: Identity | dict, errors: Problems) -> Identity | 
     if len(username) > limits.USERNAME:
         errors.add("beneficiary.username", f"is longer than {limits.USERNAME} characters.")
         return None
+    # Checked before the lookup too: a name no Identity may have finds none (and a NUL
+    # would make PostgreSQL refuse the query).
+    problem = username_problem(username)
+    if problem:
+        errors.add("beneficiary.username", problem)
+        return None
     identity = Identity.objects.filter(username=username).first()
     if identity is not None:
         return identity
@@ -52,8 +59,9 @@ def _identity_for(beneficiary: Identity | dict, errors: Problems) -> Identity | 
         k: str(beneficiary.get(k) or "")[: limits.PERSON_NAME] for k in ("first_name", "last_name")
     }
     email = str(beneficiary.get("email") or "")
-    if email and ("@" not in email or len(email) > limits.EMAIL):
-        errors.add("beneficiary.email", f"{email!r} is not an email address.")
+    problem = email_problem(email) if email else ""
+    if problem:
+        errors.add("beneficiary.email", problem)
         return None
     return Identity(username=username, email=email, **values)
 
