@@ -1,9 +1,13 @@
 """The call engine: the only module that imports requests.
 
-It renders a connection's documents into HTTP requests, sends them through one
+It renders a connection's documents into HTTP requests (calls.py), sends them through one
 requests.Session per connection and thread, has each answer judged (errors.py: OTRS
 reports business errors as HTTP 200), and writes one masked ApiCall row per HTTP call
-(masking.py). Every failure becomes an OTRSError.
+(calls.py, masking.py). Every failure becomes an OTRSError.
+
+Where it connects is checked before each request and again for each address a host name
+resolves to (addresses.py), and each exchange ends by its deadline (deadline.py), however
+slowly OTRS drips its answer.
 
 Retries happen in one layer each: idempotent GETs are retried here (ConfigJSON
 retryCount); a refused session is renewed and the call repeated (maxRefreshTryCount);
@@ -18,18 +22,36 @@ import base64
 import logging
 import os
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import requests
 from django.utils import timezone
+from urllib3 import ProxyManager
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import NameResolutionError, NewConnectionError
 
-from . import auth, templating
+from . import addresses, auth, correlation, deadline, templating
+from .calls import (
+    CheckResult,
+    CreatedTicket,
+    Reconciled,
+    Request,
+    encode_body,
+    fingerprint,
+    masked_request,
+    preview_value,
+    record,
+    search_probe,
+    validated_documents,
+)
 from .crypto import SecretUnreadable
 from .documents import (
     AuthSpec,
@@ -43,68 +65,101 @@ from .errors import (
     OTRSError,
     TicketStatus,
     as_ticket_id,
-    call_outcome,
     check_test_answer,
+    ids_at,
     judge,
     judge_login,
     means_missing,
     merge_target,
-    ticket_ids,
     ticket_status,
     value_at,
 )
-from .masking import MASK, Masker, SecretForms, mask
+from .masking import MASK, Masker, mask
 from .models import ApiCall, Connection
 from .paths import get_path
 from .spec import SpecError
-from .validated import fingerprint, validated_documents
 
 logger = logging.getLogger(__name__)
 
 USER_AGENT = "OTRS-Bridge/0.1"
-EXCERPT_CHARS = 4096
-# The most hits of one search that keyCheckCall reads, in one call: a search answering with
-# more tickets than this ignores its filter (OTRS lists the newest first), and 20 tickets
-# with their first article stay well below the answer size limit.
-KEY_CHECKED_HITS = 20
-
-
-@dataclass(frozen=True)
-class CreatedTicket:
-    ticket_id: int
-    ticket_number: str
-
-
-@dataclass(frozen=True)
-class Reconciled:
-    """What searching OTRS for a task's correlation key found, and why hits were refused."""
-
-    ticket: CreatedTicket | None
-    notes: tuple[str, ...] = ()
-
-
-@dataclass
-class CheckResult:
-    __test__ = False  # not a pytest class
-
-    ok: bool
-    message: str
-    exchanges: list[dict] = field(default_factory=list)
+# What a connection test may take in all, logins and retries included: it runs inside a web
+# request, and gunicorn ends a worker that has not answered in 30 s.
+CHECK_SECONDS = 20.0
 
 
 # --- one HTTP exchange ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Request:
-    call_name: str
-    method: str
-    url: str
-    headers: dict[str, str]
-    body: bytes | None
-
-
 _sessions = threading.local()
+
+
+def _connect_checked(
+    connection: HTTPConnection, connect: Callable[[], socket.socket]
+) -> socket.socket:
+    """Resolve the host once, refuse it when an address is in a refused network, and connect
+    to the checked addresses in turn: never to an address a second lookup could return."""
+    host = connection._dns_host
+    try:
+        found = addresses.checked_addresses(host, connection.port or 0)
+    except socket.gaierror as exc:
+        raise NameResolutionError(connection.host, connection, exc) from exc
+    failure: NewConnectionError | None = None
+    for address in found:
+        connection._dns_host = address  # what urllib3 connects to; TLS still checks `host`
+        try:
+            return connect()
+        except NewConnectionError as exc:
+            failure = exc
+        finally:
+            connection._dns_host = host
+    assert failure is not None
+    raise failure
+
+
+class _CheckedHTTPConnection(HTTPConnection):
+    """Connects only to checked addresses, and its sockets end at the call's deadline."""
+
+    def _new_conn(self) -> socket.socket:
+        return _connect_checked(self, super()._new_conn)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        deadline.watch(self)  # whatever socket it has then: plain, TLS, new or reused
+        super().request(*args, **kwargs)
+
+    def getresponse(self) -> Any:
+        # An answer with "Connection: close" takes the socket over and leaves self.sock None.
+        deadline.watch(self.sock)
+        return super().getresponse()
+
+
+class _CheckedHTTPSConnection(_CheckedHTTPConnection, HTTPSConnection):
+    pass
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _CheckedHTTPConnection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _CheckedHTTPSConnection
+
+
+_POOLS = {"http": _HTTPPool, "https": _HTTPSPool}
+
+
+class _Adapter(requests.adapters.HTTPAdapter):
+    """Every connection through _connect_checked and under its call's deadline, also the
+    connection to a proxy (which then resolves the ticket system's name itself)."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _POOLS
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if isinstance(manager, ProxyManager):
+            manager.pool_classes_by_scheme = _POOLS
+        return manager
 
 
 class _Session(requests.Session):
@@ -123,6 +178,9 @@ class _Session(requests.Session):
         super().__init__()
         self.trust_env = False
         self.headers["User-Agent"] = USER_AGENT
+        adapter = _Adapter()
+        self.mount("http://", adapter)
+        self.mount("https://", adapter)
         env_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
         if config.ca_bundle:
             self.verify = config.ca_bundle
@@ -156,7 +214,7 @@ def _http_session(connection: Connection, config: ConfigSpec, fingerprint: str) 
 
 
 def _transport_error(
-    exc: requests.RequestException, request: _Request, config: ConfigSpec
+    exc: requests.RequestException, request: Request, config: ConfigSpec
 ) -> OTRSError:
     """Turn a requests exception into an OTRSError an operator can read."""
     sent = request.method != "GET"
@@ -200,13 +258,6 @@ def _transport_error(
     return OTRSError(f"Cannot reach OTRS at {where}: {exc}", kind="transport", outcome_unknown=sent)
 
 
-def _preview_value(name: str) -> Any:
-    """In a preview, an earlier call's answer does not exist yet: show where it would go."""
-    if name.startswith("response."):
-        return f"<{name}>"
-    raise templating.TemplateError(f"${{{name}}} has no value")
-
-
 # --- the client -----------------------------------------------------------------------------
 
 Judge = Callable[[Answer], Any]
@@ -242,6 +293,8 @@ class TicketClient:
         # Exchanges are kept only while test_connection records them: a poll cycle makes
         # thousands of calls with one client, and keeping each would grow without bound.
         self.exchanges: list[dict] | None = None
+        # While test_connection runs: when its time is up (see CHECK_SECONDS).
+        self._check_until: float | None = None
         auths = self.documents.connection.auths.values()
         self.masker = Masker(connection.secret_values, (k for a in auths for k in a.mask_in_logs))
 
@@ -280,45 +333,20 @@ class TicketClient:
         return self.reconcile(context, ref=ref).ticket
 
     def reconcile(self, context: dict, *, ref: str = "") -> Reconciled:
-        """Search for the task's correlation key with each searchCall in turn, and adopt a hit
-        only once keyCheckCall proves it carries the key; hits without it count as none.
-
-        Of the hits that carry it, the oldest ticket wins (the first one created). `notes`
-        says why hits were not adopted, for the task's timeline.
-        """
-        create = self.documents.create
-        if not create.searches:
-            return Reconciled(None)
-        key = str(context.get("correlationKey") or "")
-        if not key:
-            raise OTRSError(
-                "no correlation key to search by; the bridge never searches without one",
-                permanent=True,
+        """Search for the task's correlation key and adopt only a hit that carries it
+        (correlation.py); `notes` says why other hits were not adopted."""
+        found = correlation.reconcile(
+            self.documents.create,
+            context,
+            run=lambda call, variables: self._run(call, variables, ref=ref),
+            read=lambda call, ids, path: self._ticket_nodes(call, ids, path, ref),
+        )
+        ticket = found.ticket
+        if ticket is not None and not ticket.ticket_number:
+            found = replace(
+                found, ticket=replace(ticket, ticket_number=self._number_of(ticket.ticket_id, ref))
             )
-        check = create.key_check
-        assert check is not None  # spec requires one beside a searchCall
-        notes: list[str] = []
-        refused: set[int] = set()
-        for search in create.searches:
-            body = self._run(search.call, context, ref=ref)
-            path = search.ticket_list_path or search.call.ticket_id_path
-            hits = [i for i in ticket_ids(body, path, search.call.name) if i not in refused]
-            if not hits:
-                continue
-            read = hits[:KEY_CHECKED_HITS]
-            proven = self._carrying(read, key, ref)
-            if proven:
-                ticket_id = min(proven)
-                number = proven[ticket_id] or self._number_of(ticket_id, ref)
-                return Reconciled(CreatedTicket(ticket_id, number), tuple(notes))
-            refused.update(read)
-            more = len(hits) - len(read)
-            notes.append(
-                f"{search.call.name} found ticket(s) {', '.join(map(str, read))}"
-                + (f" and {more} more (does it ignore its filter?)" if more else "")
-                + f"; none carries {key} at {', '.join(check.key_paths)}, so none was adopted"
-            )
-        return Reconciled(None, tuple(notes))
+        return found
 
     def changed_tickets(self, since: datetime, now: datetime, *, ref: str = "") -> list[int] | None:
         """The ids of the tickets OTRS changed after `since` (changeSearchCall), asked at
@@ -326,7 +354,7 @@ class TicketClient:
         change = self.documents.status.change_search
         assert change is not None
         body = self._run(change.call, change.variables(since, now), ref=ref)
-        ids = ticket_ids(body, change.ticket_list_path, change.call.name)
+        ids = ids_at(body, change.ticket_list_path, change.call.name)
         return None if len(ids) >= change.limit else ids
 
     def ticket_statuses(self, ticket_ids: list[int], *, ref: str = "") -> dict[int, TicketStatus]:
@@ -354,6 +382,7 @@ class TicketClient:
         """Log in, then run testConnectionParams or a TicketSearch with Limit=1."""
         self.exchanges = []
         started = time.monotonic()
+        self._check_until = started + CHECK_SECONDS
         auth_spec = self._main_auth()
         try:
             done = []
@@ -367,10 +396,12 @@ class TicketClient:
                 check_test_answer(test, self._run(test.call, {}, ref="test-connection"))
                 done.append("ran the test call")
             else:
-                self._run(self._search_probe(auth_spec), {}, ref="test-connection")
+                self._run(search_probe(self.documents, auth_spec), {}, ref="test-connection")
                 done.append("searched tickets")
         except OTRSError as exc:
             return CheckResult(False, exc.message, self.exchanges)
+        finally:
+            self._check_until = None
         elapsed = round((time.monotonic() - started) * 1000)
         return CheckResult(True, f"{' and '.join(done)} in {elapsed} ms", self.exchanges)
 
@@ -380,8 +411,8 @@ class TicketClient:
         for call in self.documents.create.calls:
             auth_spec = self.documents.connection.auths[call.connection]
             call_context = self._call_context({**context, "response": {}}, auth_spec, MASK)
-            request = self._prepare(call, call_context, auth_spec, MASK, fallback=_preview_value)
-            previews.append(self._masked_request(request, call.http_content_type))
+            request = self._prepare(call, call_context, auth_spec, MASK, fallback=preview_value)
+            previews.append(masked_request(self.masker, request, call.http_content_type))
         return previews
 
     # --- calls with sessions ----------------------------------------------------------------
@@ -406,7 +437,7 @@ class TicketClient:
                 self.connection,
                 auth_spec,
                 login=lambda: self._login(auth_spec, ref),
-                lease_seconds=self.config.connect_timeout + self.config.read_timeout + 5,
+                lease_seconds=self.config.deadline + 5,
                 force_refresh=force,
                 seen_version=seen,
             )
@@ -467,7 +498,7 @@ class TicketClient:
         token: str,
         *,
         fallback: templating.Fallback | None = None,
-    ) -> _Request:
+    ) -> Request:
         """Render a call into the exact request to send."""
         where = f"{call.name} "
         try:
@@ -480,7 +511,7 @@ class TicketClient:
                 params = templating.render(
                     call.http_params, context, where=where + "httpParams", fallback=fallback
                 )
-                body = templating.encode_body(params, call.http_content_type)
+                body = encode_body(params, call.http_content_type)
                 headers.setdefault("Content-Type", call.http_content_type)
         except templating.TemplateError as exc:
             raise OTRSError(str(exc), permanent=True) from None
@@ -492,23 +523,7 @@ class TicketClient:
             )
             pair = f"{auth_spec.login_user}:{password}".encode()
             headers.setdefault("Authorization", "Basic " + base64.b64encode(pair).decode())
-        return _Request(call.name, call.http_method, url, headers, body)
-
-    def _search_probe(self, auth_spec: AuthSpec) -> CallSpec:
-        """A TicketSearch (GET …/Ticket?Limit=1) at the address TicketCreate posts to."""
-        for call in self.documents.create.calls:
-            parts = urlsplit(call.url)
-            if call.http_method == "POST" and parts.path.endswith("/Ticket"):
-                query = "Limit=1&SessionID=${access_token}" if auth_spec.token_call else "Limit=1"
-                url = urlunsplit(parts._replace(query=query, fragment=""))
-                return CallSpec(
-                    "TicketSearch", auth_spec.name, url, "GET", None, {}, "application/json"
-                )
-        raise OTRSError(
-            "No testConnectionParams, and no TicketCreate call (POST …/Ticket) to derive a "
-            "TicketSearch from; add testConnectionParams to the auth block",
-            permanent=True,
-        )
+        return Request(call.name, call.http_method, url, headers, body)
 
     # --- statuses ---------------------------------------------------------------------------
 
@@ -544,18 +559,6 @@ class TicketClient:
             )
         return tickets
 
-    def _carrying(self, ids: list[int], key: str, ref: str) -> dict[int, str]:
-        """Of these tickets, those keyCheckCall shows carrying `key`: id → ticket number."""
-        check = self.documents.create.key_check
-        assert check is not None
-        listed = self._ticket_nodes(check.call, ids, check.ticket_list_path, ref)
-        nodes = [(as_ticket_id(value_at(n, check.ticket_id_path)), n) for n in listed]
-        return {
-            ticket_id: str(value_at(node, check.call.ticket_number_path) or "")
-            for ticket_id, node in nodes
-            if ticket_id in ids and check.carries(node, key)
-        }
-
     def _single_status(self, ticket_id: int, ref: str) -> dict[int, TicketStatus]:
         try:
             body = self._run(self.documents.status.call, {"ticketID": ticket_id}, ref=ref)
@@ -590,7 +593,7 @@ class TicketClient:
     # --- sending and logging ----------------------------------------------------------------
 
     def _send(
-        self, request: _Request, judge: Judge, *, ref: str, secret_result: bool = False
+        self, request: Request, judge: Judge, *, ref: str, secret_result: bool = False
     ) -> Any:
         """Send with the client's retries: only GETs, only transient failures."""
         tries = 1 + (self.config.retry_count if request.method == "GET" else 0)
@@ -598,12 +601,15 @@ class TicketClient:
             try:
                 return self._exchange(request, judge, ref=ref, secret_result=secret_result)
             except OTRSError as exc:
+                pause = self.config.retry_wait * attempt
                 if exc.permanent or exc.auth or attempt == tries:
                     raise
-                time.sleep(self.config.retry_wait * attempt)
+                if self._check_until is not None and time.monotonic() + pause >= self._check_until:
+                    raise  # a connection test's time would be up before another try answers
+                time.sleep(pause)
         raise AssertionError("unreachable")
 
-    def _exchange(self, request: _Request, judge: Judge, *, ref: str, secret_result: bool) -> Any:
+    def _exchange(self, request: Request, judge: Judge, *, ref: str, secret_result: bool) -> Any:
         """One HTTP request and its judgement, logged either way."""
         started = time.monotonic()
         answer = None
@@ -624,41 +630,67 @@ class TicketClient:
         )
         return result
 
-    def _transmit(self, request: _Request) -> Answer:
+    def _transmit(self, request: Request) -> Answer:
+        problem = addresses.url_problem(request.url)
+        if problem:
+            raise OTRSError(f"{request.call_name} url: {problem}", permanent=True, kind="transport")
+        seconds, late = self._time_left(request.method)
+        if seconds <= 0:
+            raise late
         session = _http_session(self.connection, self.config, self.fingerprint)
         try:
-            with session.request(
-                request.method,
-                request.url,
-                headers=request.headers,
-                data=request.body,
-                proxies=session.proxies_for(request.url),
-                timeout=(self.config.connect_timeout, self.config.read_timeout),
-                allow_redirects=False,
-                stream=True,
-            ) as response:
+            with (
+                deadline.limit(seconds) as limit,
+                session.request(
+                    request.method,
+                    request.url,
+                    headers=request.headers,
+                    data=request.body,
+                    proxies=session.proxies_for(request.url),
+                    timeout=(self.config.connect_timeout, self.config.read_timeout),
+                    allow_redirects=False,
+                    stream=True,
+                ) as response,
+            ):
                 content = b""
                 for chunk in response.iter_content(64 * 1024):
                     content += chunk
                     if len(content) > MAX_BODY_BYTES:
                         break
+                # A body read to the end of the connection looks complete when cut short.
+                if limit.expired:
+                    raise late
                 return Answer(
                     response.status_code, response.headers, content, len(content) > MAX_BODY_BYTES
                 )
+        except addresses.RefusedAddress as exc:
+            proxied = session.proxies_for(request.url).get(urlsplit(request.url).scheme)
+            message = f"The proxy for this URL: {exc.message}" if proxied else exc.message
+            raise OTRSError(message, permanent=True, kind="transport") from None
         except requests.RequestException as exc:
+            if limit.expired:
+                raise late from None
             raise _transport_error(exc, request, self.config) from None
 
-    def _masked_request(
-        self, request: _Request, content_type: str, forms: SecretForms | None = None
-    ) -> dict:
-        masked = self.masker.request(
-            request.url, request.headers, request.body, content_type, forms
+    def _time_left(self, method: str) -> tuple[float, OTRSError]:
+        """How long the next exchange may take, and the error to raise when it takes longer."""
+        seconds = self.config.deadline
+        message = (
+            f"OTRS sent no complete answer within {seconds:g} s "
+            "(the call's deadline: connectTimeout + readTimeout)"
         )
-        return {"call": request.call_name, "method": request.method, **masked}
+        if self._check_until is not None and self._check_until - time.monotonic() < seconds:
+            seconds = self._check_until - time.monotonic()
+            message = (
+                "OTRS sent no complete answer before the connection test's "
+                f"{CHECK_SECONDS:g} s ran out"
+            )
+        # A create that ran out of time may have been committed: the next attempt searches.
+        return seconds, OTRSError(message, kind="timeout", outcome_unknown=method != "GET")
 
     def _log(
         self,
-        request: _Request,
+        request: Request,
         answer: Answer | None,
         error: OTRSError | None,
         started: float,
@@ -666,36 +698,15 @@ class TicketClient:
         extra_secrets: Iterable[str] = (),
     ) -> None:
         """Write the ApiCall row and a log line, both masked."""
-        forms = self.masker.forms(extra_secrets)
-        shown = self._masked_request(request, request.headers.get("Content-Type", ""), forms)
-        head = "\n".join(f"{k}: {v}" for k, v in shown["headers"].items())
-        response = ""
-        if answer is not None:
-            response = self.masker.body(answer.text[: EXCERPT_CHARS * 2], forms)
-        outcome = call_outcome(error)
-        row = {
-            "call": request.call_name,
-            "method": request.method,
-            "url": shown["url"],
-            "status_code": answer.status if answer else None,
-            "duration_ms": round((time.monotonic() - started) * 1000),
-            "outcome": outcome,
-            "error": error.message if error else "",
-            "request": f"{head}\n\n{shown['body']}".strip()[:EXCERPT_CHARS],
-            "response": response[:EXCERPT_CHARS],
-        }
-        call = ApiCall(
-            connection=self.connection,
-            ref=ref[:100],
-            call_name=row["call"][:100],
-            method=row["method"],
-            url=row["url"],
-            status_code=row["status_code"],
-            duration_ms=row["duration_ms"],
-            outcome=outcome,
-            error=row["error"],
-            request_excerpt=row["request"],
-            response_excerpt=row["response"],
+        call, row = record(
+            self.connection,
+            self.masker,
+            request,
+            answer,
+            error,
+            duration_ms=round((time.monotonic() - started) * 1000),
+            ref=ref,
+            extra_secrets=extra_secrets,
         )
         if self.defer_logging:
             self.pending_calls.append(call)
@@ -710,7 +721,7 @@ class TicketClient:
             row["call"],
             row["method"],
             row["url"],
-            row["status_code"] or outcome,
+            row["status_code"] or row["outcome"],
             row["duration_ms"],
             f": {row['error']}" if error else "",
         )

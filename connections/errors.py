@@ -189,7 +189,7 @@ def as_ticket_id(value: Any) -> int | None:
     return int(text) if text.isdigit() and int(text) > 0 else None
 
 
-def ticket_ids(body: Any, path: str, call_name: str) -> list[int]:
+def ids_at(body: Any, path: str, call_name: str) -> list[int]:
     """The ticket ids a search answered at `path` (one id or a list), each once; none when
     the path is absent, as OTRS answers `{}` when nothing matches."""
     found = value_at(body, path)

@@ -15,6 +15,7 @@ from django.db import models
 from django.forms.fields import InvalidJSONInput, JSONString
 
 from . import spec
+from .masking import mask_url_passwords
 from .models import SECRET_PLACEHOLDER, Connection, merge_secrets, split_secrets
 from .package_format import DOCUMENTS, Package, Variable
 from .packages import validate_without_secrets
@@ -156,7 +157,18 @@ class ConnectionForm(forms.ModelForm):
     def full_clean(self) -> None:
         super().full_clean()
         if self.is_bound and self.errors:
+            self._mask_url_passwords()
             self._mask_typed_secrets()
+
+    def _mask_url_passwords(self) -> None:
+        """A refused `user:password@` URL goes back with the password masked (spec refuses it)."""
+        # Bound data is a QueryDict or a dict, both copy(); the stubs say only Mapping.
+        data = self.data.copy()  # type: ignore[attr-defined]
+        for field in DOCUMENT_FIELDS:
+            name = self.add_prefix(field)
+            if isinstance(data.get(name), str):
+                data[name] = mask_url_passwords(data[name])
+        self.data = data
 
     def _mask_typed_secrets(self) -> None:
         """The form goes back to the browser: never with a secret in it.

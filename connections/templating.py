@@ -15,7 +15,7 @@ import functools
 import json
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote, quote_plus, urlencode
+from urllib.parse import quote
 
 from .paths import PathNotFound, Reference, get_path, iter_references, split_default
 
@@ -150,12 +150,3 @@ def render_headers(
         text = as_text(render_string(value, context, where=f"{where}.{key}", fallback=fallback))
         rendered[key] = text.replace("\r", "").replace("\n", "")
     return rendered
-
-
-def encode_body(params: Any, content_type: str) -> bytes:
-    """A rendered httpParams as the request body its content type asks for."""
-    if "x-www-form-urlencoded" in content_type and isinstance(params, dict):
-        items = {key: as_text(value) for key, value in params.items()}
-        quote_via = quote if content_type.endswith("-pws") else quote_plus
-        return urlencode(items, quote_via=quote_via).encode()
-    return json.dumps(params, ensure_ascii=False).encode("utf-8")

@@ -7,6 +7,7 @@ when DEBUG is on; with DEBUG off a missing secret stops start-up with a clear me
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import timedelta
 from pathlib import Path
 
@@ -182,8 +183,15 @@ else:
 # How long one job run may keep claiming work before it stops and leaves the rest for the
 # next run: well below Q_CLUSTER["timeout"], so a run never gets killed mid-ticket.
 JOB_TIME_BUDGET_SECONDS = env.int("JOB_TIME_BUDGET_SECONDS", default=120)
-# Threads one provisioning run uses to create tickets in parallel.
+# Threads one provisioning run uses to create tickets in parallel, at most PROVISION_THREADS_MAX:
+# each holds a database connection and a socket, and far more than the database and OTRS can
+# serve at once only queue (at 100,000 the process could not start its threads at all).
+PROVISION_THREADS_MAX = 64
 PROVISION_THREADS = env.int("PROVISION_THREADS", default=4)
+if not 1 <= PROVISION_THREADS <= PROVISION_THREADS_MAX:
+    raise ImproperlyConfigured(
+        f"PROVISION_THREADS is {PROVISION_THREADS}; it must be between 1 and {PROVISION_THREADS_MAX}"
+    )
 # Retry backoff of a task after a transient failure: base × 2^(attempt-1), ±25% jitter, capped.
 PROVISION_BACKOFF_SECONDS = env.float("PROVISION_BACKOFF_SECONDS", default=30.0)
 PROVISION_BACKOFF_MAX_SECONDS = env.float("PROVISION_BACKOFF_MAX_SECONDS", default=3600.0)
@@ -201,6 +209,35 @@ SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 if env.bool("BEHIND_TLS_PROXY", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+
+def _networks(name: str, default: list[str]) -> list[str]:
+    """A comma-separated list of CIDRs; a typo stops start-up instead of refusing nothing."""
+    values = [v.strip() for v in env.list(name, default=default) if v.strip()]
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name}: {value!r} is not an address range; write CIDRs separated by commas, "
+                "e.g. 169.254.0.0/16,fe80::/10"
+            ) from None
+    return values
+
+
+# Address ranges no connection may reach (connections/addresses.py): link-local and the cloud
+# metadata services (AWS, GCP, Azure, Oracle at 169.254.169.254; AWS IPv6; Alibaba; Azure's
+# wire server). Private ranges and loopback are allowed: OTRS usually lives there.
+OTRS_REFUSED_NETWORKS = _networks(
+    "OTRS_REFUSED_NETWORKS",
+    [
+        "169.254.0.0/16",
+        "fe80::/10",
+        "fd00:ec2::254/128",
+        "100.100.100.200/32",
+        "168.63.129.16/32",
+    ],
+)
 
 # --- Login lockout: django-axes, on the console's and the admin's login alike ---------------
 # After AXES_FAILURE_LIMIT failed logins in a row, the same username from the same address is

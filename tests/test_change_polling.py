@@ -23,15 +23,14 @@ from connections.errors import OTRSError
 from connections.models import ApiCall, PollWatermark
 from connections.spec import SpecError, validate_documents
 from tests import factories
+from tests.bridge_servers import server  # noqa: F401  (fixture)
 from tests.engine_fixtures import documents
 from tests.simfixtures import (
     create_ticket,
     login,
-    sim_factory,  # noqa: F401  (the server fixture uses it)
 )
 from tests.test_polling import calls, open_tasks, poll, set_state
 from tests.test_provisioning import approved_task
-from tests.znuny import server  # noqa: F401  (fixture)
 from tickets import services
 from tickets.models import ProvisioningTask, Ticket
 
@@ -310,7 +309,7 @@ def test_each_defect_of_the_change_search_is_named(changes, expected):
 
 def test_a_ticket_closed_by_an_agent_between_two_cycles_is_found(server, people):  # noqa: F811
     connection = factories.otrs_connection(
-        server, name=f"otrs-{uuid.uuid4().hex[:8]}", password=server.password
+        server, name=f"otrs-{uuid.uuid4().hex[:8]}", user=server.user, password=server.password
     )
     endpoint = factories.endpoint(connection, name=f"crm-{uuid.uuid4().hex[:8]}")
     tasks = [approved_task(endpoint, people, username=f"u{uuid.uuid4().hex[:8]}") for _ in range(2)]
@@ -318,7 +317,7 @@ def test_a_ticket_closed_by_an_agent_between_two_cycles_is_found(server, people)
     assert poll(connection).how.startswith("full sweep")
     done = ProvisioningTask.objects.get(pk=tasks[0].pk)
 
-    server.update(done.ticket.ticket_id, State="closed successful")
+    server.otrs.set_state(done.ticket.ticket_id, "closed successful")  # an agent closes it
     since = ApiCall.objects.order_by("-id").values_list("id", flat=True).first()
     result = poll(connection)
 
@@ -338,14 +337,14 @@ def test_the_change_time_filters_read_as_znuny_reads_them(server):  # noqa: F811
         server.create_ticket(f"change filters {uuid.uuid4().hex[:8]}") for _ in range(2)
     )
     time.sleep(1.1)
-    server.update(changed, State="open")
+    server.otrs.set_state(changed, "open")
     at = server.ticket(changed)["Changed"]
     later = (datetime.strptime(at, OTRS_TIME) + timedelta(seconds=1)).strftime(OTRS_TIME)
     hour_ahead = (datetime.strptime(at, OTRS_TIME) + timedelta(hours=1)).strftime(OTRS_TIME)
     ours = {"TicketID": [left, changed]}
 
     def found(**filters) -> list[int]:
-        answer = server.call("GET", "/Ticket", **ours, **filters)
+        answer = server.otrs.get("/Ticket", **ours, **filters)
         return sorted(int(i) for i in answer.get("TicketID", []))
 
     for prefix in ("TicketLastChangeTime", "TicketChangeTime"):

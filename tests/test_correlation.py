@@ -18,14 +18,14 @@ from connections.documents import KeyCheckSpec
 from connections.errors import OTRSError
 from connections.spec import SpecError, validate_documents
 from tests import factories
+from tests.bridge_servers import KEY_FIELD, server  # noqa: F401  (fixture)
 from tests.engine_fixtures import documents, sample_task_context
 from tests.simfixtures import (
     create_ticket,
     login,
-    sim_factory,  # noqa: F401  (the server fixture uses it)
+    sim_factory,  # noqa: F401  (fixture)
 )
 from tests.test_provisioning import approved_task
-from tests.znuny import KEY_FIELD, server  # noqa: F401  (fixture)
 from tickets import services
 from tickets.models import ProvisioningTask, TaskEvent
 
@@ -40,7 +40,11 @@ def _unique(prefix: str) -> str:
 
 def _connection(server, *, key_field: str = ""):  # noqa: F811
     connection = factories.otrs_connection(
-        server, name=_unique("otrs"), password=server.password, key_field=key_field
+        server,
+        name=_unique("otrs"),
+        user=server.user,
+        password=server.password,
+        key_field=key_field,
     )
     return connection, factories.endpoint(connection, name=_unique("crm"), tries=10)
 
@@ -73,7 +77,7 @@ def test_a_retitled_ticket_whose_create_answer_was_lost_is_adopted_once(
     assert task.status == "retry_wait" and task.outcome_unknown
     [ticket_id] = server.tickets_with(key)  # OTRS has it; the bridge does not know
 
-    server.update(ticket_id, Title="Access for Ada (renamed by the agent)")
+    server.retitle(ticket_id, "Access for Ada (renamed by the agent)")
     assert key not in server.ticket(ticket_id)["Title"]
     _provision_now(task)
 
@@ -381,7 +385,7 @@ def test_fulltext_finds_a_key_in_the_title_or_in_an_article(server):  # noqa: F8
 
 
 def test_a_search_answering_with_many_tickets_has_only_the_newest_read(sim, otrs):
-    from connections.client import KEY_CHECKED_HITS
+    from connections.correlation import KEY_CHECKED_HITS
     from connections.models import ApiCall
 
     document = copy.deepcopy(otrs.create_ticket_json)

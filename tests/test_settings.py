@@ -65,6 +65,32 @@ def test_q_cluster_timeout_is_below_retry(settings):
     assert "otrsbridge.E001" in ids
 
 
+def test_provision_threads_beyond_the_maximum_stop_start_up():
+    for value in ("100000", "0"):
+        result = _manage("check", env={"DEBUG": "True", "PROVISION_THREADS": value})
+        assert result.returncode != 0
+        assert f"PROVISION_THREADS is {value}; it must be between 1 and 64" in result.stderr
+
+
+def test_a_refused_network_that_is_no_cidr_stops_start_up():
+    result = _manage(
+        "check", env={"DEBUG": "True", "OTRS_REFUSED_NETWORKS": "169.254.0.0/16,metadata"}
+    )
+    assert result.returncode != 0
+    assert "OTRS_REFUSED_NETWORKS: 'metadata' is not an address range" in result.stderr
+
+
+def test_refused_networks_come_from_the_environment():
+    result = _manage(
+        "shell",
+        "-c",
+        "from django.conf import settings; print(settings.OTRS_REFUSED_NETWORKS)",
+        env={"DEBUG": "True", "OTRS_REFUSED_NETWORKS": " 10.0.0.0/8 , fe80::/10"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "['10.0.0.0/8', 'fe80::/10']"
+
+
 def test_login_lockout_settings_come_from_the_environment():
     result = _manage(
         "shell",
