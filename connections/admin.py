@@ -135,6 +135,7 @@ class ConnectionAdmin(admin.ModelAdmin):
             {
                 "fields": [
                     "poll_minutes",
+                    "full_sweep_minutes",
                     "provision_minutes",
                     "batch_size",
                     "max_status_check_days",

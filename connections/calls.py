@@ -4,7 +4,7 @@ the record it leaves. client.py sends; this module needs no HTTP library.
 - `validated_documents`: a connection's four documents, validated once per version.
 - `Request`, `encode_body`, `search_probe`: the exact request a rendered call sends, and the
   TicketSearch a connection test derives when the documents name no test call.
-- `CreatedTicket`, `CheckResult`: what the client's operations answer.
+- `CreatedTicket`, `Reconciled`, `CheckResult`: what the client's operations answer.
 - `record`: the masked ApiCall row (and the exchange a connection test shows) of one call.
 """
 
@@ -31,6 +31,14 @@ EXCERPT_CHARS = 4096
 class CreatedTicket:
     ticket_id: int
     ticket_number: str
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    """What searching OTRS for a task's correlation key found, and why hits were refused."""
+
+    ticket: CreatedTicket | None
+    notes: tuple[str, ...] = ()
 
 
 @dataclass

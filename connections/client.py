@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -37,10 +38,11 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import NameResolutionError, NewConnectionError
 
-from . import addresses, auth, deadline, templating
+from . import addresses, auth, correlation, deadline, templating
 from .calls import (
     CheckResult,
     CreatedTicket,
+    Reconciled,
     Request,
     encode_body,
     fingerprint,
@@ -64,6 +66,7 @@ from .errors import (
     TicketStatus,
     as_ticket_id,
     check_test_answer,
+    ids_at,
     judge,
     judge_login,
     means_missing,
@@ -326,22 +329,33 @@ class TicketClient:
         return CreatedTicket(ticket_id, str(number or "") or self._number_of(ticket_id, ref))
 
     def find_ticket(self, context: dict, *, ref: str = "") -> CreatedTicket | None:
-        """Search for the ticket carrying `context["correlationKey"]`; None when OTRS has none."""
-        search = self.documents.create.search_call
-        if search is None:
-            return None
-        body = self._run(search, context, ref=ref)
-        found = value_at(body, search.ticket_id_path)
-        if found is None:
-            return None
-        ticket_id = as_ticket_id(found)
-        if ticket_id is None:
-            raise OTRSError(
-                f"{search.name} answered {found!r} at {search.ticket_id_path}, not a ticket id",
-                permanent=True,
+        """The ticket carrying `context["correlationKey"]`; None when OTRS has none."""
+        return self.reconcile(context, ref=ref).ticket
+
+    def reconcile(self, context: dict, *, ref: str = "") -> Reconciled:
+        """Search for the task's correlation key and adopt only a hit that carries it
+        (correlation.py); `notes` says why other hits were not adopted."""
+        found = correlation.reconcile(
+            self.documents.create,
+            context,
+            run=lambda call, variables: self._run(call, variables, ref=ref),
+            read=lambda call, ids, path: self._ticket_nodes(call, ids, path, ref),
+        )
+        ticket = found.ticket
+        if ticket is not None and not ticket.ticket_number:
+            found = replace(
+                found, ticket=replace(ticket, ticket_number=self._number_of(ticket.ticket_id, ref))
             )
-        number = value_at(body, search.ticket_number_path)
-        return CreatedTicket(ticket_id, str(number or "") or self._number_of(ticket_id, ref))
+        return found
+
+    def changed_tickets(self, since: datetime, now: datetime, *, ref: str = "") -> list[int] | None:
+        """The ids of the tickets OTRS changed after `since` (changeSearchCall), asked at
+        `now`; None when the answer may have been cut short, so it cannot be trusted."""
+        change = self.documents.status.change_search
+        assert change is not None
+        body = self._run(change.call, change.variables(since, now), ref=ref)
+        ids = ids_at(body, change.ticket_list_path, change.call.name)
+        return None if len(ids) >= change.limit else ids
 
     def ticket_statuses(self, ticket_ids: list[int], *, ref: str = "") -> dict[int, TicketStatus]:
         """The state of each ticket; ids OTRS does not (or no longer) show are left out."""
@@ -514,33 +528,36 @@ class TicketClient:
     # --- statuses ---------------------------------------------------------------------------
 
     def _batch_statuses(self, ids: list[int], ref: str) -> dict[int, TicketStatus]:
-        """One call for many ids; when OTRS refuses the batch, halve it to isolate the bad id."""
         status = self.documents.status
         assert status.batch is not None
-        try:
-            body = self._run(status.call, {"ticketIDs": ",".join(map(str, ids))}, ref=ref)
-        except OTRSError as exc:
-            if not means_missing(exc):
-                raise
-            if len(ids) == 1:
-                return {}
-            half = len(ids) // 2
-            return {
-                **self._batch_statuses(ids[:half], ref),
-                **self._batch_statuses(ids[half:], ref),
-            }
-        tickets = value_at(body, status.batch.ticket_list_path)
-        if not isinstance(tickets, list):
-            raise OTRSError(
-                f"{status.call.name} answered without a ticket list at {status.batch.ticket_list_path}",
-                permanent=True,
-            )
         found = {}
-        for node in tickets:
+        for node in self._ticket_nodes(status.call, ids, status.batch.ticket_list_path, ref):
             ticket_id = as_ticket_id(value_at(node, status.batch.ticket_id_path))
             if ticket_id in ids:
                 found[ticket_id] = ticket_status(status, node, ticket_id)
         return found
+
+    def _ticket_nodes(self, call: CallSpec, ids: list[int], list_path: str, ref: str) -> list:
+        """The tickets one call with `${ticketIDs}` lists at `list_path`. OTRS refuses the
+        whole batch for one id it does not show: then halve it to isolate that id."""
+        try:
+            body = self._run(call, {"ticketIDs": ",".join(map(str, ids))}, ref=ref)
+        except OTRSError as exc:
+            if not means_missing(exc):
+                raise
+            if len(ids) == 1:
+                return []
+            half = len(ids) // 2
+            return [
+                *self._ticket_nodes(call, ids[:half], list_path, ref),
+                *self._ticket_nodes(call, ids[half:], list_path, ref),
+            ]
+        tickets = value_at(body, list_path)
+        if not isinstance(tickets, list):
+            raise OTRSError(
+                f"{call.name} answered without a ticket list at {list_path}", permanent=True
+            )
+        return tickets
 
     def _single_status(self, ticket_id: int, ref: str) -> dict[int, TicketStatus]:
         try:

@@ -80,8 +80,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("account", "the account name (the same as task.accountName)", "jdoe"),
     Variable(
         "correlationKey",
-        "the bridge's key for the task: put it in the ticket (e.g. the title) so the "
-        "searchCall finds the ticket again",
+        "the bridge's key for the task: put it in the title and the first article (and "
+        "keyField sends it in a dynamic field) so searchCall finds the ticket again",
         "BR-SAMPLE0001",
     ),
 )

@@ -6,10 +6,14 @@ field, so code holding one of these can trust it without checking again.
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from .paths import PathNotFound, get_path
+from .paths import PathNotFound, get_path, iter_strings
 
 # What a ticket state can mean for its task (StatusSpec.outcome_for).
 OUTCOMES = ("completed", "discontinued", "failed", "pending", "open")
@@ -116,15 +120,66 @@ class ConnectionSpec:
 
 
 @dataclass(frozen=True)
+class SearchSpec:
+    """One searchCall: a search for `${correlationKey}` and where its answer lists the hits.
+
+    `ticket_list_path` names the list of hit ids; without it, the one id at the call's
+    ticketidPath is the only hit.
+    """
+
+    call: CallSpec
+    ticket_list_path: str = ""
+
+
+@dataclass(frozen=True)
+class KeyCheckSpec:
+    """keyCheckCall: reads the tickets a search found, to prove each carries the key.
+
+    A search can answer with tickets that are not the task's: an agent may have typed
+    the key elsewhere, or OTRS ignored the filter (an unknown parameter is ignored
+    silently) and answered with every ticket. A hit is adopted only when the key stands
+    as a whole word in a string at (or anywhere under) one of `key_paths` of its ticket.
+    """
+
+    call: CallSpec  # takes ${ticketIDs}: the hits, comma-separated
+    ticket_list_path: str  # where the answer lists the tickets
+    ticket_id_path: str  # the id inside one listed ticket
+    key_paths: tuple[str, ...]
+
+    def carries(self, ticket: Any, key: str) -> bool:
+        """The key stands in `ticket` at one of key_paths, not as part of a longer word."""
+        word = re.compile(rf"(?<![A-Za-z0-9]){re.escape(key)}(?![A-Za-z0-9])")
+        for path in self.key_paths:
+            try:
+                found = get_path(ticket, path)
+            except PathNotFound:
+                continue
+            if any(word.search(text) for _, text in iter_strings(found)):
+                return True
+        return False
+
+
+@dataclass(frozen=True)
 class CreateTicketSpec:
-    """The create calls, where the ticket id (and number) come from, and the reconcile search."""
+    """The create calls, where the ticket id (and number) come from, and the reconcile search.
+
+    `key_field` names the ticket dynamic field the bridge writes the key into ("" for
+    none): the create call that returns the ticket id sends it (spec adds it there).
+    """
 
     calls: tuple[CallSpec, ...]
     ticket_id_call: str
     ticket_id_path: str
     ticket_number_call: str
     ticket_number_path: str
-    search_call: CallSpec | None
+    searches: tuple[SearchSpec, ...] = ()
+    key_check: KeyCheckSpec | None = None
+    key_field: str = ""
+
+    @property
+    def search_call(self) -> CallSpec | None:
+        """The first search call (documents mostly have one)."""
+        return self.searches[0].call if self.searches else None
 
 
 @dataclass(frozen=True)
@@ -151,6 +206,38 @@ class MergeTargetSpec:
     target_pattern: str
 
 
+# The time format of OTRS's date parameters (TicketLastChangeTimeNewerDate and the like).
+OTRS_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+@dataclass(frozen=True)
+class ChangeSearchSpec:
+    """changeSearchCall: which tickets changed since a time, so a poll fetches only those.
+
+    The call gets `${changedSince}` (a date in `time_zone`, OTRS's format) or
+    `${changedMinutes}` (how far back from the server's own clock, which no time zone or
+    clock difference can shift), both reaching `overlap_seconds` before the watermark,
+    and `${limit}`. An answer with `limit` ids or more may have been cut short: the poll
+    does not trust it and sweeps every open ticket instead.
+    """
+
+    call: CallSpec
+    ticket_list_path: str
+    limit: int
+    overlap_seconds: int
+    time_zone: str
+
+    def variables(self, since: datetime, now: datetime) -> dict[str, Any]:
+        """The call's variables for changes after `since` (aware), asked at `now` (aware)."""
+        start = since - timedelta(seconds=self.overlap_seconds)
+        minutes = max(1, math.ceil((now - start).total_seconds() / 60))
+        return {
+            "changedSince": start.astimezone(ZoneInfo(self.time_zone)).strftime(OTRS_TIME_FORMAT),
+            "changedMinutes": minutes,
+            "limit": self.limit,
+        }
+
+
 @dataclass(frozen=True)
 class StatusSpec:
     """The status call and what each OTRS state means for the task."""
@@ -166,6 +253,7 @@ class StatusSpec:
     ticket_number_path: str
     changed_path: str
     merge_target: MergeTargetSpec | None
+    change_search: ChangeSearchSpec | None = None
 
     def outcome_for(self, state: str, state_type: str | None = None) -> str | None:
         """completed | discontinued | failed | pending | open, or None when the state is unmapped.

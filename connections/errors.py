@@ -189,6 +189,22 @@ def as_ticket_id(value: Any) -> int | None:
     return int(text) if text.isdigit() and int(text) > 0 else None
 
 
+def ids_at(body: Any, path: str, call_name: str) -> list[int]:
+    """The ticket ids a search answered at `path` (one id or a list), each once; none when
+    the path is absent, as OTRS answers `{}` when nothing matches."""
+    found = value_at(body, path)
+    items = [] if found is None else found if isinstance(found, list) else [found]
+    ids = []
+    for item in items:
+        ticket_id = as_ticket_id(item)
+        if ticket_id is None:
+            raise OTRSError(
+                f"{call_name} answered {item!r} at {path}, not a ticket id", permanent=True
+            )
+        ids.append(ticket_id)
+    return list(dict.fromkeys(ids))
+
+
 def value_at(data: Any, path: str) -> Any:
     """The value at a JSON path of an answer; None when the path is empty or leads nowhere."""
     if not path:

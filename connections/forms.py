@@ -131,6 +131,7 @@ class ConnectionForm(forms.ModelForm):
             "config_json",
             "webhook_secret",
             "poll_minutes",
+            "full_sweep_minutes",
             "provision_minutes",
             "batch_size",
             "max_status_check_days",

@@ -101,6 +101,14 @@ class Connection(models.Model):
         validators=[MinValueValidator(1), MaxValueValidator(1440)],
         help_text="How often open tickets are polled.",
     )
+    full_sweep_minutes = models.PositiveIntegerField(
+        default=60,
+        validators=[MinValueValidator(1), MaxValueValidator(10080)],
+        help_text=(
+            "How often every open ticket is polled, when the status document has a change "
+            "search (the cycles between ask only for the tickets that changed)."
+        ),
+    )
     provision_minutes = models.PositiveIntegerField(
         default=1,
         validators=[MinValueValidator(1), MaxValueValidator(1440)],
@@ -190,6 +198,25 @@ class Connection(models.Model):
 
     def set_webhook_secret(self, value: str) -> None:
         self.webhook_secret_encrypted = crypto.encrypt(value)
+
+
+class PollWatermark(models.Model):
+    """How far a connection's polling has got, for polls that ask OTRS what changed.
+
+    `changed_since`: every change OTRS made before it has been applied (a cycle asks for
+    the changes after it, minus an overlap). `full_sweep_at`: when the last complete
+    sweep of all open tickets started. Only the poll cycle writes them (tickets' services),
+    each after the changes it read were applied, so a cycle that fails asks again.
+    """
+
+    connection = models.OneToOneField(
+        Connection, on_delete=models.CASCADE, primary_key=True, related_name="poll_watermark"
+    )
+    changed_since = models.DateTimeField(null=True, blank=True)
+    full_sweep_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.connection_id}: changes since {self.changed_since}"
 
 
 class ConnectionToken(models.Model):

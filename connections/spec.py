@@ -6,10 +6,10 @@ ways (see shared/reference/saviynt-ticketing-json.md §8). Everything is checked
 when a document is saved, so the call engine can trust what it gets. Every problem is
 reported, not just the first, as `<Document>: <json.path>: <problem>`.
 
-Here: which `${...}` names each call may use, the credential rules, how a call and each
-document are put together, and `validate_documents`. The typed objects are in
-`documents`, the reading of single fields (and ConfigJSON, which has no calls) in
-`spec_fields`; both are below this module, never the other way round.
+Here: how each document is put together from its calls, and `validate_documents`. The
+typed objects are in `documents`, the reading of one call (the `${...}` names it may use,
+the credential rules) in `spec_calls`, the reading of single fields (and ConfigJSON,
+which has no calls) in `spec_fields`; all are below this module, never the other way round.
 
 Nothing in a document is ever evaluated: `${...}` must be a plain variable name, and a
 Groovy-style expression is refused with the expression named.
@@ -18,51 +18,50 @@ Groovy-style expression is refused with the expression named.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from . import addresses, context
 from .documents import (
     HEADER_TOKEN_PREFIX,
     AuthSpec,
     BatchSpec,
     CallSpec,
+    ChangeSearchSpec,
     ConnectionSpec,
     CreateTicketSpec,
     Documents,
+    KeyCheckSpec,
     MergeTargetSpec,
+    SearchSpec,
     StatusSpec,
     TestConnectionSpec,
 )
-from .masking import SECRET_KEY_NAMES
 from .paths import is_valid_path, iter_references, iter_strings, join_path, split_default
+from .spec_calls import (
+    AUTH_SCOPE,
+    TASK_SCOPE,
+    TEST_SCOPE,
+    Scope,
+    read_call,
+    ticket_scope,
+)
 from .spec_fields import (
     Report,
-    check_nested_article,
     check_placeholders,
     check_state_lists,
     config_spec,
-    http_headers,
-    http_params,
     outcome_map,
     parse_document,
-    response_rules,
     type_name,
 )
 
 DEFAULT_TOKEN_LIFETIME = 3000
-URL_CREDENTIALS_ERROR = "credentials in a URL reach access logs; put them in the body"
-
-# Query parameters that may never appear in a URL, whatever their value.
-_URL_FORBIDDEN_PARAMS = SECRET_KEY_NAMES - {"sessionid", "authorization", "cookie"}
-
-_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
-_DOTTED_NAME = re.compile(rf"{_NAME}(?:\.{_NAME})*")
-_PATH_KEY = r"(?:[A-Za-z0-9_\-]|~dot#)+"
-_RESPONSE_REF = re.compile(rf"response\.({_NAME})\.message((?:\.{_PATH_KEY}(?:\[-?\d+\])*)*)")
-_CALL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
+# Where a ticket of OTRS TicketGet carries the key when no keyCheckCall says: its title.
+DEFAULT_KEY_PATH = "Title"
+# Znuny's dynamic field names: letters and digits (AdminDynamicField refuses anything else).
+_DYNAMIC_FIELD_NAME = re.compile(r"[A-Za-z0-9]+")
 
 
 # --- errors ---------------------------------------------------------------------------------
@@ -76,246 +75,6 @@ class SpecError(ValueError):
         self.errors = errors
 
 
-# --- variables ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Scope:
-    """Which `${...}` names a call may use, besides ${connection.X} from its auth block."""
-
-    roots: frozenset[str]  # bare names, e.g. "requestor", "ticketID"
-    # dotted names, e.g. "user.email"; "endpoint.*" admits any key below endpoint
-    dotted: frozenset[str] = frozenset()
-    earlier_calls: tuple[str, ...] = ()
-
-    def describe(self, properties: frozenset[str]) -> str:
-        names = sorted(self.roots | self.dotted)
-        names += [f"connection.{p}" for p in sorted(properties)]
-        if self.earlier_calls:
-            names.append("response.<earlier call>.message.<path>")
-        return ", ".join(f"${{{n}}}" for n in names)
-
-
-# The task variables are declared in context.py, once for validation, preview and tasks.
-_TASK_SCOPE = _Scope(
-    roots=frozenset({*(n for n in context.NAMES if "." not in n), "access_token"}),
-    dotted=frozenset(
-        {*(n for n in context.NAMES if "." in n), *(f"{r}.*" for r in context.OPEN_NAMESPACES)}
-    ),
-)
-_AUTH_SCOPE = _Scope(frozenset())
-_TEST_SCOPE = _Scope(frozenset({"access_token"}))
-
-
-def _ticket_scope(*, batch: bool) -> _Scope:
-    return _Scope(frozenset({"access_token", "ticketIDs" if batch else "ticketID"}))
-
-
-def _check_reference(
-    inner: str, scope: _Scope, properties: frozenset[str] | None, auth_name: str
-) -> str | None:
-    """None when `${inner}` is allowed, else the problem. `properties` None: not checkable."""
-    shown = f"${{{inner}}}"
-    inner, default = split_default(inner)
-    if default is not None:
-        if any(c in default for c in "${}"):
-            return f"{shown}: a default after | is plain text; it cannot hold $, {{ or }}"
-        if inner.startswith("response."):
-            return f"{shown}: a response value cannot have a default"
-    response = _RESPONSE_REF.fullmatch(inner)
-    if response:
-        if response.group(1) in scope.earlier_calls:
-            return None
-        return f"{shown}: {response.group(1)} is not an earlier call of this document"
-    if not _DOTTED_NAME.fullmatch(inner):
-        return f"{shown} is an expression; only variable names are allowed"
-    root, _, rest = inner.partition(".")
-    if root == "connection" and rest:
-        if properties is None or rest in properties:
-            return None
-        have = ", ".join(sorted(properties)) or "none"
-        return f"{shown}: the auth block {auth_name!r} has no property {rest!r} (it has: {have})"
-    if root == "response":
-        return f"{shown}: write responses as ${{response.<call>.message.<path>}}"
-    if (not rest and root in scope.roots) or (rest and {inner, f"{root}.*"} & scope.dotted):
-        return None
-    return (
-        f"{shown}: unknown variable here; allowed are {scope.describe(properties or frozenset())}"
-    )
-
-
-def _check_templates(
-    report: Report,
-    obj: Any,
-    where: str,
-    scope: _Scope,
-    properties: frozenset[str] | None,
-    auth: str,
-) -> set[str]:
-    """Report each bad `${...}` under `obj`; return the names used."""
-    used: set[str] = set()
-    for path, text in iter_strings(obj, where):
-        try:
-            references = list(iter_references(text))
-        except ValueError as exc:
-            report.add(path, str(exc))
-            continue
-        for reference in references:
-            problem = _check_reference(reference.inner, scope, properties, auth)
-            if problem:
-                report.add(path, problem)
-            else:
-                used.add(split_default(reference.inner)[0])
-    return used
-
-
-# --- credential and OTRS checks -------------------------------------------------------------
-
-
-def _check_url(report: Report, url: str, method: str, where: str) -> None:
-    """Refuse a URL the bridge must not connect to (addresses.url_problem: the scheme, a
-    user:password@ part, a refused address), and credentials in its query string.
-
-    One exception to the latter: `SessionID=${access_token}` on a GET. OTRS ignores GET
-    bodies (bug#14203), so a GET can only authenticate in the query string; the session is
-    short-lived and masked in every log of ours.
-    """
-    problem = addresses.url_problem(url)
-    if problem:
-        report.add(where, problem)
-    try:
-        query = urlsplit(url.replace("${", "{")).query
-    except ValueError:
-        if not problem:
-            report.add(where, "is not a valid URL")
-        return
-    found = []
-    for key, value in parse_qsl(query, keep_blank_values=True):
-        lower = key.lower()
-        if lower == "sessionid" and method == "GET" and value.strip() == "{access_token}":
-            continue
-        if lower in _URL_FORBIDDEN_PARAMS or lower == "sessionid":
-            found.append(f"{key}=")
-    if not found:
-        found = [
-            f"${{connection.{prop}}}"
-            for prop in re.findall(r"\$\{connection\.([^}]*)\}", url)
-            if prop.lower() in SECRET_KEY_NAMES
-        ]
-    for what in found:
-        report.add(where, f"{what} in the URL: {URL_CREDENTIALS_ERROR}")
-
-
-def _literal_credentials(obj: Any, where: str) -> Iterator[tuple[str, str]]:
-    """Yield (path, key) for each credential-like key whose value is a literal, not ${...}."""
-    if isinstance(obj, dict):
-        for key, value in obj.items():
-            path = join_path(where, key)
-            literal = isinstance(value, str | int | float) and not isinstance(value, bool)
-            if (
-                str(key).lower() in SECRET_KEY_NAMES
-                and literal
-                and value != ""
-                and "${" not in str(value)
-            ):
-                yield path, str(key)
-            else:
-                yield from _literal_credentials(value, path)
-    elif isinstance(obj, list):
-        for index, value in enumerate(obj):
-            yield from _literal_credentials(value, join_path(where, index))
-
-
-# --- calls ----------------------------------------------------------------------------------
-
-
-def _call(
-    report: Report,
-    obj: Any,
-    where: str,
-    *,
-    scope: _Scope,
-    auths: dict[str, Any] | None,
-    default_name: str = "",
-    auth_name: str | None = None,
-    stored_encrypted: bool = False,
-) -> CallSpec | None:
-    """Parse one call object. `auth_name` is given for calls that belong to an auth block."""
-    if not isinstance(obj, dict):
-        report.add(where, f"must be an object, not {type_name(obj)}")
-        return None
-    name = report.string(obj, "name", where) or default_name
-    if "name" in obj and not _CALL_NAME.fullmatch(name):
-        report.add(join_path(where, "name"), f"{name!r} must be letters, digits, _ or -")
-    connection = auth_name or report.string(obj, "connection", where, required=True)
-    if auth_name is None and connection and auths is not None and connection not in auths:
-        have = ", ".join(sorted(auths)) or "none"
-        report.add(
-            join_path(where, "connection"),
-            f"{connection!r} is not an auth block of ConnectionJSON (it has: {have})",
-        )
-    url = report.string(obj, "url", where, required=True)
-    method = report.string(obj, "httpMethod", where, default="GET").upper()
-    if method not in ("GET", "POST", "PUT", "PATCH", "DELETE"):
-        report.add(
-            join_path(where, "httpMethod"), f"{method!r} is not an HTTP method this engine sends"
-        )
-    params = http_params(report, obj.get("httpParams"), join_path(where, "httpParams"))
-    if params is not None and method == "GET":
-        report.add(
-            join_path(where, "httpParams"),
-            "a GET call cannot carry httpParams: OTRS ignores GET bodies; put the parameters in "
-            "the URL query string",
-        )
-    headers = http_headers(report, obj, where)
-    content_type = report.string(obj, "httpContentType", where, default="application/json")
-    # Unknown auth block (reported above) or unreadable ConnectionJSON: any property goes.
-    properties = _properties_of(auths[connection]) if auths and connection in auths else None
-    used: set[str] = set()
-    for key, value in (("url", url), ("httpParams", params), ("httpHeaders", headers)):
-        used |= _check_templates(
-            report, value, join_path(where, key), scope, properties, connection
-        )
-    _check_url(report, url, method, join_path(where, "url"))
-    # ConnectionJSON encrypts secret-named keys at rest, except inside a JSON-string httpParams.
-    encrypted = (
-        SECRET_KEY_NAMES if stored_encrypted and not isinstance(obj.get("httpParams"), str) else ()
-    )
-    for path, key in _literal_credentials({"httpParams": params, "httpHeaders": headers}, where):
-        if key.lower() not in encrypted:
-            report.add(
-                path,
-                f"a literal {key} would be stored unencrypted; refer to it as "
-                "${connection.<property>} or ${access_token}",
-            )
-    call = CallSpec(
-        name=name,
-        connection=connection,
-        url=url,
-        http_method=method,
-        http_params=params,
-        http_headers=headers,
-        http_content_type=content_type,
-        ticket_id_path=report.path(obj, "ticketidPath", where),
-        ticket_number_path=report.path(obj, "ticketNumberPath", where),
-        success=response_rules(
-            report, obj.get("successResponses"), join_path(where, "successResponses")
-        ),
-        unsuccess=response_rules(
-            report, obj.get("unsuccessResponses"), join_path(where, "unsuccessResponses")
-        ),
-        variables=frozenset(used),
-    )
-    check_nested_article(report, call, where)
-    return call
-
-
-def _properties_of(auth: Any) -> frozenset[str]:
-    if isinstance(auth, dict) and isinstance(auth.get("properties"), dict):
-        return frozenset(str(k) for k in auth["properties"])
-    return frozenset()
-
-
 # --- ConnectionJSON -------------------------------------------------------------------------
 
 
@@ -326,11 +85,11 @@ def _test_connection(
     if not params:
         return None
     at = join_path(where, "testConnectionParams")
-    call = _call(
+    call = read_call(
         report,
         params.get("http"),
         join_path(at, "http"),
-        scope=_TEST_SCOPE,
+        scope=TEST_SCOPE,
         auths=auths,
         default_name="testConnection",
         auth_name=name,
@@ -372,11 +131,11 @@ def _auth_block(report: Report, name: str, block: Any, auths: dict | None) -> Au
     properties = report.mapping(block, "properties", where)
     token_call = None
     if auth_type == "oauth2" and block.get("url"):
-        token_call = _call(
+        token_call = read_call(
             report,
             {**block, "httpMethod": block.get("httpMethod") or "POST"},
             where,
-            scope=_AUTH_SCOPE,
+            scope=AUTH_SCOPE,
             auths=auths,
             default_name=f"token:{name}",
             auth_name=name,
@@ -461,8 +220,8 @@ def _top_level_path(report: Report, document: dict, key: str, names: list[str]) 
 def _create_spec(report: Report, document: dict, auths: dict | None) -> CreateTicketSpec:
     calls: list[CallSpec] = []
     for index, raw in enumerate(_call_list(report, document)):
-        scope = _Scope(_TASK_SCOPE.roots, _TASK_SCOPE.dotted, tuple(c.name for c in calls))
-        call = _call(
+        scope = Scope(TASK_SCOPE.roots, TASK_SCOPE.dotted, tuple(c.name for c in calls))
+        call = read_call(
             report, raw, f"call[{index}]", scope=scope, auths=auths, default_name=f"call{index + 1}"
         )
         if call is None:
@@ -488,33 +247,193 @@ def _create_spec(report: Report, document: dict, auths: dict | None) -> CreateTi
             ((c.name, c.ticket_number_path) for c in reversed(calls) if c.ticket_number_path),
             ("", ""),
         )
-    search = None
-    if document.get("searchCall") is not None:
-        search = _call(
-            report,
-            document["searchCall"],
-            "searchCall",
-            scope=_TASK_SCOPE,
-            auths=auths,
-            default_name="searchCall",
-        )
-    if search is not None:
-        _check_search(report, search, calls)
-    return CreateTicketSpec(tuple(calls), id_call, id_path, number_call, number_path, search)
-
-
-def _check_search(report: Report, search: CallSpec, calls: list[CallSpec]) -> None:
-    if not search.ticket_id_path:
-        report.add("searchCall", "ticketidPath is required (e.g. TicketID[0])")
-    if "correlationKey" not in search.variables:
+    key_field, calls = _key_field(report, document, calls, id_call)
+    searches = _searches(report, document, auths)
+    key_check = _key_check(report, document, auths, key_field)
+    if key_field and key_check is None:
         report.add(
-            "searchCall",
-            "must search for ${correlationKey}, or it could adopt another task's ticket",
+            "keyField",
+            "needs a keyCheckCall that reads the dynamic fields, or the field proves nothing",
         )
-    if calls and not any("correlationKey" in c.variables for c in calls):
+    if searches and calls and not any("correlationKey" in c.variables for c in calls):
         report.add(
             "call", "no call sends ${correlationKey}, so searchCall could never find the ticket"
         )
+    return CreateTicketSpec(
+        tuple(calls),
+        id_call,
+        id_path,
+        number_call,
+        number_path,
+        searches=searches,
+        key_check=key_check,
+        key_field=key_field,
+    )
+
+
+def _key_field(
+    report: Report, document: dict, calls: list[CallSpec], id_call: str
+) -> tuple[str, list[CallSpec]]:
+    """keyField: the ticket dynamic field that keeps the key where agents do not edit it.
+
+    The call that returns the ticket id (OTRS TicketCreate) gets it in its `DynamicField`
+    list, so every create sends it and the preview shows it.
+    """
+    name = report.string(document, "keyField", "")
+    if not name:
+        return "", calls
+    if not _DYNAMIC_FIELD_NAME.fullmatch(name):
+        report.add("keyField", f"{name!r} is not a dynamic field name (letters and digits only)")
+        return "", calls
+    target = next((c for c in calls if c.name == id_call), None)
+    if target is None:
+        return name, calls  # no ticket id call: reported already
+    params = target.http_params
+    given = params.get("DynamicField") if isinstance(params, dict) else None
+    items = [given] if isinstance(given, dict) else given if given is not None else []
+    if not isinstance(params, dict) or not isinstance(items, list):
+        report.add(
+            "keyField",
+            f"the call {id_call} needs a JSON object body with a DynamicField list to carry it",
+        )
+        return name, calls
+    if not any(isinstance(i, dict) and i.get("Name") == name for i in items):
+        items = [*items, {"Name": name, "Value": "${correlationKey}"}]
+    sent = replace(
+        target,
+        http_params={**params, "DynamicField": items},
+        variables=target.variables | {"correlationKey"},
+    )
+    return name, [sent if c is target else c for c in calls]
+
+
+def _searches(report: Report, document: dict, auths: dict | None) -> tuple[SearchSpec, ...]:
+    """searchCall: one call object, or a list of them tried in turn (one per place the
+    key can be found by)."""
+    raw = document.get("searchCall")
+    if raw is None:
+        return ()
+    if isinstance(raw, list):
+        items = [(item, f"searchCall[{i}]", f"searchCall{i + 1}") for i, item in enumerate(raw)]
+        if not items:
+            report.add("searchCall", "is an empty list; leave it out to never search")
+    else:
+        items = [(raw, "searchCall", "searchCall")]
+    searches = []
+    for item, where, name in items:
+        call = read_call(report, item, where, scope=TASK_SCOPE, auths=auths, default_name=name)
+        if call is None:
+            continue
+        search = SearchSpec(call, report.path(item, "ticketListPath", where))
+        _check_search(report, search, where)
+        searches.append(search)
+    return tuple(searches)
+
+
+def _check_search(report: Report, search: SearchSpec, where: str) -> None:
+    """A search must filter by the key itself, in a place OTRS reads."""
+    call = search.call
+    if not call.ticket_id_path and not search.ticket_list_path:
+        report.add(
+            where,
+            "ticketListPath (the list of hits, e.g. TicketID) or ticketidPath (one hit, "
+            "e.g. TicketID[0]) is required",
+        )
+    if "correlationKey" not in call.variables:
+        report.add(
+            where, "must search for ${correlationKey}, or it could adopt another task's ticket"
+        )
+        return
+    for path, text in iter_strings({"url": call.url, "httpParams": call.http_params}, where):
+        for reference in iter_references(text):
+            name, default = split_default(reference.inner)
+            if name == "correlationKey" and default is not None:
+                report.add(
+                    path,
+                    f"${{{reference.inner}}}: a search needs the key itself; with a default it "
+                    "would search without one",
+                )
+    if call.http_method != "GET":
+        return
+    in_query = [
+        key
+        for key, value in parse_qsl(urlsplit(call.url).query, keep_blank_values=True)
+        if "${correlationKey" in value
+    ]
+    if not in_query:
+        report.add(
+            join_path(where, "url"),
+            "a GET search must carry ${correlationKey} in the query string (OTRS reads no GET "
+            "body and no header as a filter)",
+        )
+    for key in in_query:
+        if key.lower().startswith("dynamicfield"):
+            report.add(
+                join_path(where, "url"),
+                f"{key}=: OTRS ignores a dynamic field filter in a GET query string (its "
+                "TicketSearch wants a hash there) and would answer with every ticket; search "
+                "by Fulltext (the title and the articles) instead",
+            )
+
+
+def _key_check(
+    report: Report, document: dict, auths: dict | None, key_field: str
+) -> KeyCheckSpec | None:
+    raw = document.get("keyCheckCall")
+    if raw is None:
+        return None
+    where = "keyCheckCall"
+    call = read_call(
+        report, raw, where, scope=ticket_scope(batch=True), auths=auths, default_name="keyCheck"
+    )
+    if call is None:
+        return None
+    if "ticketIDs" not in call.variables:
+        report.add(where, "must use ${ticketIDs}: the hits, read in one call")
+    key_paths = report.strings(raw, "keyPaths", where)
+    if not key_paths:
+        report.add(where, "keyPaths is required: where a ticket carries the key (e.g. Title)")
+    for index, path in enumerate(key_paths):
+        if not is_valid_path(path):
+            report.add(
+                join_path(join_path(where, "keyPaths"), index), f"{path!r} is not a valid path"
+            )
+    if key_field and "DynamicFields=1" not in call.url:
+        report.add(
+            join_path(where, "url"),
+            f"add DynamicFields=1: without it OTRS TicketGet leaves out keyField {key_field}, "
+            "the one place agents do not edit",
+        )
+    return KeyCheckSpec(
+        call=call,
+        ticket_list_path=report.path(raw, "ticketListPath", where, required=True),
+        ticket_id_path=report.path(raw, "ticketIdPath", where, required=True),
+        key_paths=tuple(p for p in key_paths if is_valid_path(p)),
+    )
+
+
+def _default_key_check(
+    report: Report, create: CreateTicketSpec, status: StatusSpec
+) -> CreateTicketSpec:
+    """Documents written before keyCheckCall: the batched status call reads the hits, and
+    a hit is proven by its title, where such documents put the key."""
+    if not create.searches or create.key_check is not None:
+        return create
+    if status.batch is None:
+        report.add(
+            "searchCall",
+            "needs keyCheckCall: a call that reads the tickets found, so a hit is adopted only "
+            "when it carries ${correlationKey} (the status call reads one ticket per call, so "
+            "it cannot stand in)",
+        )
+        return create
+    check = KeyCheckSpec(
+        call=status.call,
+        ticket_list_path=status.batch.ticket_list_path,
+        ticket_id_path=status.batch.ticket_id_path,
+        key_paths=(DEFAULT_KEY_PATH,),
+    )
+    return replace(create, key_check=check)
 
 
 # --- TicketStatusJSON -----------------------------------------------------------------------
@@ -537,11 +456,11 @@ def _merge_target(report: Report, document: dict, auths: dict | None) -> MergeTa
     if raw is None:
         return None
     where = "mergeTargetCall"
-    call = _call(
+    call = read_call(
         report,
         raw,
         where,
-        scope=_ticket_scope(batch=False),
+        scope=ticket_scope(batch=False),
         auths=auths,
         default_name="mergeTarget",
     )
@@ -569,6 +488,40 @@ def _merge_target(report: Report, document: dict, auths: dict | None) -> MergeTa
     )
 
 
+def _change_search(report: Report, document: dict, auths: dict | None) -> ChangeSearchSpec | None:
+    raw = document.get("changeSearchCall")
+    if raw is None:
+        return None
+    where = "changeSearchCall"
+    scope = Scope(frozenset({"access_token", "changedSince", "changedMinutes", "limit"}))
+    call = read_call(report, raw, where, scope=scope, auths=auths, default_name="changeSearch")
+    if call is None:
+        return None
+    if not {"changedSince", "changedMinutes"} & call.variables:
+        report.add(
+            where,
+            "must use ${changedMinutes} or ${changedSince}, or it answers with every ticket, "
+            "changed or not",
+        )
+    time_zone = report.string(raw, "timeZone", where, default="UTC")
+    try:
+        ZoneInfo(time_zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        report.add(
+            join_path(where, "timeZone"),
+            f"{time_zone!r} is not a time zone name (e.g. UTC or Europe/Berlin): OTRS's "
+            "OTRSTimeZone, in which it reads ${changedSince}",
+        )
+        time_zone = "UTC"
+    return ChangeSearchSpec(
+        call=call,
+        ticket_list_path=report.path(raw, "ticketListPath", where, required=True),
+        limit=report.integer(raw, "limit", where, default=500, low=1, high=100_000),
+        overlap_seconds=report.integer(raw, "overlapSeconds", where, default=120, low=0, high=3600),
+        time_zone=time_zone,
+    )
+
+
 def _status_spec(report: Report, document: dict, auths: dict | None) -> StatusSpec | None:
     calls = _call_list(report, document)
     if len(calls) > 1:
@@ -579,11 +532,11 @@ def _status_spec(report: Report, document: dict, auths: dict | None) -> StatusSp
         return None
     raw, where = calls[0], "call[0]"
     batch = _batch(report, raw, where)
-    call = _call(
+    call = read_call(
         report,
         raw,
         where,
-        scope=_ticket_scope(batch=batch is not None),
+        scope=ticket_scope(batch=batch is not None),
         auths=auths,
         default_name="call1",
     )
@@ -604,6 +557,7 @@ def _status_spec(report: Report, document: dict, auths: dict | None) -> StatusSp
         ticket_number_path=report.path(raw, "ticketNumberPath", where),
         changed_path=report.path(raw, "changedPath", where),
         merge_target=_merge_target(report, document, auths),
+        change_search=_change_search(report, document, auths),
     )
     check_state_lists(report, spec, where)
     return spec
@@ -653,6 +607,8 @@ def validate_documents(
         if status_doc is not None
         else None
     )
+    if create is not None and status is not None:
+        create = _default_key_check(reports["CreateTicketJSON"], create, status)
     config = config_spec(reports["ConfigJSON"], config_doc or {})
     # Each message starts with its document's name, the documents in this order.
     errors = [line for name, report in reports.items() for line in report.as_lines(name)]

@@ -120,10 +120,12 @@ def _time_bounds(params: dict, prefix: str, now: int) -> tuple[int | None, int |
         raw = params.get(prefix + suffix)
         if perl_true(raw):
             try:
-                minutes = int(str(raw if not isinstance(raw, list) else raw[0]).strip())
+                minutes = float(str(raw if not isinstance(raw, list) else raw[0]).strip())
             except ValueError:
-                raise GiveUp from None
-            bound = now - minutes * 60
+                # Znuny's DateTime->Subtract refuses a non-number and the time stays now
+                # (measured on Znuny 6.5: NewerMinutes=abc finds only this second's changes).
+                minutes = 0
+            bound = now - int(minutes * 60)
             if suffix == "NewerMinutes":
                 newer = bound if newer is None else max(newer, bound)
             else:

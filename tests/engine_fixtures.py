@@ -3,7 +3,7 @@
 The documents follow the rules of shared/reference/saviynt-ticketing-json.md §8: SessionID
 auth in POST bodies, Article at top level, GET parameters in the query string (OTRS ignores
 GET bodies), batch TicketGet with comma-separated ids, exact state names, every default
-state mapped, and the correlation key in the ticket title.
+state mapped, and the correlation key in the ticket title, a hit proven by a TicketGet.
 """
 
 from __future__ import annotations
@@ -90,6 +90,16 @@ def create_ticket_json(base_url: str) -> dict:
             "url": f"{base_url}/Ticket?Title=*${{correlationKey}}*&SessionID=${{access_token}}",
             "httpMethod": "GET",
             "ticketidPath": "TicketID[0]",
+        },
+        "keyCheckCall": {
+            "name": "TicketGetKeys",
+            "connection": "otrs",
+            "url": f"{base_url}/Ticket/${{ticketIDs}}?AllArticles=1&ArticleLimit=1&SessionID=${{access_token}}",
+            "httpMethod": "GET",
+            "ticketListPath": "Ticket",
+            "ticketIdPath": "TicketID",
+            "ticketNumberPath": "TicketNumber",
+            "keyPaths": ["Title", "Article[0].Body"],
         },
     }
 

@@ -57,6 +57,7 @@ def otrs_connection(
     batch_size: int = 50,
     user: str = SIM_USER,
     password: str = SIM_PASSWORD,
+    key_field: str = "",
 ) -> Connection:
     """Import the shipped OTRS package pointed at a running simulator (or any server with a
     `base_url`), setting only the URL and the credentials, as an admin would."""
@@ -68,6 +69,7 @@ def otrs_connection(
         "BASEURL": sim.base_url,
         "USERNAME": user,
         "PASSWORD": password,
+        "KEYFIELD": key_field,
     }
     apply_import(plan_import(package, values))
     Connection.objects.filter(name=name).update(batch_size=batch_size)

@@ -108,8 +108,9 @@ class OtrsServer:
         assert not ok or "Error" not in answer, f"{self.name}: TicketUpdate failed: {answer}"
         return answer
 
-    def create_ticket(self, title: str, **ticket: Any) -> dict:
-        """A ticket as the bridge's agent creates one; the answer of TicketCreate."""
+    def create_ticket(self, title: str, *, body: str = "", **ticket: Any) -> dict:
+        """A ticket as the bridge's agent creates one (its article's body `body`, or one
+        naming the title); the answer of TicketCreate."""
         body = {
             "SessionID": self.session_id,
             "Ticket": {
@@ -123,7 +124,7 @@ class OtrsServer:
             "Article": {
                 "CommunicationChannel": "Internal",
                 "Subject": f"subject of {title}",
-                "Body": f"body of {title}",
+                "Body": body or f"body of {title}",
                 "ContentType": "text/plain; charset=utf8",
             },
         }

@@ -150,6 +150,7 @@ def test_every_url_of_every_document_is_checked_and_named(base_url, problem):
         "ConnectionJSON: authentications.otrs.testConnectionParams.http.url",
         "CreateTicketJSON: call[0].url",
         "CreateTicketJSON: searchCall.url",
+        "CreateTicketJSON: keyCheckCall.url",
         "TicketStatusJSON: call[0].url",
         "TicketStatusJSON: mergeTargetCall.url",
     ], errors

@@ -50,6 +50,7 @@ def _form_data(connection: Connection, **changes) -> dict:
         "config_json": json.dumps(connection.config_json, indent=2),
         "webhook_secret": "",
         "poll_minutes": connection.poll_minutes,
+        "full_sweep_minutes": connection.full_sweep_minutes,
         "provision_minutes": connection.provision_minutes,
         "batch_size": connection.batch_size,
         "max_status_check_days": connection.max_status_check_days,

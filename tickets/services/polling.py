@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from connections.client import TicketClient
 from connections.errors import OTRSError, TicketStatus
-from connections.models import Connection
+from connections.models import Connection, PollWatermark
 
 from ..models import ProvisioningTask as Task
 from ..models import Ticket
@@ -27,6 +27,10 @@ from .transitions import Actor, TransitionError, _event, _move
 
 log = logging.getLogger(__name__)
 
+# TicketIDs per `IN (...)` query when picking our tickets out of a change search's answer
+# (SQLite allows 999 parameters per statement in older builds).
+_IDS_PER_QUERY = 500
+
 
 @dataclass
 class PollResult:
@@ -34,6 +38,8 @@ class PollResult:
     changed: int = 0
     missing: int = 0
     errors: list[str] = field(default_factory=list)
+    # How a cycle with a change search went ("" for a status document without one).
+    how: str = ""
 
     def __str__(self) -> str:
         text = f"{self.tickets} ticket(s) polled, {self.changed} changed"
@@ -41,6 +47,8 @@ class PollResult:
             text += f", {self.missing} not found"
         if self.errors:
             text += f", {len(self.errors)} error(s): {self.errors[0]}"
+        if self.how:
+            text += f" ({self.how})"
         return text
 
 
@@ -50,35 +58,142 @@ def tickets_poll(
     progress: Callable[[int], None] | None = None,
     budget_seconds: float | None = None,
 ) -> PollResult:
-    """Poll a connection's open tickets, oldest-polled first, one status call per batch.
+    """One poll cycle of a connection.
 
-    Only one batch of ids is in memory at a time, so memory stays flat however many
-    tickets are open. A ticket is polled at most once per cycle.
+    With a changeSearchCall in its TicketStatusJSON, the cycle asks OTRS which tickets
+    changed since the connection's watermark and fetches only ours among them; a sweep
+    of every open ticket runs on its own slower cadence and whenever the watermark cannot
+    be trusted. Without one, every cycle is that sweep.
     """
     result = PollResult()
     started = timezone.now()
     budget = settings.JOB_TIME_BUDGET_SECONDS if budget_seconds is None else budget_seconds
-    deadline = time.monotonic() + budget
+    cycle = _Cycle(connection, result, time.monotonic() + budget, progress)
     try:
         client = TicketClient(connection)
     except OTRSError as exc:
         result.errors.append(exc.message)
         return result
-    batch = max(1, connection.batch_size)
-    pending = Ticket.objects.filter(connection=connection, is_open=True).filter(
-        Q(last_polled_at__isnull=True) | Q(last_polled_at__lt=started)
+    if client.documents.status.change_search is None:
+        cycle.sweep(client, started)
+    else:
+        _poll_changes(client, cycle, started)
+    flag_stale_tasks(connection=connection)
+    return result
+
+
+def _poll_changes(client: TicketClient, cycle: _Cycle, started: datetime) -> None:
+    """Fetch the tickets that changed since the watermark; sweep when it cannot be trusted.
+
+    The watermark moves to this cycle's start only once every change read was applied,
+    so a cycle cut short (an error, the time budget) is asked again by the next one.
+    """
+    connection = cycle.connection
+    mark, _ = PollWatermark.objects.get_or_create(connection=connection)
+    why = _sweep_due(mark, connection, started)
+    changed: list[int] | None = None
+    if why is None:
+        assert mark.changed_since is not None  # _sweep_due checked it
+        try:
+            changed = client.changed_tickets(
+                mark.changed_since, started, ref=f"poll:{connection.name}"
+            )
+        except OTRSError as exc:
+            cycle.result.errors.append(exc.message)
+            why = "the change search failed"
+        if changed is None:
+            why = why or "the change search answered as many ids as its limit, maybe cut short"
+    if changed is None:
+        cycle.result.how = f"full sweep: {why}"
+        if cycle.sweep(client, started):
+            PollWatermark.objects.filter(pk=mark.pk).update(
+                changed_since=started, full_sweep_at=started
+            )
+        return
+    cycle.result.how = (
+        f"{len(changed)} changed in OTRS since {mark.changed_since:%Y-%m-%d %H:%M:%S %Z}"
     )
-    while time.monotonic() < deadline:
-        chunk = list(
-            pending.order_by(F("last_polled_at").asc(nulls_first=True), "id").values_list(
-                "pk", "ticket_id", "state"
-            )[:batch]
+    if cycle.poll_ids(client, changed):
+        PollWatermark.objects.filter(pk=mark.pk).update(changed_since=started)
+
+
+def _sweep_due(mark: PollWatermark, connection: Connection, now: datetime) -> str | None:
+    """Why this cycle must sweep every open ticket instead of asking for changes, if it must."""
+    if mark.changed_since is None:
+        return "no watermark yet (the first cycle)"
+    if now < mark.changed_since:
+        return "the clock went back past the watermark"
+    every = timedelta(minutes=connection.full_sweep_minutes)
+    if mark.full_sweep_at is None or now - mark.full_sweep_at >= every:
+        return f"due every {connection.full_sweep_minutes} min"
+    return None
+
+
+@dataclass
+class _Cycle:
+    """What one poll cycle shares: the connection, the result so far and the time left."""
+
+    connection: Connection
+    result: PollResult
+    deadline: float
+    progress: Callable[[int], None] | None
+
+    def sweep(self, client: TicketClient, started: datetime) -> bool:
+        """Poll every open ticket, oldest-polled first, one status call per batch; True
+        when every one was read and stored.
+
+        Only one batch of ids is in memory at a time, so memory stays flat however many
+        tickets are open. A ticket is polled at most once per cycle.
+        """
+        batch = max(1, self.connection.batch_size)
+        pending = Ticket.objects.filter(connection=self.connection, is_open=True).filter(
+            Q(last_polled_at__isnull=True) | Q(last_polled_at__lt=started)
         )
-        if not chunk:
-            break
+        complete = True
+        while time.monotonic() < self.deadline:
+            chunk = list(
+                pending.order_by(F("last_polled_at").asc(nulls_first=True), "id").values_list(
+                    "pk", "ticket_id", "state"
+                )[:batch]
+            )
+            if not chunk:
+                return complete
+            try:
+                complete = self.poll_batch(client, chunk) and complete
+            except OTRSError:
+                return False
+        return False
+
+    def poll_ids(self, client: TicketClient, ticket_ids: list[int]) -> bool:
+        """Poll our open tickets among `ticket_ids`; True when every one was read and stored."""
+        ours: list[tuple[int, int, str]] = []
+        for start in range(0, len(ticket_ids), _IDS_PER_QUERY):
+            ours += Ticket.objects.filter(
+                connection=self.connection,
+                is_open=True,
+                ticket_id__in=ticket_ids[start : start + _IDS_PER_QUERY],
+            ).values_list("pk", "ticket_id", "state")
+        batch = max(1, self.connection.batch_size)
+        complete = True
+        for start in range(0, len(ours), batch):
+            if time.monotonic() >= self.deadline:
+                return False
+            try:
+                complete = self.poll_batch(client, ours[start : start + batch]) and complete
+            except OTRSError:
+                return False
+        return complete
+
+    def poll_batch(self, client: TicketClient, chunk: list[tuple[int, int, str]]) -> bool:
+        """Read one batch of tickets (pk, TicketID, state as stored) and apply what changed.
+
+        True when all were read and stored. Raises OTRSError when OTRS refused for good
+        (auth, configuration): the cycle stops there.
+        """
+        result = self.result
         ids = [ticket_id for _, ticket_id, _ in chunk]
         try:
-            statuses = client.ticket_statuses(ids, ref=f"poll:{connection.name}")
+            statuses = client.ticket_statuses(ids, ref=f"poll:{self.connection.name}")
         except OTRSError as exc:
             result.errors.append(exc.message)
             # Mark the batch polled so the cycle moves on; the next cycle tries again.
@@ -86,9 +201,10 @@ def tickets_poll(
                 last_polled_at=timezone.now()
             )
             if exc.auth or exc.permanent:
-                break
-            continue
+                raise
+            return False
         unchanged = []
+        stored = True
         for pk, ticket_id, state in chunk:
             status = statuses.get(ticket_id)
             if status is None:
@@ -115,12 +231,12 @@ def tickets_poll(
                         f"({type(exc).__name__}); see the worker log"
                     )
                     unchanged.append(pk)
+                    stored = False
         Ticket.objects.filter(pk__in=unchanged).update(last_polled_at=timezone.now())
         result.tickets += len(chunk)
-        if progress:
-            progress(len(chunk))
-    flag_stale_tasks(connection=connection)
-    return result
+        if self.progress:
+            self.progress(len(chunk))
+        return stored
 
 
 def ticket_apply_status(*, ticket: Ticket, status: TicketStatus, actor: Actor) -> bool:

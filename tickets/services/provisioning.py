@@ -189,7 +189,7 @@ def task_provision(*, task: Task, owner: str) -> str:
     """Create (or adopt) the ticket of a claimed task. Returns the task's new status.
 
     1. If an earlier attempt's outcome is unknown, search OTRS for the correlation key
-       and adopt the ticket found.
+       and adopt the ticket found, once a TicketGet proved it carries the key.
     2. Otherwise check the lease is still held, send TicketCreate, and store the ids.
     3. A transient failure waits with backoff while tries are left; a permanent one fails.
     """
@@ -219,6 +219,7 @@ def _send_attempt(
     ref = f"task:{task.pk}"
     stage = "prepare"
     client = None
+    notes: tuple[str, ...] = ()  # why search hits were not adopted
     try:
         if clients is None:
             client = TicketClient(task.connection)
@@ -232,7 +233,8 @@ def _send_attempt(
         created = None
         if task.outcome_unknown:
             stage = "search"
-            created = client.find_ticket(context, ref=ref)
+            found = client.reconcile(context, ref=ref)
+            created, notes = found.ticket, found.notes
             how = "adopted the ticket found by correlation key after an unknown outcome"
         if created is None:
             stage = "create"
@@ -242,10 +244,10 @@ def _send_attempt(
                     pk=task.pk, status=Task.Status.CLAIMED, lease_owner=owner[:100]
                 )
                 if not holds.update(lease_until=timezone.now() + LEASE):
-                    return AttemptOutcome(lost_lease=True, calls=_taken(client))
+                    return AttemptOutcome(lost_lease=True, notes=notes, calls=_taken(client))
             created = client.create_ticket(context, ref=ref)
             how = "ticket created"
-        return AttemptOutcome(created=created, how=how, calls=_taken(client))
+        return AttemptOutcome(created=created, how=how, notes=notes, calls=_taken(client))
     except OTRSError as exc:
         # Only a create call that surely never reached OTRS clears the mark; a failed
         # search leaves it, so the next attempt searches again before creating.
@@ -254,7 +256,7 @@ def _send_attempt(
             if stage == "create"
             else stage == "prepare" and not task.outcome_unknown
         )
-        return AttemptOutcome(error=exc, clear_unknown=clear, calls=_taken(client))
+        return AttemptOutcome(error=exc, clear_unknown=clear, notes=notes, calls=_taken(client))
     except Exception as exc:  # our bug or bad data: record it on the task, never lose the task
         return AttemptOutcome.internal_error(task.pk, exc, _taken(client))
 

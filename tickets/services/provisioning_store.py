@@ -48,6 +48,7 @@ class AttemptOutcome:
     clear_unknown: bool = False  # the create call surely never reached OTRS
     lost_lease: bool = False
     released: bool = False  # never sent: the run's time budget ran out first
+    notes: tuple[str, ...] = ()  # why search hits were not adopted
     calls: list = field(default_factory=list)  # deferred ApiCall rows
 
     @classmethod
@@ -63,6 +64,7 @@ class AttemptOutcome:
 def store_outcome(task: Task, attempt: AttemptOutcome, owner: str) -> str:
     """Store what one attempt found: the ticket, or the failure. Returns the new status."""
     actor = Actor.job(owner)
+    TaskEvent.objects.bulk_create(_note_rows([(task, attempt)], actor))
     if attempt.lost_lease:
         return _lost_lease(task, owner)
     if attempt.released:
@@ -79,6 +81,22 @@ def store_outcome(task: Task, attempt: AttemptOutcome, owner: str) -> str:
         # the ticket exists in OTRS but belongs to nobody here. Say so where people look.
         _orphan_event(task, attempt.created, actor=actor, why=str(exc))
         return _current_status(task)
+
+
+def _note_rows(results: Iterable[tuple[Task, AttemptOutcome]], actor: Actor) -> list[TaskEvent]:
+    """The timeline rows saying why an attempt's search hits were not adopted."""
+    return [
+        _event_row(
+            request_id=task.request_id,
+            task_id=task.pk,
+            from_status=Task.Status.CLAIMED,
+            to=Task.Status.CLAIMED,
+            reason=note,
+            actor=actor,
+        )
+        for task, attempt in results
+        for note in attempt.notes
+    ]
 
 
 def _release(task: Task, owner: str) -> str:
@@ -257,14 +275,14 @@ def store_outcomes(
     says exactly what happened. Failures always take that path.
     """
     calls = [call for _, attempt in results for call in attempt.calls]
-    created = [
-        (t, a.created, a.how) for t, a in results if a.created is not None and not a.lost_lease
-    ]
+    batch = [(t, a) for t, a in results if a.created is not None and not a.lost_lease]
+    created = [(t, a.created, a.how) for t, a in batch if a.created is not None]
     done: list[tuple[Task, str]] = []
     if created:
         try:
             with transaction.atomic():
                 ApiCall.objects.bulk_create(calls)
+                TaskEvent.objects.bulk_create(_note_rows(batch, Actor.job(owner)))
                 _store_tickets(created, owner)
             done = [(task, Task.Status.TICKET_OPEN) for task, _, _ in created]
             calls = []

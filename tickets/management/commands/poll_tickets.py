@@ -9,7 +9,10 @@ from ._progress import Progress
 
 
 class Command(BaseCommand):
-    help = "Poll every open ticket once and apply its state, showing progress."
+    help = (
+        "One poll cycle: the open tickets that changed (or, when due, every open ticket), "
+        "their states applied, showing progress."
+    )
 
     def handle(self, *args, **options):
         progress = Progress(
