@@ -173,6 +173,9 @@ else:
 JOB_TIME_BUDGET_SECONDS = env.int("JOB_TIME_BUDGET_SECONDS", default=120)
 # Threads one provisioning run uses to create tickets in parallel.
 PROVISION_THREADS = env.int("PROVISION_THREADS", default=4)
+# How long a claimed task is its worker's. A live worker renews its leases every third of
+# this; the tasks of a worker killed mid-run are taken over (OTRS searched first) after it.
+PROVISION_LEASE_SECONDS = env.float("PROVISION_LEASE_SECONDS", default=60.0)
 # Retry backoff of a task after a transient failure: base × 2^(attempt-1), ±25% jitter, capped.
 PROVISION_BACKOFF_SECONDS = env.float("PROVISION_BACKOFF_SECONDS", default=30.0)
 PROVISION_BACKOFF_MAX_SECONDS = env.float("PROVISION_BACKOFF_MAX_SECONDS", default=3600.0)
