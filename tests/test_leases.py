@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from datetime import datetime
@@ -17,11 +15,12 @@ from django.db import connection as db_connection
 from django.utils import timezone
 
 from tests.test_reliability import (
-    ROOT,
     _worker_env,
     approve_many,
     assert_exactly_one_ticket_per_task,
+    output,
     sim_tickets,
+    spawn,
 )
 from tickets import services
 from tickets.models import ProvisioningTask, TaskEvent
@@ -34,7 +33,7 @@ def wait_until(condition, *, seconds: float, what: str, proc=None) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
         if proc is not None and proc.poll() is not None:
-            pytest.fail(f"the worker ended before {what}: {proc.stdout.read()}")
+            pytest.fail(f"the worker ended before {what}: {output(proc)}")
         assert time.monotonic() < deadline, f"{what} did not happen within {seconds} s"
         time.sleep(0.05)
 
@@ -162,15 +161,7 @@ def test_a_killed_provision_process_has_its_tasks_taken_over_within_the_lease(
     approve_many(endpoint, people, 10)
     sim.configure(latency_ms=700)
     env = {**_worker_env(), "PROVISION_LEASE_SECONDS": str(lease)}
-    proc = subprocess.Popen(
-        [sys.executable, "manage.py", "provision", "--workers", "2"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    proc = spawn("provision", "--workers", "2", env=env)
     try:
         # Mid-run: tickets exist in OTRS, and tasks are still claimed by the worker.
         wait_until(
@@ -216,3 +207,15 @@ def test_a_killed_provision_process_has_its_tasks_taken_over_within_the_lease(
     assert_exactly_one_ticket_per_task(sim)
     reasons = TaskEvent.objects.filter(task_id__in=held, actor_label="rescuer")
     assert reasons.filter(reason__contains="lease ran out").count() == len(held)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_hung_worker_stops_renewing_after_the_job_timeout(settings, sim, crm, people):
+    settings.PROVISION_LEASE_SECONDS = 1
+    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "timeout": 1}
+    approve_many(crm, people, 1)
+    [task] = provisioning.task_claim_batch(owner="hung", size=1)
+    with provisioning.LeaseKeeper("hung") as keeper:
+        keeper.hold([task.pk])
+        time.sleep(2.5)  # stuck: the keeper gives up at 1 s, the lease runs out at 2 s
+        assert provisioning.task_claim_batch(owner="rescuer", size=1) == [task]

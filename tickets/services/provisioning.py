@@ -373,13 +373,19 @@ class LeaseKeeper:
     OTRS for the task's correlation key before it creates (`outcome_unknown`, set at the
     claim). A worker that was stopped meanwhile (a pause, a slow disk, a debugger) finds
     its lease gone before it creates: its lease is checked in the database right before a
-    create call whenever the task was claimed more than a moment before (_verify_after), and that check renews the lease only while it is still its own. What
-    no lease can exclude is a pause longer than a whole lease between that check and the
-    create request leaving the process; a longer lease only makes the pause longer.
+    create call whenever the task was claimed more than a moment before (_verify_after),
+    and that check renews the lease only while it is still its own. What no lease can
+    exclude is a pause longer than a whole lease between that check and the create
+    request leaving the process; a longer lease only makes the pause longer.
+
+    A worker that hangs (alive, but stuck) would keep its tasks for ever: renewals stop
+    once the run is older than django-q2's job timeout, after which a cluster would have
+    killed it anyway.
     """
 
     def __init__(self, owner: str) -> None:
         self.owner = owner[:100]
+        self._renew_until = time.monotonic() + settings.Q_CLUSTER["timeout"]
         self._held: set[int] = set()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -427,6 +433,12 @@ class LeaseKeeper:
         interval = settings.PROVISION_LEASE_SECONDS / 3
         try:
             while not self._stopping.wait(interval):
+                if time.monotonic() > self._renew_until:
+                    log.warning(
+                        "%s has run longer than the job timeout; its leases run out now",
+                        self.owner,
+                    )
+                    break
                 try:
                     self.renew()
                 except DatabaseError as exc:
