@@ -58,6 +58,7 @@ lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff format --check .
 	DEBUG=True $(PY) manage.py makemigrations --check --dry-run
 	DEBUG=True $(PY) manage.py check
+	$(VENV)/bin/mypy connections tickets
 
 format: $(VENV)/.installed-test
 	$(VENV)/bin/ruff format .

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, TypedDict
 
 from django.conf import settings
 from django.contrib import admin, messages
@@ -25,10 +27,30 @@ from django.views.decorators.http import require_POST
 
 from . import crypto, services
 from .errors import OTRSError
-from .forms import ConnectionForm, PackageConfigureForm, PackageUploadForm, pretty_json
+from .forms import (
+    STRICT_JSON,
+    ConnectionForm,
+    PackageConfigureForm,
+    PackageUploadForm,
+    pretty_json,
+)
+from .masking import mask
 from .models import ApiCall, Connection, ConnectionToken, Endpoint, SecuritySystem
 from .package_format import PackageError
 from .packages import apply_import, check_size, export_package, load_package, plan_import
+from .paths import loads_strict
+from .selectors import mask_calls
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from django_stubs_ext import WithAnnotations
+
+    class _TokenExpires(TypedDict):
+        """What ConnectionAdmin.get_queryset annotates each connection with."""
+
+        token_expires: datetime | None
+
 
 # The package being imported, between the upload and the apply step. Encrypted: it may hold
 # the secrets the importer typed.
@@ -46,6 +68,17 @@ def badge(ok: bool | None, *, yes: str = "OK", no: str = "Failed", unknown: str 
     # (static/css/admin.css has the colours).
     label, tone = {True: (yes, "ok"), False: (no, "bad"), None: (unknown, "none")}[ok]
     return format_html('<span class="admin-badge admin-badge-{}">{}</span>', tone, label)
+
+
+# Form fields that take a secret and never show it: what a view-only page shows instead.
+WRITE_ONLY_FIELDS = {"webhook_secret": "webhook_secret_state"}
+
+
+def _view_only(field: str | Sequence[str]) -> str | Sequence[str]:
+    """A fieldset entry (a field, or fields on one line) as a view-only page shows it."""
+    if isinstance(field, str):
+        return WRITE_ONLY_FIELDS.get(field, field)
+    return [WRITE_ONLY_FIELDS.get(f, f) for f in field]
 
 
 def _json_download(document: dict, filename: str) -> HttpResponse:
@@ -69,11 +102,13 @@ class ConnectionAdmin(admin.ModelAdmin):
     ]
     list_filter = ["enabled", "last_test_ok"]
     search_fields = ["name", "description"]
+    # Stored texts that may echo a secret (an older row, a careless message) are shown
+    # through display methods that mask them, never as the raw fields.
     readonly_fields = [
         "last_test_at",
         "last_test_ok",
-        "last_test_message",
-        "last_error",
+        "last_test_text",
+        "last_error_text",
         "last_error_at",
     ]
     actions = ["export_selected"]
@@ -108,18 +143,47 @@ class ConnectionAdmin(admin.ModelAdmin):
             "Completion e-mail",
             {"fields": ["completion_email_subject", "completion_email_template"]},
         ),
-        ("Last test", {"fields": readonly_fields}),
+        ("Last test", {"fields": list(readonly_fields)}),
     ]
 
     def get_queryset(self, request: HttpRequest):
         return super().get_queryset(request).annotate(token_expires=Min("tokens__expires_at"))
+
+    def get_fieldsets(self, request: HttpRequest, obj: Connection | None = None):
+        """For someone who may only view, a write-only field shows whether it is set.
+
+        The admin renders every field of a view-only page read-only, from the model's
+        attribute of the same name: for `webhook_secret` that is the decrypted secret.
+        """
+        fieldsets = super().get_fieldsets(request, obj)
+        if self.has_change_permission(request, obj):
+            return fieldsets
+        return [
+            (name, {**options, "fields": [_view_only(f) for f in options["fields"]]})
+            for name, options in fieldsets
+        ]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Connection | None = None):
+        return [*super().get_readonly_fields(request, obj), *WRITE_ONLY_FIELDS.values()]
+
+    @admin.display(description="Webhook secret")
+    def webhook_secret_state(self, obj: Connection) -> str:
+        return "Set (never shown)" if obj.webhook_secret_encrypted else "Not set"
+
+    @admin.display(description="Last test message")
+    def last_test_text(self, obj: Connection) -> str:
+        return mask(obj.last_test_message, obj.secret_values())
+
+    @admin.display(description="Last error")
+    def last_error_text(self, obj: Connection) -> str:
+        return mask(obj.last_error, obj.secret_values())
 
     @admin.display(description="Last test", ordering="last_test_ok")
     def test_verdict(self, obj: Connection) -> str:
         return badge(obj.last_test_ok)
 
     @admin.display(description="Token expires", ordering="token_expires")
-    def token_expiry(self, obj: Connection):
+    def token_expiry(self, obj: WithAnnotations[Connection, _TokenExpires]):
         return obj.token_expires or "no token yet"
 
     @admin.display(description="Console")
@@ -295,8 +359,8 @@ class ConnectionAdmin(admin.ModelAdmin):
 def _readable(body: str) -> str:
     """A JSON body indented for reading; anything else as it is."""
     try:
-        return pretty_json(json.loads(body))
-    except ValueError:
+        return pretty_json(loads_strict(body, allow_nul=True))
+    except ValueError:  # not JSON, or too deep to show as JSON
         return body
 
 
@@ -342,6 +406,7 @@ class EndpointInline(admin.TabularInline):
     model = Endpoint
     extra = 0
     fields = ["name", "display_name", "attributes", "entitlements"]
+    formfield_overrides = STRICT_JSON
     show_change_link = True
 
 
@@ -370,6 +435,7 @@ class EndpointAdmin(admin.ModelAdmin):
     list_filter = ["security_system"]
     list_select_related = ["security_system"]
     search_fields = ["name", "display_name"]
+    formfield_overrides = STRICT_JSON
 
 
 @admin.register(ApiCall)
@@ -390,6 +456,15 @@ class ApiCallAdmin(admin.ModelAdmin):
     list_select_related = ["connection"]
     search_fields = ["ref", "call_name", "url", "error"]
     date_hierarchy = "created_at"
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None):
+        """The call with its texts masked again, as the console shows them: a row written
+        by an older, careless client must not show a secret here either. The admin never
+        saves a call, so the masked copy stays in memory."""
+        call = super().get_object(request, object_id, from_field)
+        if call is not None and call.connection is not None:
+            mask_calls([call], call.connection.secret_values())
+        return call
 
     @admin.display(description="Outcome", ordering="outcome")
     def outcome_badge(self, obj: ApiCall) -> str:
@@ -413,10 +488,14 @@ class ApiCallAdmin(admin.ModelAdmin):
 class ConnectionTokenAdmin(admin.ModelAdmin):
     """When each session was obtained and expires; the token itself is never shown."""
 
-    list_display = ["connection", "auth_name", "obtained_at", "expires_at", "version"]
+    list_display = fields = readonly_fields = (
+        "connection",
+        "auth_name",
+        "obtained_at",
+        "expires_at",
+        "version",
+    )
     list_select_related = ["connection"]
-    fields = list_display
-    readonly_fields = list_display
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

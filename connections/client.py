@@ -1,9 +1,13 @@
 """The call engine: the only module that imports requests.
 
-It renders a connection's documents into HTTP requests, sends them through one
+It renders a connection's documents into HTTP requests (calls.py), sends them through one
 requests.Session per connection and thread, has each answer judged (errors.py: OTRS
 reports business errors as HTTP 200), and writes one masked ApiCall row per HTTP call
-(masking.py). Every failure becomes an OTRSError.
+(calls.py, masking.py). Every failure becomes an OTRSError.
+
+Where it connects is checked before each request and again for each address a host name
+resolves to (addresses.py), and each exchange ends by its deadline (deadline.py), however
+slowly OTRS drips its answer.
 
 Retries happen in one layer each: idempotent GETs are retried here (ConfigJSON
 retryCount); a refused session is renewed and the call repeated (maxRefreshTryCount);
@@ -15,22 +19,37 @@ Reference: shared/reference/otrs-genericinterface.md (§3 responses and errors, 
 from __future__ import annotations
 
 import base64
-import hashlib
-import json
 import logging
 import os
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
-from urllib.parse import quote, quote_plus, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import requests
 from django.utils import timezone
+from urllib3 import ProxyManager
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import NameResolutionError, NewConnectionError
 
-from . import auth, templating
+from . import addresses, auth, deadline, templating
+from .calls import (
+    CheckResult,
+    CreatedTicket,
+    Request,
+    encode_body,
+    fingerprint,
+    masked_request,
+    preview_value,
+    record,
+    search_probe,
+    validated_documents,
+)
 from .crypto import SecretUnreadable
 from .documents import (
     AuthSpec,
@@ -44,7 +63,6 @@ from .errors import (
     OTRSError,
     TicketStatus,
     as_ticket_id,
-    call_outcome,
     check_test_answer,
     judge,
     judge_login,
@@ -53,91 +71,92 @@ from .errors import (
     ticket_status,
     value_at,
 )
-from .masking import MASK, Masker, SecretForms, mask
+from .masking import MASK, Masker, mask
 from .models import ApiCall, Connection
 from .paths import get_path
-from .spec import SpecError, validate_documents
+from .spec import SpecError
 
 logger = logging.getLogger(__name__)
 
 USER_AGENT = "OTRS-Bridge/0.1"
-EXCERPT_CHARS = 4096
-
-
-@dataclass(frozen=True)
-class CreatedTicket:
-    ticket_id: int
-    ticket_number: str
-
-
-@dataclass
-class CheckResult:
-    __test__ = False  # not a pytest class
-
-    ok: bool
-    message: str
-    exchanges: list[dict] = field(default_factory=list)
+# What a connection test may take in all, logins and retries included: it runs inside a web
+# request, and gunicorn ends a worker that has not answered in 30 s.
+CHECK_SECONDS = 20.0
 
 
 # --- one HTTP exchange ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Request:
-    call_name: str
-    method: str
-    url: str
-    headers: dict[str, str]
-    body: bytes | None
-
-
 _sessions = threading.local()
 
 
-def _fingerprint(connection: Connection) -> str:
-    documents = [
-        connection.connection_json,
-        connection.create_ticket_json,
-        connection.ticket_status_json,
-        connection.config_json,
-        connection.secrets_encrypted,
-    ]
-    return hashlib.sha256(json.dumps(documents, sort_keys=True, default=str).encode()).hexdigest()
-
-
-# Validated documents by fingerprint: validating walks every string of every document,
-# which is far more work than the call it prepares. A changed document (or secret) has a
-# new fingerprint, so an edit takes effect at once.
-_documents: dict[str, Documents] = {}
-_DOCUMENTS_KEPT = 64
-
-
-def _validated_documents(connection: Connection, fingerprint: str) -> Documents:
-    documents = _documents.get(fingerprint)
-    if documents is None:
-        others = {
-            "create_ticket_json": connection.create_ticket_json,
-            "ticket_status_json": connection.ticket_status_json,
-            "config_json": connection.config_json or None,
-        }
-        # Validity is judged with the secrets as placeholders, as the admin and the import
-        # judge it: an error message must never quote part of a password.
-        validate_documents(connection_json=connection.connection_json, **others)
+def _connect_checked(
+    connection: HTTPConnection, connect: Callable[[], socket.socket]
+) -> socket.socket:
+    """Resolve the host once, refuse it when an address is in a refused network, and connect
+    to the checked addresses in turn: never to an address a second lookup could return."""
+    host = connection._dns_host
+    try:
+        found = addresses.checked_addresses(host, connection.port or 0)
+    except socket.gaierror as exc:
+        raise NameResolutionError(connection.host, connection, exc) from exc
+    failure: NewConnectionError | None = None
+    for address in found:
+        connection._dns_host = address  # what urllib3 connects to; TLS still checks `host`
         try:
-            documents = validate_documents(
-                connection_json=connection.connection_document(), **others
-            )
-        except SpecError:
-            raise SpecError(
-                [
-                    "ConnectionJSON: a secret value holds text the bridge would read as a "
-                    "template (${…} or @NAME@); change that secret"
-                ]
-            ) from None
-        if len(_documents) >= _DOCUMENTS_KEPT:
-            _documents.clear()
-        _documents[fingerprint] = documents
-    return documents
+            return connect()
+        except NewConnectionError as exc:
+            failure = exc
+        finally:
+            connection._dns_host = host
+    assert failure is not None
+    raise failure
+
+
+class _CheckedHTTPConnection(HTTPConnection):
+    """Connects only to checked addresses, and its sockets end at the call's deadline."""
+
+    def _new_conn(self) -> socket.socket:
+        return _connect_checked(self, super()._new_conn)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        deadline.watch(self)  # whatever socket it has then: plain, TLS, new or reused
+        super().request(*args, **kwargs)
+
+    def getresponse(self) -> Any:
+        # An answer with "Connection: close" takes the socket over and leaves self.sock None.
+        deadline.watch(self.sock)
+        return super().getresponse()
+
+
+class _CheckedHTTPSConnection(_CheckedHTTPConnection, HTTPSConnection):
+    pass
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _CheckedHTTPConnection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _CheckedHTTPSConnection
+
+
+_POOLS = {"http": _HTTPPool, "https": _HTTPSPool}
+
+
+class _Adapter(requests.adapters.HTTPAdapter):
+    """Every connection through _connect_checked and under its call's deadline, also the
+    connection to a proxy (which then resolves the ticket system's name itself)."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _POOLS
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if isinstance(manager, ProxyManager):
+            manager.pool_classes_by_scheme = _POOLS
+        return manager
 
 
 class _Session(requests.Session):
@@ -156,6 +175,9 @@ class _Session(requests.Session):
         super().__init__()
         self.trust_env = False
         self.headers["User-Agent"] = USER_AGENT
+        adapter = _Adapter()
+        self.mount("http://", adapter)
+        self.mount("https://", adapter)
         env_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
         if config.ca_bundle:
             self.verify = config.ca_bundle
@@ -166,7 +188,8 @@ class _Session(requests.Session):
         self._proxies: dict[tuple[str, str], dict[str, str]] = {}
 
     def proxies_for(self, url: str) -> dict[str, str]:
-        key = tuple(urlsplit(url)[:2])
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.netloc)
         found = self._proxies.get(key)
         if found is None:
             found = self._proxies[key] = requests.utils.get_environ_proxies(url)
@@ -188,7 +211,7 @@ def _http_session(connection: Connection, config: ConfigSpec, fingerprint: str) 
 
 
 def _transport_error(
-    exc: requests.RequestException, request: _Request, config: ConfigSpec
+    exc: requests.RequestException, request: Request, config: ConfigSpec
 ) -> OTRSError:
     """Turn a requests exception into an OTRSError an operator can read."""
     sent = request.method != "GET"
@@ -232,21 +255,6 @@ def _transport_error(
     return OTRSError(f"Cannot reach OTRS at {where}: {exc}", kind="transport", outcome_unknown=sent)
 
 
-def _encode_body(params: Any, content_type: str) -> bytes:
-    if "x-www-form-urlencoded" in content_type and isinstance(params, dict):
-        items = {key: templating.as_text(value) for key, value in params.items()}
-        quote_via = quote if content_type.endswith("-pws") else quote_plus
-        return urlencode(items, quote_via=quote_via).encode()
-    return json.dumps(params, ensure_ascii=False).encode("utf-8")
-
-
-def _preview_value(name: str) -> Any:
-    """In a preview, an earlier call's answer does not exist yet: show where it would go."""
-    if name.startswith("response."):
-        return f"<{name}>"
-    raise templating.TemplateError(f"${{{name}}} has no value")
-
-
 # --- the client -----------------------------------------------------------------------------
 
 Judge = Callable[[Answer], Any]
@@ -267,9 +275,9 @@ class TicketClient:
         # The tokens this client sent, by auth block, reused while fresh: reading and
         # decrypting the ConnectionToken row for every call costs more than the call.
         self._tokens: dict[str, auth.Token] = {}
-        self.fingerprint = _fingerprint(connection)
+        self.fingerprint = fingerprint(connection)
         try:
-            self.documents: Documents = _validated_documents(connection, self.fingerprint)
+            self.documents: Documents = validated_documents(connection, self.fingerprint)
         except SpecError as exc:
             raise OTRSError(
                 f"The documents of connection {connection.name} are invalid: "
@@ -282,6 +290,8 @@ class TicketClient:
         # Exchanges are kept only while test_connection records them: a poll cycle makes
         # thousands of calls with one client, and keeping each would grow without bound.
         self.exchanges: list[dict] | None = None
+        # While test_connection runs: when its time is up (see CHECK_SECONDS).
+        self._check_until: float | None = None
         auths = self.documents.connection.auths.values()
         self.masker = Masker(connection.secret_values, (k for a in auths for k in a.mask_in_logs))
 
@@ -358,6 +368,7 @@ class TicketClient:
         """Log in, then run testConnectionParams or a TicketSearch with Limit=1."""
         self.exchanges = []
         started = time.monotonic()
+        self._check_until = started + CHECK_SECONDS
         auth_spec = self._main_auth()
         try:
             done = []
@@ -371,10 +382,12 @@ class TicketClient:
                 check_test_answer(test, self._run(test.call, {}, ref="test-connection"))
                 done.append("ran the test call")
             else:
-                self._run(self._search_probe(auth_spec), {}, ref="test-connection")
+                self._run(search_probe(self.documents, auth_spec), {}, ref="test-connection")
                 done.append("searched tickets")
         except OTRSError as exc:
             return CheckResult(False, exc.message, self.exchanges)
+        finally:
+            self._check_until = None
         elapsed = round((time.monotonic() - started) * 1000)
         return CheckResult(True, f"{' and '.join(done)} in {elapsed} ms", self.exchanges)
 
@@ -384,8 +397,8 @@ class TicketClient:
         for call in self.documents.create.calls:
             auth_spec = self.documents.connection.auths[call.connection]
             call_context = self._call_context({**context, "response": {}}, auth_spec, MASK)
-            request = self._prepare(call, call_context, auth_spec, MASK, fallback=_preview_value)
-            previews.append(self._masked_request(request, call.http_content_type))
+            request = self._prepare(call, call_context, auth_spec, MASK, fallback=preview_value)
+            previews.append(masked_request(self.masker, request, call.http_content_type))
         return previews
 
     # --- calls with sessions ----------------------------------------------------------------
@@ -410,7 +423,7 @@ class TicketClient:
                 self.connection,
                 auth_spec,
                 login=lambda: self._login(auth_spec, ref),
-                lease_seconds=self.config.connect_timeout + self.config.read_timeout + 5,
+                lease_seconds=self.config.deadline + 5,
                 force_refresh=force,
                 seen_version=seen,
             )
@@ -471,7 +484,7 @@ class TicketClient:
         token: str,
         *,
         fallback: templating.Fallback | None = None,
-    ) -> _Request:
+    ) -> Request:
         """Render a call into the exact request to send."""
         where = f"{call.name} "
         try:
@@ -484,7 +497,7 @@ class TicketClient:
                 params = templating.render(
                     call.http_params, context, where=where + "httpParams", fallback=fallback
                 )
-                body = _encode_body(params, call.http_content_type)
+                body = encode_body(params, call.http_content_type)
                 headers.setdefault("Content-Type", call.http_content_type)
         except templating.TemplateError as exc:
             raise OTRSError(str(exc), permanent=True) from None
@@ -496,23 +509,7 @@ class TicketClient:
             )
             pair = f"{auth_spec.login_user}:{password}".encode()
             headers.setdefault("Authorization", "Basic " + base64.b64encode(pair).decode())
-        return _Request(call.name, call.http_method, url, headers, body)
-
-    def _search_probe(self, auth_spec: AuthSpec) -> CallSpec:
-        """A TicketSearch (GET …/Ticket?Limit=1) at the address TicketCreate posts to."""
-        for call in self.documents.create.calls:
-            parts = urlsplit(call.url)
-            if call.http_method == "POST" and parts.path.endswith("/Ticket"):
-                query = "Limit=1&SessionID=${access_token}" if auth_spec.token_call else "Limit=1"
-                url = urlunsplit(parts._replace(query=query, fragment=""))
-                return CallSpec(
-                    "TicketSearch", auth_spec.name, url, "GET", None, {}, "application/json"
-                )
-        raise OTRSError(
-            "No testConnectionParams, and no TicketCreate call (POST …/Ticket) to derive a "
-            "TicketSearch from; add testConnectionParams to the auth block",
-            permanent=True,
-        )
+        return Request(call.name, call.http_method, url, headers, body)
 
     # --- statuses ---------------------------------------------------------------------------
 
@@ -579,7 +576,7 @@ class TicketClient:
     # --- sending and logging ----------------------------------------------------------------
 
     def _send(
-        self, request: _Request, judge: Judge, *, ref: str, secret_result: bool = False
+        self, request: Request, judge: Judge, *, ref: str, secret_result: bool = False
     ) -> Any:
         """Send with the client's retries: only GETs, only transient failures."""
         tries = 1 + (self.config.retry_count if request.method == "GET" else 0)
@@ -587,12 +584,15 @@ class TicketClient:
             try:
                 return self._exchange(request, judge, ref=ref, secret_result=secret_result)
             except OTRSError as exc:
+                pause = self.config.retry_wait * attempt
                 if exc.permanent or exc.auth or attempt == tries:
                     raise
-                time.sleep(self.config.retry_wait * attempt)
+                if self._check_until is not None and time.monotonic() + pause >= self._check_until:
+                    raise  # a connection test's time would be up before another try answers
+                time.sleep(pause)
         raise AssertionError("unreachable")
 
-    def _exchange(self, request: _Request, judge: Judge, *, ref: str, secret_result: bool) -> Any:
+    def _exchange(self, request: Request, judge: Judge, *, ref: str, secret_result: bool) -> Any:
         """One HTTP request and its judgement, logged either way."""
         started = time.monotonic()
         answer = None
@@ -613,41 +613,67 @@ class TicketClient:
         )
         return result
 
-    def _transmit(self, request: _Request) -> Answer:
+    def _transmit(self, request: Request) -> Answer:
+        problem = addresses.url_problem(request.url)
+        if problem:
+            raise OTRSError(f"{request.call_name} url: {problem}", permanent=True, kind="transport")
+        seconds, late = self._time_left(request.method)
+        if seconds <= 0:
+            raise late
         session = _http_session(self.connection, self.config, self.fingerprint)
         try:
-            with session.request(
-                request.method,
-                request.url,
-                headers=request.headers,
-                data=request.body,
-                proxies=session.proxies_for(request.url),
-                timeout=(self.config.connect_timeout, self.config.read_timeout),
-                allow_redirects=False,
-                stream=True,
-            ) as response:
+            with (
+                deadline.limit(seconds) as limit,
+                session.request(
+                    request.method,
+                    request.url,
+                    headers=request.headers,
+                    data=request.body,
+                    proxies=session.proxies_for(request.url),
+                    timeout=(self.config.connect_timeout, self.config.read_timeout),
+                    allow_redirects=False,
+                    stream=True,
+                ) as response,
+            ):
                 content = b""
                 for chunk in response.iter_content(64 * 1024):
                     content += chunk
                     if len(content) > MAX_BODY_BYTES:
                         break
+                # A body read to the end of the connection looks complete when cut short.
+                if limit.expired:
+                    raise late
                 return Answer(
                     response.status_code, response.headers, content, len(content) > MAX_BODY_BYTES
                 )
+        except addresses.RefusedAddress as exc:
+            proxied = session.proxies_for(request.url).get(urlsplit(request.url).scheme)
+            message = f"The proxy for this URL: {exc.message}" if proxied else exc.message
+            raise OTRSError(message, permanent=True, kind="transport") from None
         except requests.RequestException as exc:
+            if limit.expired:
+                raise late from None
             raise _transport_error(exc, request, self.config) from None
 
-    def _masked_request(
-        self, request: _Request, content_type: str, forms: SecretForms | None = None
-    ) -> dict:
-        masked = self.masker.request(
-            request.url, request.headers, request.body, content_type, forms
+    def _time_left(self, method: str) -> tuple[float, OTRSError]:
+        """How long the next exchange may take, and the error to raise when it takes longer."""
+        seconds = self.config.deadline
+        message = (
+            f"OTRS sent no complete answer within {seconds:g} s "
+            "(the call's deadline: connectTimeout + readTimeout)"
         )
-        return {"call": request.call_name, "method": request.method, **masked}
+        if self._check_until is not None and self._check_until - time.monotonic() < seconds:
+            seconds = self._check_until - time.monotonic()
+            message = (
+                "OTRS sent no complete answer before the connection test's "
+                f"{CHECK_SECONDS:g} s ran out"
+            )
+        # A create that ran out of time may have been committed: the next attempt searches.
+        return seconds, OTRSError(message, kind="timeout", outcome_unknown=method != "GET")
 
     def _log(
         self,
-        request: _Request,
+        request: Request,
         answer: Answer | None,
         error: OTRSError | None,
         started: float,
@@ -655,36 +681,15 @@ class TicketClient:
         extra_secrets: Iterable[str] = (),
     ) -> None:
         """Write the ApiCall row and a log line, both masked."""
-        forms = self.masker.forms(extra_secrets)
-        shown = self._masked_request(request, request.headers.get("Content-Type", ""), forms)
-        head = "\n".join(f"{k}: {v}" for k, v in shown["headers"].items())
-        response = ""
-        if answer is not None:
-            response = self.masker.body(answer.text[: EXCERPT_CHARS * 2], forms)
-        outcome = call_outcome(error)
-        row = {
-            "call": request.call_name,
-            "method": request.method,
-            "url": shown["url"],
-            "status_code": answer.status if answer else None,
-            "duration_ms": round((time.monotonic() - started) * 1000),
-            "outcome": outcome,
-            "error": error.message if error else "",
-            "request": f"{head}\n\n{shown['body']}".strip()[:EXCERPT_CHARS],
-            "response": response[:EXCERPT_CHARS],
-        }
-        call = ApiCall(
-            connection=self.connection,
-            ref=ref[:100],
-            call_name=row["call"][:100],
-            method=row["method"],
-            url=row["url"],
-            status_code=row["status_code"],
-            duration_ms=row["duration_ms"],
-            outcome=outcome,
-            error=row["error"],
-            request_excerpt=row["request"],
-            response_excerpt=row["response"],
+        call, row = record(
+            self.connection,
+            self.masker,
+            request,
+            answer,
+            error,
+            duration_ms=round((time.monotonic() - started) * 1000),
+            ref=ref,
+            extra_secrets=extra_secrets,
         )
         if self.defer_logging:
             self.pending_calls.append(call)
@@ -699,7 +704,7 @@ class TicketClient:
             row["call"],
             row["method"],
             row["url"],
-            row["status_code"] or outcome,
+            row["status_code"] or row["outcome"],
             row["duration_ms"],
             f": {row['error']}" if error else "",
         )

@@ -193,6 +193,12 @@ class ConfigSpec:
     verify_tls: bool = True
     ca_bundle: str = ""
 
+    @property
+    def deadline(self) -> float:
+        """The most one HTTP exchange may take, connecting included (client.py holds to it):
+        the two timeouts bound each wait, not the whole answer."""
+        return self.connect_timeout + self.read_timeout
+
 
 @dataclass(frozen=True)
 class Documents:

@@ -124,7 +124,7 @@ def http_error(answer: Answer, method: str) -> OTRSError:
         )
     try:
         fault = json.loads(answer.content).get("faultstring")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         fault = None
     if fault:
         message = f"OTRS failed internally (HTTP {status}): {fault}"
@@ -154,6 +154,14 @@ def json_body(answer: Answer, method: str) -> Any:
         return {}
     try:
         return json.loads(answer.content)
+    except RecursionError:
+        # A hostile or broken server can nest deeper than Python's parser recurses.
+        raise OTRSError(
+            f"OTRS answered JSON nested too deeply to read (HTTP {answer.status}): "
+            f"{answer.first_chars()}",
+            status_code=answer.status,
+            outcome_unknown=sent,
+        ) from None
     except ValueError:
         what = "HTML" if _looks_like_html(answer) else "something"
         raise OTRSError(

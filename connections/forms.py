@@ -11,8 +11,11 @@ import json
 from typing import Any
 
 from django import forms
+from django.db import models
+from django.forms.fields import InvalidJSONInput, JSONString
 
 from . import spec
+from .masking import mask_url_passwords
 from .models import SECRET_PLACEHOLDER, Connection, merge_secrets, split_secrets
 from .package_format import DOCUMENTS, Package, Variable
 from .packages import validate_without_secrets
@@ -48,8 +51,11 @@ class JSONDocumentField(forms.CharField):
     def prepare_value(self, value: Any) -> Any:
         return pretty_json(value) if isinstance(value, dict | list) else value
 
-    def to_python(self, value: Any) -> dict:
+    # A CharField in the browser, a dict once cleaned: converting is what to_python is for,
+    # though the stubs hold a CharField subclass to CharField's `str | None`.
+    def to_python(self, value: Any) -> dict:  # type: ignore[override]
         text = super().to_python(value)
+        assert text is not None  # empty_value is "", so CharField never gives None here
         if not text.strip():
             return {}
         try:
@@ -59,6 +65,39 @@ class JSONDocumentField(forms.CharField):
         if not isinstance(document, dict):
             raise forms.ValidationError(f"{self.label}: must be a JSON object")
         return document
+
+
+class StrictJSONField(forms.JSONField):
+    """Django's JSON form field, decoding as strictly as the documents do (loads_strict).
+
+    Django's own decodes with json.loads: it keeps the last of two equal keys, and JSON
+    nested deeply enough makes it raise RecursionError, a 500 instead of a message. The
+    admin uses this one for every JSON column it edits (formfield_overrides).
+    """
+
+    def to_python(self, value: Any) -> Any:
+        if self.disabled or value in self.empty_values or not isinstance(value, str):
+            return super().to_python(value)
+        try:
+            converted = loads_strict(value)
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc), code="invalid") from None
+        # As Django's own: a decoded string is marked, so it is never decoded twice.
+        return JSONString(converted) if isinstance(converted, str) else converted
+
+    def bound_data(self, data: Any, initial: Any) -> Any:
+        if self.disabled or not isinstance(data, str):
+            return super().bound_data(data, initial)
+        try:
+            return loads_strict(data)
+        except ValueError:
+            return InvalidJSONInput(data)
+
+
+# For a ModelAdmin that edits JSON columns: `formfield_overrides = STRICT_JSON`.
+STRICT_JSON: dict[type[models.Field], dict[str, Any]] = {
+    models.JSONField: {"form_class": StrictJSONField}
+}
 
 
 class ConnectionForm(forms.ModelForm):
@@ -100,7 +139,8 @@ class ConnectionForm(forms.ModelForm):
         ]
 
     def clean(self) -> dict:
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data
         documents = {name: cleaned.get(name) for name in DOCUMENT_FIELDS}
         if any(documents[name] is None for name in DOCUMENT_FIELDS if name != "config_json"):
             return cleaned  # a document did not parse; its field already says why
@@ -116,7 +156,18 @@ class ConnectionForm(forms.ModelForm):
     def full_clean(self) -> None:
         super().full_clean()
         if self.is_bound and self.errors:
+            self._mask_url_passwords()
             self._mask_typed_secrets()
+
+    def _mask_url_passwords(self) -> None:
+        """A refused `user:password@` URL goes back with the password masked (spec refuses it)."""
+        # Bound data is a QueryDict or a dict, both copy(); the stubs say only Mapping.
+        data = self.data.copy()  # type: ignore[attr-defined]
+        for field in DOCUMENT_FIELDS:
+            name = self.add_prefix(field)
+            if isinstance(data.get(name), str):
+                data[name] = mask_url_passwords(data[name])
+        self.data = data
 
     def _mask_typed_secrets(self) -> None:
         """The form goes back to the browser: never with a secret in it.
@@ -131,7 +182,8 @@ class ConnectionForm(forms.ModelForm):
         except (ValueError, AttributeError):  # not JSON, or not an object: nothing to mask by key
             return
         if any(value != SECRET_PLACEHOLDER for value in typed.values()):
-            data = self.data.copy()
+            # Bound data is a QueryDict or a dict, both copy(); the stubs say only Mapping.
+            data = self.data.copy()  # type: ignore[attr-defined]
             data[name] = masked_json_text(text)
             self.data = data
             self.add_error(
@@ -275,7 +327,8 @@ class PackageConfigureForm(forms.Form):
 
         Text that does not parse cannot be masked by key and is shown as typed.
         """
-        data = self.data.copy()
+        # Bound data is a QueryDict or a dict, both copy(); the stubs say only Mapping.
+        data = self.data.copy()  # type: ignore[attr-defined]
         for index in range(len(self.package.connections)):
             name = self.add_prefix(_document_field(index, "connectionJSON"))
             if name in data:

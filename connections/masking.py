@@ -113,8 +113,18 @@ def mask_query(text: str, secrets: Iterable[str], keys: Iterable[str] = SECRET_K
     return mask(_PARAMETER.sub(hide, text), secrets)
 
 
+# The password of `scheme://user:password@host`; the documents refuse such URLs, but a
+# refused form goes back to the browser with what was typed.
+_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/?#@\s:\"']*:)[^/?#\s\"']+@")
+
+
+def mask_url_passwords(text: str) -> str:
+    """`user:********@host` for every `user:password@host` of a URL in `text`."""
+    return _URL_PASSWORD.sub(rf"\g<1>{MASK}@", text)
+
+
 def mask_url(url: str, secrets: Iterable[str], keys: Iterable[str] = SECRET_KEY_NAMES) -> str:
-    return mask_query(url, secrets, keys)
+    return mask_query(mask_url_passwords(url), secrets, keys)
 
 
 def mask_headers(headers: Mapping[str, str], secrets: Iterable[str]) -> dict[str, str]:
@@ -133,7 +143,7 @@ def mask_body(
     """A request or response body: as JSON when it parses, else as a form or as plain text."""
     try:
         return json.dumps(mask_json(json.loads(text), secrets, keys), ensure_ascii=False)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply to walk as JSON
         if "x-www-form-urlencoded" in content_type:
             return mask_query(text, secrets, keys)
         return mask(text, secrets)

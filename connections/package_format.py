@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,7 +149,7 @@ def decode_json(raw: bytes, where: str) -> Any:
 
 
 def _check_keys(
-    obj: Any, expected: dict[str, tuple[type, bool]], where: str, problems: Problems
+    obj: Any, expected: Mapping[str, tuple[type, bool]], where: str, problems: Problems
 ) -> bool:
     """Add a problem for each missing, mistyped or unknown key; True when `obj` is an object."""
     if not isinstance(obj, dict):
@@ -190,7 +191,7 @@ def load_bridge_package(doc: Any, filename: str) -> Package:
     problems = Problems()
     _check_keys(doc, _TOP_KEYS, "", problems)
     variables = _read_variables(doc.get("variables"), problems)
-    sections = {
+    sections: dict[str, Mapping[str, tuple[type, bool]]] = {
         "connections": _CONNECTION_KEYS,
         "securitySystems": _SECURITY_SYSTEM_KEYS,
         "endpoints": _ENDPOINT_KEYS,

@@ -135,7 +135,7 @@ def plan_import(
     if resolved is None:
         raise PackageError(problems.as_lines())
     plan = ImportPlan(package=package)
-    names = {
+    names: dict[str, set] = {
         "connection": {c.name for c in resolved.connections},
         "security system": {s.get("name") for s in resolved.security_systems},
     }
@@ -370,7 +370,9 @@ def _plan_endpoint(
         plan.changes.append(_change("endpoint", endpoint, existing, changed, system_name))
 
 
-def _will_exist(in_package: set[str], model: type, name: str) -> bool:
+def _will_exist(
+    in_package: set[str], model: type[Connection] | type[SecuritySystem], name: str
+) -> bool:
     return name in in_package or model.objects.filter(name=name).exists()
 
 

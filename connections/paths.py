@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
+
 _PLACEHOLDER = re.compile(r"@([A-Z][A-Z0-9_]*)@")
 _PATH_SEGMENT = re.compile(r"([^\[\]]*)((?:\[-?\d+\])*)")
 _INDEX = re.compile(r"\[(-?\d+)\]")
@@ -156,6 +158,21 @@ def split_default(inner: str) -> tuple[str, str | None]:
 
 # --- strict JSON ----------------------------------------------------------------------------
 
+# How deep any JSON the bridge reads may nest: documents, packages, zip members and API
+# bodies alike, declared once. Real documents nest less than ten levels; the bound keeps
+# every recursive walk over parsed JSON (json's own, ours, pydantic's) far from Python's
+# recursion limit, where it would end in a RecursionError instead of a message.
+MAX_JSON_DEPTH = 32
+
+
+def max_json_chars() -> int:
+    """The longest JSON text the bridge reads: a document is never larger than a package."""
+    return int(settings.PACKAGE_MAX_BYTES)
+
+
+# A JSON string (skipped whole, brackets inside it do not count) or a bracket.
+_JSON_BRACKET = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+
 
 def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
@@ -170,13 +187,21 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not allowed in JSON")
 
 
-def loads_strict(text: str) -> Any:
-    """json.loads that refuses trailing data, duplicate keys and NaN/Infinity.
+def loads_strict(text: str, *, allow_nul: bool = False) -> Any:
+    """json.loads that refuses trailing data, duplicate keys, NaN/Infinity, a text longer
+    than max_json_chars(), nesting deeper than MAX_JSON_DEPTH and (unless `allow_nul`) a
+    NUL character, which PostgreSQL cannot store, in any key or string.
 
-    Raises ValueError with a message like "not valid JSON at line 1 column 450 (extra data)".
+    Raises ValueError with a message that says where, like "not valid JSON at line 1
+    column 450 (extra data)" or "nested too deeply at a.b[0].c (more than 32 levels)".
     """
+    limit = max_json_chars()
+    if len(text) > limit:
+        raise ValueError(
+            f"{len(text):,} characters, more than the {limit:,} allowed (PACKAGE_MAX_BYTES)"
+        )
     try:
-        return json.loads(
+        data = json.loads(
             text, object_pairs_hook=_refuse_duplicates, parse_constant=_refuse_constant
         )
     except json.JSONDecodeError as exc:
@@ -184,5 +209,57 @@ def loads_strict(text: str) -> Any:
         raise ValueError(
             f"not valid JSON at line {exc.lineno} column {exc.colno} ({reason})"
         ) from None
+    except RecursionError:
+        raise ValueError(_too_deep_in_text(text)) from None
     except ValueError as exc:
         raise ValueError(f"not valid JSON: {exc}") from None
+    problem = check_tree(data, allow_nul=allow_nul)
+    if problem:
+        raise ValueError(problem)
+    return data
+
+
+def check_tree(data: Any, *, allow_nul: bool = False) -> str:
+    """What is wrong with parsed JSON that loads_strict would refuse ("" when nothing):
+    nesting deeper than MAX_JSON_DEPTH or, unless `allow_nul`, a NUL in a key or string.
+
+    Walks with its own stack, so a tree too deep for recursion is still measured.
+    """
+    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
+    while stack:
+        node, path, depth = stack.pop()
+        if isinstance(node, dict):
+            children: list[tuple[str | int, Any]] = list(node.items())
+        elif isinstance(node, list):
+            children = list(enumerate(node))
+        else:
+            if not allow_nul and isinstance(node, str) and "\x00" in node:
+                return f"{path or 'the value'}: contains a NUL character (\\u0000), which cannot be stored"
+            continue
+        if depth >= MAX_JSON_DEPTH:
+            return f"nested too deeply at {path} (more than {MAX_JSON_DEPTH} levels)"
+        for key, _ in children:
+            if not allow_nul and isinstance(key, str) and "\x00" in key:
+                return f"{path or 'the top level'}: the key {key!r} contains a NUL character, which cannot be stored"
+        # Reversed onto the stack, so the first problem reported is the first in the text.
+        stack.extend((value, join_path(path, key), depth + 1) for key, value in reversed(children))
+    return ""
+
+
+def _too_deep_in_text(text: str) -> str:
+    """Where JSON too deep for the parser first goes deeper than MAX_JSON_DEPTH."""
+    depth = 0
+    for match in _JSON_BRACKET.finditer(text):
+        bracket = match.group()
+        if bracket in "[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                line = text.count("\n", 0, match.start()) + 1
+                column = match.start() - text.rfind("\n", 0, match.start())
+                return (
+                    f"nested too deeply at line {line} column {column} "
+                    f"(more than {MAX_JSON_DEPTH} levels)"
+                )
+        elif bracket in "]}":
+            depth -= 1
+    return f"nested too deeply (more than {MAX_JSON_DEPTH} levels)"

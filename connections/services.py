@@ -11,7 +11,8 @@ from typing import Any
 from django.utils import timezone
 
 from . import context as variables
-from .client import CheckResult, TicketClient
+from .calls import CheckResult
+from .client import TicketClient
 from .errors import OTRSError
 from .models import Connection, Endpoint
 

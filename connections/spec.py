@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from . import context
+from . import addresses, context
 from .documents import (
     HEADER_TOKEN_PREFIX,
     AuthSpec,
@@ -172,14 +172,23 @@ def _check_templates(
 # --- credential and OTRS checks -------------------------------------------------------------
 
 
-def _check_url_credentials(report: Report, url: str, method: str, where: str) -> None:
-    """Refuse credentials in a query string.
+def _check_url(report: Report, url: str, method: str, where: str) -> None:
+    """Refuse a URL the bridge must not connect to (addresses.url_problem: the scheme, a
+    user:password@ part, a refused address), and credentials in its query string.
 
-    One exception: `SessionID=${access_token}` on a GET. OTRS ignores GET bodies (bug#14203),
-    so a GET can only authenticate in the query string; the session is short-lived and
-    masked in every log of ours.
+    One exception to the latter: `SessionID=${access_token}` on a GET. OTRS ignores GET
+    bodies (bug#14203), so a GET can only authenticate in the query string; the session is
+    short-lived and masked in every log of ours.
     """
-    query = urlsplit(url.replace("${", "{")).query
+    problem = addresses.url_problem(url)
+    if problem:
+        report.add(where, problem)
+    try:
+        query = urlsplit(url.replace("${", "{")).query
+    except ValueError:
+        if not problem:
+            report.add(where, "is not a valid URL")
+        return
     found = []
     for key, value in parse_qsl(query, keep_blank_values=True):
         lower = key.lower()
@@ -267,7 +276,7 @@ def _call(
         used |= _check_templates(
             report, value, join_path(where, key), scope, properties, connection
         )
-    _check_url_credentials(report, url, method, join_path(where, "url"))
+    _check_url(report, url, method, join_path(where, "url"))
     # ConnectionJSON encrypts secret-named keys at rest, except inside a JSON-string httpParams.
     encrypted = (
         SECRET_KEY_NAMES if stored_encrypted and not isinstance(obj.get("httpParams"), str) else ()

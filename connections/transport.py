@@ -27,7 +27,7 @@ from .package_format import (
     check_unique_name,
     decode_json,
 )
-from .paths import find_placeholders
+from .paths import find_placeholders, loads_strict
 from .problems import Problems
 
 # Variables of a Saviynt export are undeclared; these names are treated as secrets.
@@ -149,6 +149,10 @@ def _saviynt_connection(
             f"is {json.dumps(kind)}; only REST connections can open tickets",
         )
         return None
+    description = attributes.get("connectiondescription")
+    if not isinstance(description, str | None):
+        problems.add(f"{where}.connectiondescription", "must be a string")
+        return None
     values = _external_attributes(
         attributes.get("EXTERNAL_ATTR"), f"{where}.EXTERNAL_ATTR", problems
     )
@@ -171,7 +175,7 @@ def _saviynt_connection(
     return PackageConnection(
         name=connection_name,
         where=where,
-        description=str(attributes.get("connectiondescription") or ""),
+        description=description or "",
         documents=documents,
     )
 
@@ -186,46 +190,73 @@ def _external_attributes(raw: Any, where: str, problems: Problems) -> dict[str, 
         if not isinstance(entry, dict) or not isinstance(entry.get("attributename"), str):
             problems.add(f"{where}[{index}]", "must be an object with attributename")
             continue
-        values[entry["attributename"]] = str(entry.get("encryptedattributevalue") or "")
+        value = entry.get("encryptedattributevalue")
+        if not isinstance(value, str | None):
+            problems.add(f"{where}[{index}].encryptedattributevalue", "must be a string")
+            continue
+        values[entry["attributename"]] = value or ""
     return values
 
 
 def _is_json_object(text: str) -> bool:
     try:
-        return isinstance(json.loads(text), dict)
-    except json.JSONDecodeError:
+        return isinstance(loads_strict(text), dict)
+    except ValueError:
         return False
 
 
 def _pretty(text: str) -> str:
     """Indent a document that parses, for the import form; leave a broken one exactly as it is."""
     try:
-        return json.dumps(json.loads(text), indent=2, ensure_ascii=False)
-    except json.JSONDecodeError:
+        return json.dumps(loads_strict(text), indent=2, ensure_ascii=False)
+    except ValueError:
         return text
 
 
 def _check_summary(summary: Any, names: list[str], where: str, problems: Problems) -> list[str]:
-    """Check ObjectSummary lists the connections found; return notes about objects we skip."""
-    objects = summary.get("Objects") if isinstance(summary, dict) else None
-    if not isinstance(objects, dict):
-        problems.add(f"{where}: Objects", "is required")
+    """Check ObjectSummary lists the connections found; return notes about objects we skip.
+
+    Every part of it is checked for its shape first: a crafted summary is answered with
+    the place that is wrong, never with a crash.
+    """
+    if not isinstance(summary, dict):
+        problems.add(where, "must be an object with Objects and Information")
         return []
+    objects = summary.get("Objects")
+    if not isinstance(objects, dict):
+        problems.add(
+            f"{where}: Objects",
+            "is required" if objects is None else "must be an object: kind → list of names",
+        )
+        return []
+    information = summary.get("Information")
+    if not isinstance(information, dict | None):
+        problems.add(f"{where}: Information", "must be an object")
     listed = objects.get("connection") or []
+    if not isinstance(listed, list):
+        problems.add(f"{where}: Objects.connection", "must be a list of connection names")
+        listed = []
     for name in names:
         if name not in listed:
             problems.add(
                 f"{where}: Objects.connection",
                 f"does not list {name}, which the Connection file holds",
             )
-    return [
-        f"{where}: {kind} objects ({', '.join(map(str, items))}) are not imported; only connections are"
-        for kind, items in objects.items()
-        if kind != "connection" and items
-    ]
+    notes = []
+    for kind, items in objects.items():
+        if kind == "connection" or not items:
+            continue
+        if isinstance(items, list):
+            notes.append(
+                f"{where}: {kind} objects ({', '.join(map(str, items))}) are not imported; only connections are"
+            )
+        else:
+            problems.add(f"{where}: Objects.{kind}", "must be a list of names")
+    return notes
 
 
 def _summary_description(summary: dict) -> str:
+    """Checked by _check_summary first: Information is an object or absent."""
     info = summary.get("Information") or {}
     return (
         f"Saviynt transport export from {info.get('System', 'an unknown system')}, "

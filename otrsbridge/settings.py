@@ -7,6 +7,8 @@ when DEBUG is on; with DEBUG off a missing secret stops start-up with a clear me
 
 from __future__ import annotations
 
+import ipaddress
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -56,6 +58,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "django_q",
+    # Before otrsbridge: axes counts a failed login before otrsbridge.logins logs it.
+    "axes",
     "otrsbridge.apps.OtrsBridgeConfig",
     "connections",
     "tickets",
@@ -70,7 +74,10 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # CSP, Permissions-Policy, no-store (after WhiteNoise: static files keep their caching).
     "otrsbridge.headers.SecurityHeadersMiddleware",
+    # Last, as axes requires: it turns a locked-out login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "otrsbridge.urls"
@@ -125,6 +132,12 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
+# axes first: it refuses a locked-out login before the password is even checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "tickets:overview"
 LOGOUT_REDIRECT_URL = "login"
@@ -172,8 +185,15 @@ else:
 # How long one job run may keep claiming work before it stops and leaves the rest for the
 # next run: well below Q_CLUSTER["timeout"], so a run never gets killed mid-ticket.
 JOB_TIME_BUDGET_SECONDS = env.int("JOB_TIME_BUDGET_SECONDS", default=120)
-# Threads one provisioning run uses to create tickets in parallel.
+# Threads one provisioning run uses to create tickets in parallel, at most PROVISION_THREADS_MAX:
+# each holds a database connection and a socket, and far more than the database and OTRS can
+# serve at once only queue (at 100,000 the process could not start its threads at all).
+PROVISION_THREADS_MAX = 64
 PROVISION_THREADS = env.int("PROVISION_THREADS", default=4)
+if not 1 <= PROVISION_THREADS <= PROVISION_THREADS_MAX:
+    raise ImproperlyConfigured(
+        f"PROVISION_THREADS is {PROVISION_THREADS}; it must be between 1 and {PROVISION_THREADS_MAX}"
+    )
 # How long a claimed task is its worker's. A live worker renews its leases every third of
 # this; the tasks of a worker killed mid-run are taken over (OTRS searched first) after it.
 PROVISION_LEASE_SECONDS = env.float("PROVISION_LEASE_SECONDS", default=60.0)
@@ -206,7 +226,7 @@ SECURE_CSP = {
     "frame-ancestors": ["'none'"],
 }
 # Browser features no page uses, refused to the page and to anything it could embed.
-PERMISSIONS_POLICY = {
+PERMISSIONS_POLICY: dict[str, list[str]] = {
     feature: []
     for feature in (
         "accelerometer",
@@ -225,6 +245,85 @@ PERMISSIONS_POLICY = {
 if env.bool("BEHIND_TLS_PROXY", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
+
+def _networks(name: str, default: list[str]) -> list[str]:
+    """A comma-separated list of CIDRs; a typo stops start-up instead of refusing nothing."""
+    values = [v.strip() for v in env.list(name, default=default) if v.strip()]
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name}: {value!r} is not an address range; write CIDRs separated by commas, "
+                "e.g. 169.254.0.0/16,fe80::/10"
+            ) from None
+    return values
+
+
+# Address ranges no connection may reach (connections/addresses.py): link-local and the cloud
+# metadata services (AWS, GCP, Azure, Oracle at 169.254.169.254; AWS IPv6; Alibaba; Azure's
+# wire server). Private ranges and loopback are allowed: OTRS usually lives there.
+OTRS_REFUSED_NETWORKS = _networks(
+    "OTRS_REFUSED_NETWORKS",
+    [
+        "169.254.0.0/16",
+        "fe80::/10",
+        "fd00:ec2::254/128",
+        "100.100.100.200/32",
+        "168.63.129.16/32",
+    ],
+)
+
+# --- Login lockout: django-axes, on the console's and the admin's login alike ---------------
+# After AXES_FAILURE_LIMIT failed logins in a row, the same username from the same address is
+# refused for AXES_COOLOFF_MINUTES (each try while locked starts the wait again; 0 locks
+# until `manage.py axes_reset…`). By username and address together, so nobody can lock a
+# user out from elsewhere; AXES_LOCKOUT_PARAMETERS=username+ip_address,ip_address also
+# locks an address that tries many usernames (see README, "Security").
+_LOCKOUT_NAMES = {"username", "ip_address", "user_agent"}
+
+
+def _lockout_parameters(text: str) -> list[str | list[str]]:
+    groups: list[str | list[str]] = []
+    for group in (g.strip() for g in text.split(",") if g.strip()):
+        names = [n.strip() for n in group.split("+")]
+        unknown = sorted(set(names) - _LOCKOUT_NAMES)
+        if unknown:
+            raise ImproperlyConfigured(
+                f"AXES_LOCKOUT_PARAMETERS: {', '.join(unknown)} in {group!r} is not one of "
+                f"{', '.join(sorted(_LOCKOUT_NAMES))} (groups by commas, names joined by +)."
+            )
+        groups.append(names if len(names) > 1 else names[0])
+    if not groups:
+        raise ImproperlyConfigured("AXES_LOCKOUT_PARAMETERS is empty.")
+    return groups
+
+
+def _at_least(name: str, value: float, low: float) -> float:
+    if value < low:
+        raise ImproperlyConfigured(f"{name} is {value}; it must be at least {low:g}.")
+    return value
+
+
+AXES_FAILURE_LIMIT = int(
+    _at_least("AXES_FAILURE_LIMIT", env.int("AXES_FAILURE_LIMIT", default=5), 1)
+)
+_COOLOFF_MINUTES = _at_least(
+    "AXES_COOLOFF_MINUTES", env.float("AXES_COOLOFF_MINUTES", default=15.0), 0
+)
+AXES_COOLOFF_TIME = timedelta(minutes=_COOLOFF_MINUTES) if _COOLOFF_MINUTES else None
+AXES_LOCKOUT_PARAMETERS = _lockout_parameters(
+    env.str("AXES_LOCKOUT_PARAMETERS", default="username+ip_address")
+)
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "otrsbridge.logins.locked_out"
+AXES_CLIENT_IP_CALLABLE = "otrsbridge.logins.client_address"
+# Proxies in front of the bridge that append the client's address to X-Forwarded-For; 0
+# (the default) trusts no header and uses the address of the connection itself.
+TRUSTED_PROXY_COUNT = int(
+    _at_least("TRUSTED_PROXY_COUNT", env.int("TRUSTED_PROXY_COUNT", default=0), 0)
+)
+
 # Largest upload accepted by the package import (bytes).
 PACKAGE_MAX_BYTES = env.int("PACKAGE_MAX_BYTES", default=5 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = PACKAGE_MAX_BYTES
@@ -235,7 +334,11 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # otrsbridge.logins writes the one line per failed login; axes' own lines repeat it.
+        "axes": {"level": "ERROR"},
+    },
 }
 
 # How the connection admin's template preview gets the variables of a real task

@@ -4,6 +4,8 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from tickets.api import error_handler
+
 admin.site.site_header = "OTRS Bridge setup"
 admin.site.site_title = "OTRS Bridge setup"
 admin.site.index_title = "Connections, applications and jobs"
@@ -17,3 +19,9 @@ urlpatterns = [
     path("api/v1/", include("tickets.api_urls")),
     path("", include("tickets.urls")),
 ]
+
+# Django's own error answers: JSON under /api/v1/, its usual pages elsewhere.
+handler400 = error_handler(400)
+handler403 = error_handler(403)
+handler404 = error_handler(404)
+handler500 = error_handler(500)

@@ -96,3 +96,65 @@ def endpoint(
         },
     )
     return ep
+
+
+def careless_api_call(
+    connection: Connection, *, ref: str, base_url: str, secret: str, session_id: str
+):
+    """A call-log row as an older, careless client might have written it: the secret and the
+    session id in clear in its URL, error and excerpts. Pages must mask it anyway."""
+    from connections.models import ApiCall
+
+    return ApiCall.objects.create(
+        connection=connection,
+        ref=ref,
+        call_name="Leaky",
+        method="POST",
+        url=f"{base_url}/Session?Password={secret}",
+        outcome="error",
+        error=f"login with {secret} refused",
+        request_excerpt=f'{{"Password": "{secret}", "SessionID": "{session_id}"}}',
+        response_excerpt=f'{{"SessionID": "{session_id}"}}',
+    )
+
+
+def leaky_world(sim, *, secret: str, requester, approver):
+    """A connection to `sim` whose password is `secret`, one ticket created through it, a
+    connection test passed, and then the secret and the session id left in clear where an
+    older, careless client might have left them (a call-log row, the connection's texts)."""
+    from types import SimpleNamespace
+
+    from connections.models import ConnectionToken
+    from connections.services import connection_check
+    from tickets import jobs, services
+    from tickets.models import ProvisioningTask
+
+    connection = otrs_connection(sim, password=secret)
+    crm = endpoint(connection, name="crm", instant=False)
+    access_request = services.request_submit(
+        beneficiary={"username": "ada"},
+        endpoint=crm,
+        operation="create_account",
+        requester=requester,
+    )
+    services.request_approve(access_request=access_request, by=approver)
+    # One worker, in this thread: the test's open transaction holds SQLite's write lock,
+    # which a worker thread would wait for.
+    jobs.provision_job(trigger="test", workers=1)
+    assert connection_check(connection=connection).ok
+    session_id = ConnectionToken.objects.get(connection=connection).token
+    assert session_id
+    task = ProvisioningTask.objects.get(request=access_request)
+    careless_api_call(
+        connection,
+        ref=f"task:{task.pk}",
+        base_url=sim.base_url,
+        secret=secret,
+        session_id=session_id,
+    )
+    Connection.objects.filter(pk=connection.pk).update(
+        last_error=f"auth failed for {secret}", last_test_message=f"ok as {secret}"
+    )
+    return SimpleNamespace(
+        connection=connection, request=access_request, task=task, session_id=session_id
+    )

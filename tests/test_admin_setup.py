@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import pytest
 from django.urls import reverse
@@ -386,6 +387,11 @@ def test_security_system_page_shows_endpoints_inline(admin_client, connection):
     assert admin_client.get(reverse("admin:connections_endpoint_changelist")).status_code == 200
 
 
+def _token_on_page(html: str) -> str:
+    """The token as the one-time page shows it, in a read-only input."""
+    return re.search(r'value="([^"]+)" id="api-token"', html)[1]
+
+
 def test_api_client_token_is_shown_once_and_stored_hashed(client, django_user_model):
     from tickets.models import ApiClient
 
@@ -398,9 +404,46 @@ def test_api_client_token_is_shown_once_and_stored_hashed(client, django_user_mo
     )
     assert response.status_code == 200
     api_client = ApiClient.objects.get(name="iga")
-    [message] = [str(m) for m in response.context["messages"] if "token of iga" in str(m)]
-    token = message.split(" is ", 1)[1].split(" ", 1)[0]
+    token = _token_on_page(response.content.decode())
     assert token.startswith(api_client.token_prefix) and token not in api_client.token_hash
     page = client.get(f"/admin/tickets/apiclient/{api_client.pk}/change/")
     assert token not in page.content.decode()
     assert client.get("/api/v1/requests", HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 200
+
+
+def test_a_new_api_token_travels_in_no_cookie_and_no_session(client, django_user_model):
+    """The token is on the page that answers the POST, once; no message, cookie or session
+    row carries it, and neither a reload nor any later page shows it."""
+    from django.contrib.sessions.models import Session
+
+    from tickets.models import ApiClient
+
+    admin_user = django_user_model.objects.create_superuser("root", "root@example.com", "pw")
+    client.force_login(admin_user)
+    add = "/admin/tickets/apiclient/add/"
+    response = client.post(add, {"name": "iga", "active": "on"})
+    assert response.status_code == 200  # a page, not a redirect that a message would follow
+    html = response.content.decode()
+    token = _token_on_page(html)
+    assert html.count(token) == 1 and "Copy this token now" in html
+    assert "no-store" in response["Cache-Control"]
+    assert "messages" not in response.cookies
+    for cookie in [*response.cookies.values(), *client.cookies.values()]:
+        assert token not in cookie.value and token[:20] not in cookie.value
+    for session in Session.objects.all():
+        assert token not in json.dumps(session.get_decoded())
+    assert token not in json.dumps(dict(client.session))
+    assert not list(response.wsgi_request._messages)
+    # A reload posts the form again: the name is taken, and no token is shown.
+    again = client.post(add, {"name": "iga", "active": "on"})
+    assert again.status_code == 200 and token not in again.content.decode()
+    assert 'id="api-token"' not in again.content.decode()
+    assert ApiClient.objects.count() == 1
+    client_pk = ApiClient.objects.get().pk
+    for url in (
+        "/admin/tickets/apiclient/",
+        f"/admin/tickets/apiclient/{client_pk}/change/",
+        f"/admin/tickets/apiclient/{client_pk}/history/",
+        "/admin/",
+    ):
+        assert token not in client.get(url).content.decode(), url

@@ -466,6 +466,18 @@ def test_a_body_over_2_mb_is_refused_with_its_first_bytes(scripted):
     assert len(ApiCall.objects.get(call_name="TicketGet").response_excerpt) <= 4096
 
 
+@pytest.mark.parametrize("status", [200, 500])
+def test_an_answer_nested_too_deeply_is_an_error_not_a_crash(scripted, status):
+    deep = b"[" * 200_000 + b"]" * 200_000
+    connection = scripted_connection(scripted, sessions_then(lambda *_: (status, deep)))
+
+    with pytest.raises(OTRSError) as caught:
+        TicketClient(connection).ticket_statuses([7])
+
+    assert f"HTTP {status}" in caught.value.message
+    assert ApiCall.objects.filter(call_name="TicketGet").exists()
+
+
 @pytest.mark.parametrize(
     ("auth_changes", "refused"),
     [

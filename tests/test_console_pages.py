@@ -8,12 +8,11 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from connections.models import ApiCall, Connection, ConnectionToken
-from connections.services import connection_check
+from connections.models import ApiCall
 from tests import factories
 from tests.console_data import make_requests
 from tests.simfixtures import sim_factory  # noqa: F401  (fixture)
-from tickets import jobs, services
+from tickets import services
 from tickets.models import AccessRequest, Identity, ProvisioningTask
 
 pytestmark = pytest.mark.django_db
@@ -240,38 +239,8 @@ def test_a_username_with_a_slash_has_its_page_and_pending_request(client, people
 def test_no_connection_secret_on_any_page(client, sim_factory, people):  # noqa: F811
     secret = "Zebra-Secret-7741"
     sim = sim_factory(password=secret)
-    connection = factories.otrs_connection(sim, password=secret)
-    crm = factories.endpoint(connection, name="crm", instant=False)
-    r = services.request_submit(
-        beneficiary={"username": "ada"},
-        endpoint=crm,
-        operation="create_account",
-        requester=people.alice,
-    )
-    services.request_approve(access_request=r, by=people.carol)
-    # One worker, in this thread: the test's open transaction holds SQLite's write lock,
-    # which a worker thread would wait for.
-    jobs.provision_job(trigger="test", workers=1)
-    assert connection_check(connection=connection).ok
-    token = ConnectionToken.objects.get(connection=connection)
-    session_id = token.token
-    assert session_id
-    task = ProvisioningTask.objects.get(request=r)
-    # A row as an older, careless client might have written it: the pages mask it anyway.
-    ApiCall.objects.create(
-        connection=connection,
-        ref=f"task:{task.pk}",
-        call_name="Leaky",
-        method="POST",
-        url=f"{sim.base_url}/Session?Password={secret}",
-        outcome="error",
-        error=f"login with {secret} refused",
-        request_excerpt=f'{{"Password": "{secret}", "SessionID": "{session_id}"}}',
-        response_excerpt=f'{{"SessionID": "{session_id}"}}',
-    )
-    Connection.objects.filter(pk=connection.pk).update(
-        last_error=f"auth failed for {secret}", last_test_message=f"ok as {secret}"
-    )
+    world = factories.leaky_world(sim, secret=secret, requester=people.alice, approver=people.carol)
+    r, session_id = world.request, world.session_id
     root = factories.user("root", "admins", "approvers", "requesters", superuser=True)
     client.force_login(root)
     checked = 0

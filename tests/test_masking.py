@@ -166,3 +166,18 @@ def test_mask_url_masks_credential_parameters_in_any_spelling():
         mask_url(url, [])
         == f"https://x/T?UserLogin=bob&Password={MASK}&sessionid={MASK};access_token={MASK}&Title=t"
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("http://agent:Pw-9x@otrs.example/x", f"http://agent:{MASK}@otrs.example/x"),
+        ("HTTPS://agent:Pw@9x@otrs.example", f"HTTPS://agent:{MASK}@otrs.example"),
+        ('"url": "https://:Pw-9x@h/x"', f'"url": "https://:{MASK}@h/x"'),
+        ("https://agent@otrs.example/x", "https://agent@otrs.example/x"),
+        ("https://@HOSTNAME@/otrs", "https://@HOSTNAME@/otrs"),
+        ("http://otrs.example:8080/x@y", "http://otrs.example:8080/x@y"),
+    ],
+)
+def test_the_password_of_a_url_is_masked(text, shown):
+    assert mask_url(text, []) == shown

@@ -13,7 +13,7 @@ from django.utils import timezone
 from tests import factories
 from tests.simfixtures import create_ticket, login
 from tickets import services
-from tickets.models import AccessRequest, ProvisioningTask, TaskEvent, Ticket
+from tickets.models import AccessRequest, JobRun, ProvisioningTask, TaskEvent, Ticket
 
 pytestmark = pytest.mark.django_db
 
@@ -409,3 +409,38 @@ def test_every_worker_thread_closes_its_database_connections(sim, crm, people, m
     services.provision_due(owner="t", workers=3)
     assert len(closed_in) == len(set(closed_in)) == 3
     assert all(name.startswith("provision") for name in closed_in)
+
+
+# --- how many threads a run may use ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("workers", ["100000", "65", "0", "-3"])
+def test_the_command_refuses_a_thread_count_out_of_bounds_with_a_message(workers):
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError) as caught:
+        call_command("provision", "--workers", workers)
+
+    assert str(caught.value) == (
+        f"--workers: a provisioning run uses 1 to 64 threads (PROVISION_THREADS_MAX), not {workers}"
+    )
+    assert not JobRun.objects.exists()
+
+
+def test_the_maximum_applies_to_the_setting_and_every_caller(settings):
+    from tickets import jobs
+
+    assert jobs.provision_threads(None) == settings.PROVISION_THREADS
+    assert jobs.provision_threads(64) == 64
+    settings.PROVISION_THREADS = 500  # bypassing the start-up check
+    with pytest.raises(ValueError, match="uses 1 to 64 threads"):
+        jobs.provision_job(trigger="test")
+    assert not JobRun.objects.exists()
+
+
+def test_the_command_runs_at_the_maximum(capsys):
+    from django.core.management import call_command
+
+    call_command("provision", "--workers", "64")
+
+    assert JobRun.objects.get().status == JobRun.Status.OK

@@ -9,10 +9,15 @@ people actually work; the console links back here for admins.
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
+from connections.forms import STRICT_JSON
+
 from . import services
+from .api import api_client_create
+from .forms import IdentityAdminForm
 from .models import (
     AccessRequest,
     Account,
@@ -161,11 +166,14 @@ class JobRunAdmin(ReadOnlyAdmin):
 class IdentityAdmin(admin.ModelAdmin):
     """People whose access changes. Admins may correct names and emails."""
 
+    form = IdentityAdminForm
+
     list_display = ["username", "first_name", "last_name", "email", "console"]
     search_fields = ["username", "first_name", "last_name", "email"]
     list_select_related = ["manager"]
     raw_id_fields = ["manager"]
     readonly_fields = ["console"]
+    formfield_overrides = STRICT_JSON
 
     @admin.display(description="Console")
     def console(self, obj: Identity) -> str:
@@ -206,13 +214,23 @@ class ApiClientAdmin(admin.ModelAdmin):
         if change:
             super().save_model(request, obj, form, change)
             return
-        from .api import api_client_create
-
         client, token = api_client_create(name=obj.name, trusted=obj.trusted)
         obj.pk, obj.token_prefix, obj.created_at = client.pk, client.token_prefix, client.created_at
         obj._state.adding = False
-        messages.warning(
-            request,
-            f"The token of {client.name} is {token} — copy it now; it is stored hashed and "
-            "cannot be shown again.",
-        )
+        # Kept on this request's object only, for response_add: never in a message, the
+        # session or a cookie (Django's message cookie is signed, not encrypted).
+        obj.new_token = token
+
+    def response_add(self, request, obj, post_url_continue=None):
+        """The token, once, on the page that answers the POST; nothing keeps it after."""
+        token = getattr(obj, "new_token", "")
+        if not token:
+            return super().response_add(request, obj, post_url_continue)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"The token of {obj.name}",
+            "original": obj,
+            "token": token,
+        }
+        return TemplateResponse(request, "admin/tickets/apiclient/token_created.html", context)

@@ -24,8 +24,10 @@ from functools import lru_cache, wraps
 from django.conf import settings
 from django.db import IntegrityError
 from django.db.models import Prefetch
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import reverse
 from django.utils import timezone
+from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
 
 from connections import crypto
@@ -100,6 +102,12 @@ def authenticate(request: HttpRequest) -> ApiClient:
     return client
 
 
+class ApiRequest(HttpRequest):
+    """A request to an API view; `api_view` sets `api_client` once the token checks out."""
+
+    api_client: ApiClient
+
+
 def api_view(*methods: str, auth: bool = True) -> Callable:
     """Wrap an API view: CSRF-exempt (a bearer token is not a cookie), JSON 405, token
     authentication when `auth`, and ApiError rendered as the error shape."""
@@ -107,7 +115,7 @@ def api_view(*methods: str, auth: bool = True) -> Callable:
     def decorate(view: Callable) -> Callable:
         @csrf_exempt
         @wraps(view)
-        def wrapper(request: HttpRequest, *args, **kwargs) -> JsonResponse:
+        def wrapper(request: ApiRequest, *args, **kwargs) -> JsonResponse:
             try:
                 if request.method not in methods:
                     raise ApiError(
@@ -326,6 +334,38 @@ def not_found(request, path: str = ""):
     return ApiError(404, "not_found", f"There is no API resource at {request.path}.").response()
 
 
+# Django answers some requests before or around a view: no route, a request it refuses to
+# read (400), an unhandled exception (500). Those answers are HTML pages; under /api/v1
+# they take the error shape too (otrsbridge/urls.py installs these as its handlers).
+_DJANGO_ERRORS: dict[int, tuple[str, str, Callable]] = {
+    400: ("bad_request", "The request cannot be read.", defaults.bad_request),
+    403: ("forbidden", "This request is not allowed.", defaults.permission_denied),
+    404: ("not_found", "There is no API resource here.", defaults.page_not_found),
+    500: (
+        "server_error",
+        "The bridge failed to answer this request; the error is logged. Try again later.",
+        defaults.server_error,
+    ),
+}
+
+
+def is_api_request(request: HttpRequest) -> bool:
+    return request.path_info.startswith(reverse("api:not_found", kwargs={"path": ""}))
+
+
+def error_handler(status: int) -> Callable:
+    """Django's error view for `status`, answering the error shape under /api/v1."""
+    error, detail, page = _DJANGO_ERRORS[status]
+
+    def handler(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+        if is_api_request(request):
+            return ApiError(status, error, detail).response()
+        return page(request) if status == 500 else page(request, exception)
+
+    handler.__name__ = f"handler{status}"
+    return handler
+
+
 # --- the OTRS webhook -------------------------------------------------------------------------
 
 
@@ -348,8 +388,8 @@ def _decoy_ciphertext(keys: tuple[str, ...]) -> str:
     return crypto.encrypt(secrets.token_urlsafe(32))
 
 
-def _check_webhook_token(request: HttpRequest, connection: Connection | None) -> None:
-    """403 unless the request carries the connection's webhook secret (constant time).
+def _check_webhook_token(request: HttpRequest, connection: Connection | None) -> Connection:
+    """The connection, or 403 unless the request carries its webhook secret (constant time).
 
     An unknown connection (None) answers exactly as a wrong secret does, after the same
     work (one decryption, one constant-time compare), so that an unauthenticated caller
@@ -377,6 +417,7 @@ def _check_webhook_token(request: HttpRequest, connection: Connection | None) ->
             "forbidden",
             "The webhook token is missing or wrong; send it in X-OTRS-Bridge-Token or ?token=.",
         )
+    return connection
 
 
 def _queue_refresh(connection: Connection, ticket_id: int) -> None:
@@ -411,15 +452,18 @@ def otrs_webhook(request, connection_name: str):
     3. Every authenticated call answers 200 `{}` at once, even with a body that makes no
        sense: OTRS retries anything but 20x, and a bad body does not get better on retry.
     """
+    # A NUL in the path names no connection (and PostgreSQL would refuse the query).
     connection = (
         Connection.objects.filter(name=connection_name)
         .only("pk", "name", "webhook_secret_encrypted")
         .first()
+        if "\x00" not in connection_name
+        else None
     )
     if connection is None:
         # For the operator who mistyped the invoker's URL; the caller learns nothing.
         log.warning("webhook refused: there is no connection named %r", connection_name)
-    _check_webhook_token(request, connection)
+    connection = _check_webhook_token(request, connection)
     ticket_id = _webhook_ticket_id(request, connection)
     if ticket_id is not None:
         _queue_refresh(connection, ticket_id)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
+from collections.abc import Callable
 from typing import Annotated, Any, ClassVar, Self
 
 from django.http import HttpRequest, JsonResponse
@@ -32,9 +32,10 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from connections.paths import loads_strict
 from connections.problems import Problems
 
-from . import limits
+from . import limits, validators
 from .models import AccessRequest, Operation, parse_id
 
 # Far above any real request (a few hundred bytes), far below what could hurt a worker.
@@ -90,10 +91,6 @@ def _content_length(request: HttpRequest) -> int:
     return length
 
 
-def _refuse_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
-
-
 def read_body(request: HttpRequest, *, limit: int) -> bytes:
     """The raw body, refused with 413 before reading when it is larger than `limit`."""
     length = _content_length(request)
@@ -107,15 +104,20 @@ def read_body(request: HttpRequest, *, limit: int) -> bytes:
 
 
 def parse_json_object(raw: bytes) -> dict:
-    """Decode a JSON object, or raise a 400 that says what is wrong with it."""
+    """Decode a JSON object, or raise a 400 that says what is wrong with it.
+
+    Decoded as strictly as a package (connections.paths.loads_strict): a duplicate key is
+    refused, not won by its last value, and the depth is bounded. A NUL is let through
+    here because the body models refuse it naming the field it is in.
+    """
     try:
-        data = json.loads(raw.decode("utf-8-sig"), parse_constant=_refuse_constant)
+        data = loads_strict(raw.decode("utf-8-sig"), allow_nul=True)
     except UnicodeDecodeError:
         raise ApiError(400, "malformed_json", "The body is not UTF-8 text.") from None
-    except RecursionError:
-        raise ApiError(400, "malformed_json", "The body is nested too deeply.") from None
     except ValueError as exc:
-        raise ApiError(400, "malformed_json", f"The body is not valid JSON: {exc}.") from None
+        reason = str(exc)
+        detail = reason if reason.startswith("not valid JSON") else f"not valid JSON: {reason}"
+        raise ApiError(400, "malformed_json", f"The body is {detail}.") from None
     if not isinstance(data, dict):
         raise ApiError(400, "malformed_json", "The body must be a JSON object.")
     return data
@@ -242,10 +244,31 @@ def _one_of(allowed: list[str]):
     return check
 
 
+def _refusing(problem: Callable[[str], str]) -> AfterValidator:
+    """A check of tickets.validators as a pydantic validator ("" passes: no value)."""
+
+    def check(value: str) -> str:
+        found = problem(value) if value else ""
+        if found:
+            raise PydanticCustomError("invalid", found)
+        return value
+
+    return AfterValidator(check)
+
+
 NoNul = AfterValidator(_no_nul)
-Username = Annotated[str, Field(min_length=1, max_length=limits.USERNAME), NoNul]
+Username = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=limits.USERNAME,
+        json_schema_extra={"pattern": validators.USERNAME_PATTERN},
+    ),
+    NoNul,
+    _refusing(validators.username_problem),
+]
 PersonName = Annotated[str, Field(max_length=limits.PERSON_NAME), NoNul]
-Email = Annotated[str, Field(max_length=limits.EMAIL), NoNul]
+Email = Annotated[str, Field(max_length=limits.EMAIL), NoNul, _refusing(validators.email_problem)]
 EndpointName = Annotated[str, Field(min_length=1, max_length=limits.ENDPOINT_NAME), NoNul]
 AccountName = Annotated[str, Field(max_length=limits.ACCOUNT_NAME), NoNul]
 Entitlement = Annotated[str, Field(max_length=limits.ENTITLEMENT), NoNul]

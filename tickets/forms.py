@@ -1,4 +1,5 @@
-"""Console forms: the submit-request form, the request-list filters, decision comments.
+"""Console forms: the submit-request form, the request-list filters, decision comments,
+and the admin's Identity form (it follows the submit form's rules).
 
 The forms only shape input. The rules (who may ask for what, which entitlements an
 endpoint offers, what the person already has) live in services.request_submit, whose
@@ -12,7 +13,8 @@ from django import forms
 from connections.models import Endpoint
 
 from . import limits
-from .models import AccessRequest, Operation, parse_id
+from .models import AccessRequest, Identity, Operation, parse_id
+from .validators import validate_email_address, validate_username
 
 # RequestInvalid names fields the way the API does; these are the form's names for them.
 SERVICE_FIELDS = {
@@ -36,10 +38,35 @@ def requestable_endpoints():
     )
 
 
+def email_field(**kwargs) -> forms.CharField:
+    """An email address field checked by tickets.validators (Django's EmailField would
+    check it a second time, with a second message for the same mistake)."""
+    return forms.CharField(
+        max_length=limits.EMAIL,
+        required=False,
+        validators=[validate_email_address],
+        widget=forms.EmailInput,
+        **kwargs,
+    )
+
+
+class IdentityAdminForm(forms.ModelForm):
+    """The admin's Identity form: the username and the address follow the same rules as
+    everywhere else they enter."""
+
+    username = forms.CharField(max_length=limits.USERNAME, validators=[validate_username])
+    email = email_field()
+
+    class Meta:
+        model = Identity
+        fields = "__all__"
+
+
 class SubmitRequestForm(forms.Form):
     beneficiary = forms.CharField(
         label="For whom",
         max_length=limits.USERNAME,
+        validators=[validate_username],
         help_text="Username of the person who gets the access. A new username adds that person.",
     )
     beneficiary_first_name = forms.CharField(
@@ -48,7 +75,7 @@ class SubmitRequestForm(forms.Form):
     beneficiary_last_name = forms.CharField(
         label="Last name", max_length=limits.PERSON_NAME, required=False
     )
-    beneficiary_email = forms.EmailField(label="Email", max_length=limits.EMAIL, required=False)
+    beneficiary_email = email_field(label="Email")
     endpoint = forms.ModelChoiceField(
         queryset=Endpoint.objects.none(), label="Application", empty_label="Choose…"
     )
@@ -80,7 +107,7 @@ class SubmitRequestForm(forms.Form):
         if isinstance(raw, Endpoint):
             return raw
         pk = parse_id(raw)
-        return None if pk is None else self.fields["endpoint"].queryset.filter(pk=pk).first()
+        return None if pk is None else requestable_endpoints().filter(pk=pk).first()
 
     def clean_entitlements(self) -> list[str]:
         chosen = self.cleaned_data["entitlements"]
@@ -122,10 +149,25 @@ class SubmitRequestForm(forms.Form):
                 self.add_error(target, text[:1].upper() + text[1:])
 
 
+# The longest free text a list filter takes (a search, a connection name).
+FILTER_TEXT = 100
+
+
+def filter_text(params, name: str) -> str:
+    """A free-text filter of a list page, cleaned like a form field; "" for a value no
+    query can use (a NUL, which PostgreSQL refuses, or over FILTER_TEXT characters). A list
+    ignores a wrong filter rather than answering an error, as RequestFilterForm does."""
+    field = forms.CharField(required=False, max_length=FILTER_TEXT)
+    try:
+        return field.clean(params.get(name, ""))
+    except forms.ValidationError:
+        return ""
+
+
 class RequestFilterForm(forms.Form):
     """The request list's filters. Every field is optional; wrong values are ignored."""
 
-    q = forms.CharField(required=False, label="Search", max_length=100)
+    q = forms.CharField(required=False, label="Search", max_length=FILTER_TEXT)
     status = forms.ChoiceField(
         required=False, choices=[("", "Any status"), *AccessRequest.Status.choices]
     )
@@ -152,3 +194,14 @@ class DecisionForm(forms.Form):
     comment = forms.CharField(
         required=False, max_length=limits.DECISION_COMMENT, widget=forms.Textarea({"rows": 2})
     )
+
+    def error_lines(self) -> list[str]:
+        """Each error as "<label>: <message>", for a message above the page (the form is a
+        button on the inbox and the request page, with no place for inline errors)."""
+        return [
+            f"{self.fields[name].label or name.capitalize()}: {message}"
+            if name in self.fields
+            else str(message)
+            for name, errors in self.errors.items()
+            for message in errors
+        ]

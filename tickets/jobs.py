@@ -121,9 +121,24 @@ def record_job_run(name: str, trigger: str, work: Callable[[], object]) -> JobRu
     return run
 
 
+def provision_threads(workers: int | None) -> int:
+    """The thread count of a provisioning run: `workers`, or PROVISION_THREADS when None.
+
+    Raises ValueError naming the bound when it is not 1 to PROVISION_THREADS_MAX.
+    """
+    threads = settings.PROVISION_THREADS if workers is None else workers
+    if not 1 <= threads <= settings.PROVISION_THREADS_MAX:
+        raise ValueError(
+            f"a provisioning run uses 1 to {settings.PROVISION_THREADS_MAX} threads "
+            f"(PROVISION_THREADS_MAX), not {threads}"
+        )
+    return threads
+
+
 def provision_job(
     *, trigger: str, connection_id: int | None = None, progress=None, workers: int | None = None
 ) -> JobRun:
+    threads = provision_threads(workers)
     connection = Connection.objects.get(pk=connection_id) if connection_id else None
     name = f"provision:{connection.name}" if connection else "provision"
     return record_job_run(
@@ -131,7 +146,7 @@ def provision_job(
         trigger,
         lambda: services.provision_due(
             owner=f"{name}:{uuid.uuid4().hex[:6]}",
-            workers=workers or settings.PROVISION_THREADS,
+            workers=threads,
             connection=connection,
             progress=progress,
         ),

@@ -8,9 +8,10 @@ overview, the terminal and due sets and the moves allowed. Everything else deriv
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, TypeAlias
 
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.db import models
 from django.db.models import Q
 from django.urls import reverse
@@ -18,6 +19,10 @@ from django.urls import reverse
 from connections.models import Connection, Endpoint
 
 from . import limits
+
+# A person signed in to the console. AUTH_USER_MODEL is left at Django's User, and the
+# console's views are login_required, so what reaches the services is never AnonymousUser.
+ConsoleUser: TypeAlias = User
 
 # The largest id a BigAutoField / BigIntegerField can hold.
 MAX_DB_INT = 2**63 - 1
@@ -201,9 +206,9 @@ class AccessRequest(models.Model):
 
     @property
     def requester_label(self) -> str:
-        if self.requester_id:
+        if self.requester is not None:  # no query when requester_id is None
             return self.requester.get_username()
-        return f"api:{self.api_client.name}" if self.api_client_id else "-"
+        return f"api:{self.api_client.name}" if self.api_client is not None else "-"
 
     @property
     def is_terminal(self) -> bool:

@@ -8,11 +8,12 @@ are one grouped query. Views stay thin and tests can hold the query count steady
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import chain
+from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
 from django.core.paginator import Page, Paginator
 from django.db.models import Count, Max, Prefetch, Q, QuerySet
 from django.utils import timezone
@@ -25,6 +26,7 @@ from .models import (
     AccessRequest,
     Account,
     AccountEntitlement,
+    ConsoleUser,
     Identity,
     JobRun,
     ProvisioningTask,
@@ -35,7 +37,7 @@ from .models import (
 # --- who sees what ------------------------------------------------------------------------------
 
 
-def visible_requests(user: AbstractBaseUser) -> QuerySet[AccessRequest]:
+def visible_requests(user: ConsoleUser) -> QuerySet[AccessRequest]:
     """Requesters see the requests they submitted; approvers, operators and admins see all."""
     requests = AccessRequest.objects.all()
     if not user.has_perm(VIEW_ALL_PERMISSION):
@@ -43,7 +45,7 @@ def visible_requests(user: AbstractBaseUser) -> QuerySet[AccessRequest]:
     return requests
 
 
-def visible_identities(user: AbstractBaseUser) -> QuerySet[Identity]:
+def visible_identities(user: ConsoleUser) -> QuerySet[Identity]:
     """Requesters see only the people they asked for access for."""
     identities = Identity.objects.all()
     if not user.has_perm(VIEW_ALL_PERMISSION):
@@ -54,7 +56,7 @@ def visible_identities(user: AbstractBaseUser) -> QuerySet[Identity]:
 # --- request list -------------------------------------------------------------------------------
 
 
-def request_list(user: AbstractBaseUser, filters: dict) -> QuerySet[AccessRequest]:
+def request_list(user: ConsoleUser, filters: dict) -> QuerySet[AccessRequest]:
     """The request list, filtered and ordered (newest first); `request_page` cuts a page.
 
     `filters` is the cleaned data of RequestFilterForm.
@@ -95,7 +97,8 @@ def request_page(requests: QuerySet[AccessRequest], number, size: int = 50) -> P
     people, endpoints, tasks and tickets. Letting the database join first and skip later
     would make page 1000 join 50,000 rows to show 50.
     """
-    page = Paginator(requests.values_list("pk", flat=True), size).get_page(number)
+    # A page of ids at first; each id is then swapped for its row.
+    page: Page[Any] = Paginator(requests.values_list("pk", flat=True), size).get_page(number)
     ids = list(page.object_list)
     by_id = {r.pk: r for r in for_request_table(requests.model.objects.filter(pk__in=ids))}
     page.object_list = [by_id[pk] for pk in ids]
@@ -125,7 +128,7 @@ def _search(text: str) -> Q:
     return Q(beneficiary__in=people.values("pk"))
 
 
-def failed_task_ids(requests: list[AccessRequest]) -> dict[int, list[int]]:
+def failed_task_ids(requests: Iterable[AccessRequest]) -> dict[int, list[int]]:
     """Failed tasks per request of a page, from the prefetched tasks (no query)."""
     return {
         r.pk: [t.pk for t in r.tasks.all() if t.status == ProvisioningTask.Status.FAILED]
@@ -312,7 +315,7 @@ def last_job_runs() -> list[JobRun]:
     return sorted(JobRun.objects.filter(id__in=list(latest)), key=lambda run: run.name)
 
 
-def my_requests(user: AbstractBaseUser, limit: int = 10) -> list[AccessRequest]:
+def my_requests(user: ConsoleUser, limit: int = 10) -> list[AccessRequest]:
     """A requester's own latest requests, for their overview."""
     return list(
         for_request_table(AccessRequest.objects.filter(requester=user)).order_by(

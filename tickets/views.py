@@ -21,7 +21,7 @@ from django.contrib.auth.decorators import login_required, permission_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Q
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -30,16 +30,18 @@ from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_POST
 
 from . import jobs, selectors, services
-from .forms import DecisionForm, RequestFilterForm, SubmitRequestForm
+from .forms import DecisionForm, RequestFilterForm, SubmitRequestForm, filter_text
 from .models import (
     APPROVE_PERMISSION,
     OPERATE_PERMISSION,
     SUBMIT_PERMISSION,
     VIEW_ALL_PERMISSION,
     AccessRequest,
+    ConsoleUser,
     ProvisioningTask,
     parse_id,
 )
+from .validators import username_problem
 
 PAGE_SIZE = 50
 LIVE_FASTEST, LIVE_SLOWEST = 2, 30
@@ -85,6 +87,12 @@ def render_live(
     return render(request, page, {**context, "live": live})
 
 
+class ConsoleRequest(HttpRequest):
+    """A request to a login_required view, whose user is therefore signed in."""
+
+    user: ConsoleUser
+
+
 def _back(request: HttpRequest, default: str) -> HttpResponse:
     """Redirect to the page the button was on (a local `next`), or to `default`."""
     target = request.POST.get("next", "")
@@ -111,7 +119,7 @@ def _apply_and_report(request: HttpRequest, action, success: str) -> bool:
 
 @login_required
 @require_GET
-def overview(request: HttpRequest) -> HttpResponse:
+def overview(request: ConsoleRequest) -> HttpResponse:
     if not request.user.has_perm(VIEW_ALL_PERMISSION):
         context = {"mine": selectors.my_requests(request.user)}
         return render(request, "tickets/overview_requester.html", context)
@@ -127,7 +135,7 @@ def overview(request: HttpRequest) -> HttpResponse:
 @require_GET
 @permission_required(VIEW_ALL_PERMISSION, raise_exception=True)
 def board(request: HttpRequest) -> HttpResponse:
-    connection = request.GET.get("connection", "")
+    connection = filter_text(request.GET, "connection")
     return render_live(
         request,
         page="tickets/board.html",
@@ -141,7 +149,7 @@ def board(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_GET
-def request_list(request: HttpRequest) -> HttpResponse:
+def request_list(request: ConsoleRequest) -> HttpResponse:
     form = RequestFilterForm(request.GET)
     requests = selectors.request_list(request.user, form.filters())
     page = selectors.request_page(requests, request.GET.get("page"), PAGE_SIZE)
@@ -162,7 +170,7 @@ def request_list(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_GET
-def request_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def request_detail(request: ConsoleRequest, pk: int) -> HttpResponse:
     access_request = get_object_or_404(
         selectors.visible_requests(request.user).select_related(
             "beneficiary", "endpoint", "requester", "api_client", "decided_by"
@@ -187,8 +195,8 @@ def request_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_GET
-def identity_list(request: HttpRequest) -> HttpResponse:
-    q = request.GET.get("q", "").strip()
+def identity_list(request: ConsoleRequest) -> HttpResponse:
+    q = filter_text(request.GET, "q")
     identities = selectors.visible_identities(request.user)
     if q:
         identities = identities.filter(
@@ -200,7 +208,9 @@ def identity_list(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_GET
-def identity_detail(request: HttpRequest, username: str) -> HttpResponse:
+def identity_detail(request: ConsoleRequest, username: str) -> HttpResponse:
+    if username_problem(username):  # no Identity has such a name (nor can a NUL be queried)
+        raise Http404("No such person.")
     identity = get_object_or_404(selectors.visible_identities(request.user), username=username)
     requests = selectors.for_request_table(
         selectors.visible_requests(request.user).filter(beneficiary=identity)
@@ -225,7 +235,7 @@ def inbox(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @permission_required(SUBMIT_PERMISSION, raise_exception=True)
-def submit(request: HttpRequest) -> HttpResponse:
+def submit(request: ConsoleRequest) -> HttpResponse:
     if request.method != "POST":
         initial = {
             "beneficiary": request.GET.get("beneficiary") or request.user.get_username(),
@@ -263,11 +273,17 @@ def submit_entitlements(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 @permission_required(APPROVE_PERMISSION, raise_exception=True)
-def request_decide(request: HttpRequest, pk: int, decision: str) -> HttpResponse:
+def request_decide(request: ConsoleRequest, pk: int, decision: str) -> HttpResponse:
     """Approve or reject. The service refuses anyone's own request; the page hides the button."""
     access_request = get_object_or_404(AccessRequest, pk=pk)
     form = DecisionForm(request.POST)
-    comment = form.cleaned_data["comment"] if form.is_valid() else ""
+    if not form.is_valid():
+        # The comment is part of the decision: without it, nothing is decided.
+        verb = "approved" if decision == "approve" else "rejected"
+        for message in form.error_lines():
+            messages.error(request, f"{access_request} was not {verb}: {message}")
+        return _back(request, reverse("tickets:inbox"))
+    comment = form.cleaned_data["comment"]
     if decision == "approve":
         _apply_and_report(
             request,
@@ -289,7 +305,7 @@ def request_decide(request: HttpRequest, pk: int, decision: str) -> HttpResponse
 
 @login_required
 @require_POST
-def request_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+def request_cancel(request: ConsoleRequest, pk: int) -> HttpResponse:
     access_request = get_object_or_404(selectors.visible_requests(request.user), pk=pk)
     _apply_and_report(
         request,
@@ -309,7 +325,7 @@ TASK_ACTIONS = {
 @login_required
 @require_POST
 @permission_required(OPERATE_PERMISSION, raise_exception=True)
-def task_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
+def task_action(request: ConsoleRequest, pk: int, action: str) -> HttpResponse:
     """Retry or cancel one task (the buttons on a request's page)."""
     task = get_object_or_404(ProvisioningTask.objects.select_related("request"), pk=pk)
     service, done = TASK_ACTIONS[action]
@@ -324,7 +340,7 @@ def task_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
 @login_required
 @require_POST
 @permission_required(OPERATE_PERMISSION, raise_exception=True)
-def tasks_retry(request: HttpRequest) -> HttpResponse:
+def tasks_retry(request: ConsoleRequest) -> HttpResponse:
     """Retry the selected failed tasks: task ids from the board, request ids from the list."""
     task_ids = [i for i in map(parse_id, request.POST.getlist("task")) if i is not None]
     request_ids = [i for i in map(parse_id, request.POST.getlist("request")) if i is not None]

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from ..models import AccessRequest, Account, AccountEntitlement, Operation
 from ..models import ProvisioningTask as Task
+from ..validators import email_problem
 from .transitions import Actor, _move
 
 log = logging.getLogger(__name__)
@@ -148,17 +149,25 @@ def _send_completion_email(request_id: int) -> None:
             connection.completion_email_subject if connection else ""
         ) or "Access request {{ request.number }}"
         subject = " ".join(Template(subject_template).render(Context(context)).split())
-        recipients = sorted(
-            {
-                e
-                for e in (
-                    access_request.beneficiary.email,
-                    access_request.requester.email if access_request.requester_id else "",
-                )
-                if e
-            }
+        recipients = _recipients(
+            access_request.number,
+            access_request.beneficiary.email,
+            access_request.requester.email if access_request.requester is not None else "",
         )
         if recipients:
             send_mail(subject, body, None, recipients)
     except Exception:
         log.exception("could not send the completion email of %s", access_request.number)
+
+
+def _recipients(number: str | None, *addresses: str) -> list[str]:
+    """The addresses to send to, each checked again: one stored before the rules, or typed
+    into Django's own user admin, must not reach the mail server with a line break in it."""
+    recipients = []
+    for address in sorted({a for a in addresses if a}):
+        problem = email_problem(address)
+        if problem:
+            log.warning("completion email of %s not sent to one recipient: %s", number, problem)
+        else:
+            recipients.append(address)
+    return recipients

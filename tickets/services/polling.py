@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, transaction
@@ -195,7 +196,7 @@ def ticket_apply_status(*, ticket: Ticket, status: TicketStatus, actor: Actor) -
         to = Task.OUTCOME_STATUS[outcome]
         reason = f"OTRS state {status.state!r} → {outcome}"
         if to != task.status:
-            extra = {"completed_at": now} if to in Task.TERMINAL else {}
+            extra: dict[str, Any] = {"completed_at": now} if to in Task.TERMINAL else {}
             task = _move(task, to, reason=reason, actor=actor, flag="", **extra)
         elif task.flag.startswith("unmapped"):
             Task.objects.filter(pk=task.pk).update(flag="")

@@ -11,6 +11,7 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, transaction
@@ -174,7 +175,7 @@ def _provision_failed(
     task.refresh_from_db()
     message = str(exc.message)[:2000]
     guard = {"lease_owner": owner[:100]}
-    fields = {"last_error": message, "lease_until": None}
+    fields: dict[str, Any] = {"last_error": message, "lease_until": None}
     if clear_unknown:
         fields["outcome_unknown"] = False
     try:
@@ -256,14 +257,16 @@ def store_outcomes(
     says exactly what happened. Failures always take that path.
     """
     calls = [call for _, attempt in results for call in attempt.calls]
-    created = [(t, a) for t, a in results if a.created is not None and not a.lost_lease]
+    created = [
+        (t, a.created, a.how) for t, a in results if a.created is not None and not a.lost_lease
+    ]
     done: list[tuple[Task, str]] = []
     if created:
         try:
             with transaction.atomic():
                 ApiCall.objects.bulk_create(calls)
                 _store_tickets(created, owner)
-            done = [(task, Task.Status.TICKET_OPEN) for task, _ in created]
+            done = [(task, Task.Status.TICKET_OPEN) for task, _, _ in created]
             calls = []
         except (_BatchConflict, DatabaseError) as exc:
             if not isinstance(exc, _BatchConflict | IntegrityError):
@@ -288,31 +291,34 @@ def store_outcomes(
     return done
 
 
-def _store_tickets(created: list[tuple[Task, AttemptOutcome]], owner: str) -> None:
+def _store_tickets(created: list[tuple[Task, CreatedTicket, str]], owner: str) -> None:
+    """Store the tickets the tasks created: (task, ticket, how it was found) each."""
     actor = Actor.job(owner)
     # A ticket already known (adopted twice, say) breaks the unique (connection, TicketID)
     # constraint: IntegrityError, and the batch is stored task by task.
     tickets = Ticket.objects.bulk_create(
         Ticket(
             connection_id=task.connection_id,
-            ticket_id=attempt.created.ticket_id,
-            ticket_number=attempt.created.ticket_number,
-            agent_url=agent_link(task.connection, attempt.created.ticket_id),
+            ticket_id=made.ticket_id,
+            ticket_number=made.ticket_number,
+            agent_url=agent_link(task.connection, made.ticket_id),
         )
-        for task, attempt in created
+        for task, made, _ in created
     )
     if any(ticket.pk is None for ticket in tickets):  # a database that returns no ids
         raise _BatchConflict("the new tickets' ids are unknown")
     now = timezone.now()
     moved = Task.objects.filter(
-        pk__in=[task.pk for task, _ in created], status=Task.Status.CLAIMED, lease_owner=owner[:100]
+        pk__in=[task.pk for task, _, _ in created],
+        status=Task.Status.CLAIMED,
+        lease_owner=owner[:100],
     ).update(
         status=Task.Status.TICKET_OPEN,
         # CASE id WHEN <task> THEN <ticket> …: the same as Case(When(pk=…)), which Django
         # resolves per row at a cost that rivals the whole rest of the batch.
         ticket_id=RawSQL(
             "CASE id " + "WHEN %s THEN %s " * len(created) + "END",
-            [n for (task, _), t in zip(created, tickets, strict=True) for n in (task.pk, t.pk)],
+            [n for (task, _, _), t in zip(created, tickets, strict=True) for n in (task.pk, t.pk)],
         ),
         outcome_unknown=False,
         lease_until=None,
@@ -328,12 +334,12 @@ def _store_tickets(created: list[tuple[Task, AttemptOutcome]], owner: str) -> No
             task_id=task.pk,
             from_status=Task.Status.CLAIMED,
             to=Task.Status.TICKET_OPEN,
-            reason=f"{attempt.how}: {attempt.created.ticket_number or attempt.created.ticket_id}",
+            reason=f"{how}: {made.ticket_number or made.ticket_id}",
             actor=actor,
         )
-        for task, attempt in created
+        for task, made, how in created
     ]
-    events += _start_requests([task.request_id for task, _ in created], actor)
+    events += _start_requests([task.request_id for task, _, _ in created], actor)
     TaskEvent.objects.bulk_create(events)
-    for (task, _), ticket in zip(created, tickets, strict=True):
+    for (task, _, _), ticket in zip(created, tickets, strict=True):
         task.status, task.ticket = Task.Status.TICKET_OPEN, ticket

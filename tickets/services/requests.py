@@ -6,7 +6,6 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable
 
-from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import QuerySet
@@ -23,10 +22,12 @@ from ..models import (
     AccessRequest,
     Account,
     ApiClient,
+    ConsoleUser,
     Identity,
     Operation,
 )
 from ..models import ProvisioningTask as Task
+from ..validators import email_problem, username_problem
 from .completion import _settle_request
 from .provisioning import provision_soon
 from .transitions import SYSTEM, Actor, RequestInvalid, TransitionError, _event, _move
@@ -45,6 +46,12 @@ def _identity_for(beneficiary: Identity | dict, errors: Problems) -> Identity | 
     if len(username) > limits.USERNAME:
         errors.add("beneficiary.username", f"is longer than {limits.USERNAME} characters.")
         return None
+    # Checked before the lookup too: a name no Identity may have finds none (and a NUL
+    # would make PostgreSQL refuse the query).
+    problem = username_problem(username)
+    if problem:
+        errors.add("beneficiary.username", problem)
+        return None
     identity = Identity.objects.filter(username=username).first()
     if identity is not None:
         return identity
@@ -52,8 +59,9 @@ def _identity_for(beneficiary: Identity | dict, errors: Problems) -> Identity | 
         k: str(beneficiary.get(k) or "")[: limits.PERSON_NAME] for k in ("first_name", "last_name")
     }
     email = str(beneficiary.get("email") or "")
-    if email and ("@" not in email or len(email) > limits.EMAIL):
-        errors.add("beneficiary.email", f"{email!r} is not an email address.")
+    problem = email_problem(email) if email else ""
+    if problem:
+        errors.add("beneficiary.email", problem)
         return None
     return Identity(username=username, email=email, **values)
 
@@ -117,7 +125,7 @@ def request_submit(
     beneficiary: Identity | dict,
     endpoint: Endpoint | str,
     operation: str,
-    requester: AbstractBaseUser | None = None,
+    requester: ConsoleUser | None = None,
     api_client: ApiClient | None = None,
     account_name: str = "",
     entitlements: Iterable[str] = (),
@@ -134,9 +142,11 @@ def request_submit(
         errors.add("operation", f"must be one of {', '.join(Operation.values)}.")
     if isinstance(endpoint, str):
         name = endpoint
-        endpoint = Endpoint.objects.select_related("security_system").filter(name=name).first()
-        if endpoint is None:
+        found = Endpoint.objects.select_related("security_system").filter(name=name).first()
+        if found is None:
             errors.add("endpoint", f"there is no endpoint named {name!r}.")
+        else:
+            endpoint = found
     if (
         isinstance(endpoint, Endpoint)
         and endpoint.security_system.service_desk_connection_id is None
@@ -200,11 +210,11 @@ def request_submit(
     return access_request
 
 
-def _can(user: AbstractBaseUser | None, permission: str) -> bool:
+def _can(user: ConsoleUser | None, permission: str) -> bool:
     return bool(user and user.is_active and user.has_perm(permission))
 
 
-def _check_decider(access_request: AccessRequest, by: AbstractBaseUser, verb: str) -> None:
+def _check_decider(access_request: AccessRequest, by: ConsoleUser, verb: str) -> None:
     if not _can(by, APPROVE_PERMISSION):
         raise PermissionDenied(f"You are not allowed to {verb} requests.")
     if access_request.requester_id and access_request.requester_id == by.pk:
@@ -212,7 +222,7 @@ def _check_decider(access_request: AccessRequest, by: AbstractBaseUser, verb: st
 
 
 def request_approve(
-    *, access_request: AccessRequest, by: AbstractBaseUser, comment: str = ""
+    *, access_request: AccessRequest, by: ConsoleUser, comment: str = ""
 ) -> AccessRequest:
     """Approve a pending request and create its tasks. Nobody approves their own request."""
     _check_decider(access_request, by, "approve")
@@ -277,7 +287,7 @@ def new_correlation_key() -> str:
 
 
 def request_reject(
-    *, access_request: AccessRequest, by: AbstractBaseUser, comment: str = ""
+    *, access_request: AccessRequest, by: ConsoleUser, comment: str = ""
 ) -> AccessRequest:
     _check_decider(access_request, by, "reject")
     with transaction.atomic():
@@ -297,7 +307,7 @@ def request_reject(
 def request_cancel(
     *,
     access_request: AccessRequest,
-    by: AbstractBaseUser | None = None,
+    by: ConsoleUser | None = None,
     actor: Actor | None = None,
     reason: str = "",
 ) -> AccessRequest:
@@ -332,9 +342,7 @@ def request_cancel(
         )
 
 
-def task_retry(
-    *, task: Task, by: AbstractBaseUser | None = None, actor: Actor | None = None
-) -> Task:
+def task_retry(*, task: Task, by: ConsoleUser | None = None, actor: Actor | None = None) -> Task:
     """Send a failed task (or one waiting to retry) back to the queue, with fresh tries."""
     if by is not None and not _can(by, OPERATE_PERMISSION):
         raise PermissionDenied("You are not allowed to retry tasks.")
@@ -373,7 +381,7 @@ def task_retry(
     return task
 
 
-def tasks_retry(*, tasks: QuerySet[Task], by: AbstractBaseUser) -> tuple[list[int], list[str]]:
+def tasks_retry(*, tasks: QuerySet[Task], by: ConsoleUser) -> tuple[list[int], list[str]]:
     """Retry many tasks (the board's and the admin's bulk buttons): the ids retried, and
     why each other one was refused."""
     done, refused = [], []
@@ -386,9 +394,7 @@ def tasks_retry(*, tasks: QuerySet[Task], by: AbstractBaseUser) -> tuple[list[in
     return done, refused
 
 
-def task_cancel(
-    *, task: Task, by: AbstractBaseUser | None = None, actor: Actor | None = None
-) -> Task:
+def task_cancel(*, task: Task, by: ConsoleUser | None = None, actor: Actor | None = None) -> Task:
     if by is not None and not _can(by, OPERATE_PERMISSION):
         raise PermissionDenied("You are not allowed to cancel tasks.")
     actor = actor or (Actor.person(by) if by else SYSTEM)

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.contrib.auth.models import AbstractBaseUser
 from django.utils import timezone
 
 from connections.models import Connection
 
 from .. import limits
-from ..models import AccessRequest, ApiClient, TaskEvent
+from ..models import AccessRequest, ApiClient, ConsoleUser, TaskEvent
 from ..models import ProvisioningTask as Task
 
 
@@ -37,10 +36,10 @@ class Actor:
 
     kind: str
     label: str
-    user: AbstractBaseUser | None = None
+    user: ConsoleUser | None = None
 
     @classmethod
-    def person(cls, user: AbstractBaseUser) -> Actor:
+    def person(cls, user: ConsoleUser) -> Actor:
         return cls(TaskEvent.Actor.PERSON, user.get_username(), user)
 
     @classmethod
@@ -118,7 +117,7 @@ def _move(
         current = model.objects.filter(pk=obj.pk).values_list("status", flat=True).first()
         raise TransitionError(f"{label} is {current} now, not {from_status}; nothing was changed.")
     _event(
-        request_id=obj.request_id if is_task else obj.pk,
+        request_id=obj.request_id if isinstance(obj, Task) else obj.pk,
         task_id=obj.pk if is_task else None,
         from_status=from_status,
         to=to,

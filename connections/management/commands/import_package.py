@@ -79,7 +79,10 @@ def _connection_json_overrides(package, file: str | None) -> dict[str, dict[str,
     """Give the --connection-json text to each connection whose package has no ConnectionJSON."""
     if not file:
         return {}
-    text = _read(Path(file)).decode("utf-8-sig")
+    try:
+        text = _read(Path(file)).decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise CommandError(f"{file}: not UTF-8 text (invalid byte at offset {exc.start})") from exc
     return {
         c.name: {"connectionJSON": text}
         for c in package.connections

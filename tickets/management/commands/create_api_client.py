@@ -30,8 +30,10 @@ class Command(BaseCommand):
             raise CommandError(
                 f"{name!r} is not a valid client name; use letters, digits, - and _."
             ) from None
-        if len(name) > ApiClient._meta.get_field("name").max_length:
-            raise CommandError(f"{name!r} is longer than 100 characters.")
+        limit = ApiClient._meta.get_field("name").max_length
+        assert limit is not None  # a CharField always has one
+        if len(name) > limit:
+            raise CommandError(f"{name!r} is longer than {limit} characters.")
         if ApiClient.objects.filter(name=name).exists():
             raise CommandError(
                 f"An API client named {name!r} already exists; choose another name "

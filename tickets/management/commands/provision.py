@@ -1,6 +1,6 @@
 """`manage.py provision`: one provisioning cycle in the foreground (what the schedule runs)."""
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from tickets import jobs, services
 
@@ -15,10 +15,14 @@ class Command(BaseCommand):
             "--workers",
             type=int,
             default=None,
-            help="Parallel threads (default PROVISION_THREADS).",
+            help="Parallel threads, 1 to PROVISION_THREADS_MAX (default PROVISION_THREADS).",
         )
 
     def handle(self, *args, workers=None, **options):
+        try:
+            workers = jobs.provision_threads(workers)
+        except ValueError as exc:
+            raise CommandError(f"--workers: {exc}") from None
         due = services.due_tasks().count()
         progress = Progress(self.stdout, "provision", total=due or None)
         run = jobs.provision_job(
