@@ -35,10 +35,6 @@ STATES: dict[int, tuple[str, int]] = {
 
 STATE_NAMES: dict[int, str] = {sid: name for sid, (name, _type) in STATES.items()}
 
-# TicketSearch's pseudo state types: "Open" is SysConfig Ticket::ViewableStateType,
-# "Closed" is every state whose type is not viewable (TicketSearch.pm).
-VIEWABLE_STATE_TYPES = frozenset({"new", "open", "pending reminder", "pending auto"})
-
 # QueueID -> name (all in group 1 "users")
 QUEUES: dict[int, str] = {1: "Postmaster", 2: "Raw", 3: "Junk", 4: "Misc"}
 QUEUE_GROUP_ID = 1
@@ -72,12 +68,8 @@ STOCK_DYNAMIC_FIELDS: tuple[str, ...] = (
 )
 DATETIME_DYNAMIC_FIELDS = frozenset({"TicketCalendarEndTime", "TicketCalendarStartTime"})
 
-# Ticket history types used by the simulator.  IDs follow the stock
-# ticket_history_type table as far as we know it (NewTicket 1, AddNote 15, Move 16,
-# Lock 17, Unlock 18, CustomerUpdate 21, PriorityUpdate 22, OwnerUpdate 23,
-# SetPendingTime 26, StateUpdate 27, TicketDynamicFieldUpdate 28, Merged 33,
-# ResponsibleUpdate 34, TypeUpdate 37, TitleUpdate 49).  Unverified against a live
-# system; clients should key on the HistoryType name.
+# Ticket history types used by the simulator, with their IDs in the ticket_history_type
+# table of Znuny 6.5.10 (read from the shared server); clients should key on the name.
 HISTORY_TYPES: dict[str, int] = {
     "NewTicket": 1,
     "AddNote": 15,
@@ -87,19 +79,40 @@ HISTORY_TYPES: dict[str, int] = {
     "CustomerUpdate": 21,
     "PriorityUpdate": 22,
     "OwnerUpdate": 23,
+    "Misc": 25,
     "SetPendingTime": 26,
     "StateUpdate": 27,
     "TicketDynamicFieldUpdate": 28,
+    "TicketLinkAdd": 30,
     "Merged": 33,
     "ResponsibleUpdate": 34,
     "TypeUpdate": 37,
-    "TitleUpdate": 49,
+    "TitleUpdate": 50,
 }
 
 ROOT_USER_ID = 1
 ROOT_LOGIN = "root@localhost"
 
+# Preferences of a fresh agent that SessionGet shows besides the session's own keys
+# (Znuny 6.5.10 also shows "UserTitle": null, left out here: every value is text).
+AGENT_PREFERENCES: dict[str, str] = {
+    "AdminCommunicationLogPageShown": "25",
+    "AdminDynamicFieldsOverviewPageShown": "25",
+    "UserCreateNextMask": "",
+    "UserLastViewsLimit": "5",
+    "UserLastViewsPosition": "Avatar",
+    "UserLoginFailed": "0",
+    "UserRefreshTime": "0",
+    "UserTicketOverviewMediumPageShown": "20",
+    "UserTicketOverviewPreviewPageShown": "15",
+    "UserTicketOverviewSmallPageShown": "25",
+    "ValidID": "1",
+}
+
 _EMAIL_RE = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.[A-Za-z0-9-]{2,}$")
+# SysConfig CheckEmailInvalidAddress as shared/znuny/setup.sh sets it (Znuny's default
+# refuses example.com, which the bridge's tests and demo use).
+_INVALID_EMAIL_RE = re.compile(r"\.invalid$", re.I)
 
 # Charsets accepted in Article ContentType / Charset (Znuny asks Perl's Encode).
 KNOWN_CHARSETS = frozenset(
@@ -122,7 +135,7 @@ KNOWN_CHARSETS = frozenset(
 
 def is_email(value: str) -> bool:
     """Znuny accepts an unknown CustomerUser only when it is a valid e-mail address."""
-    return bool(_EMAIL_RE.match(value or ""))
+    return bool(_EMAIL_RE.match(value or "")) and not _INVALID_EMAIL_RE.search(value)
 
 
 def state_type_name(state_id: int) -> str:

@@ -13,13 +13,11 @@ caller holds ``store.lock`` while an operation runs.
 
 from __future__ import annotations
 
-import re
-
 from . import masterdata as md
 from .common import Context, Result, as_text, authenticate, error
 from .protocol import as_list, perl_true
 from .search import search
-from .store import article_view, history_view, ticket_view
+from .store import article_view, fmt_time, history_view, ticket_view
 from .ticket_writes import ticket_create, ticket_update
 
 # ---------------------------------------------------------------------- sessions
@@ -54,7 +52,14 @@ def session_get(ctx: Context, data: dict) -> Result:
     if user is None:
         return error("SessionGet.SessionInvalid", "SessionGet: SessionID is Invalid!")
     session = ctx.store.sessions[session_id]
+    login_at = int(session["Created"])
     values = {
+        # The agent's preferences as a fresh Znuny 6.5.10 keeps them in the session.
+        **md.AGENT_PREFERENCES,
+        "ChangeTime": fmt_time(ctx.store.started),
+        "CreateTime": fmt_time(ctx.store.started),
+        "UserLastLogin": str(login_at),
+        "UserLastLoginTimestamp": fmt_time(login_at),
         "SessionSource": "GenericInterface",
         "UserEmail": user["UserEmail"],
         "UserFirstname": user["UserFirstname"],
@@ -79,7 +84,7 @@ def _split_ids(value) -> list | None:
     if isinstance(value, list):
         return value if value else None
     if isinstance(value, (str, int)):
-        parts = re.split(r"\s*,\s*", str(value))
+        parts = str(value).split(",")
         while parts and parts[-1] == "":
             parts.pop()  # Perl's split drops trailing empty fields
         return parts
@@ -97,8 +102,8 @@ def ticket_get(ctx: Context, data: dict) -> Result:
     ids = _split_ids(data["TicketID"])
     if ids is None:
         return error(f"{op}.WrongStructure", f"{op}: Structure for TicketID is not correct!")
-    if any(not re.fullmatch(r"[1-9]\d*", as_text(i)) for i in ids):
-        return error(f"{op}.WrongStructure", f"{op}: Invalid ticket ID parameter(s) found!")
+    # Znuny 6.5.10 checks no id's form: each is looked up as the database reads it
+    # (store.get), and one that names no ticket denies the whole call.
     tickets = [store.get(i) for i in ids]
     if any(t is None for t in tickets):
         return error(f"{op}.AccessDenied", f"{op}: User does not have access to the ticket!")
@@ -172,7 +177,9 @@ def ticket_history_get(ctx: Context, data: dict) -> Result:
             "TicketHistory": [
                 {
                     "TicketID": ticket_id,
-                    "History": [history_view(h) for h in store.get(ticket_id)["History"]],
+                    "History": [
+                        history_view(h, as_text(ticket_id)) for h in store.get(ticket_id)["History"]
+                    ],
                 }
                 for ticket_id in ids
             ]

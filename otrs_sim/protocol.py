@@ -174,6 +174,14 @@ def _charset(content_type: str | None) -> str:
     return "utf-8"
 
 
+def is_form(content_type: str | None) -> bool:
+    """A body CGI.pm parses as a form (and so consumes) before the transport reads it:
+    one without a Content-Type, or one of the two form types spelled in lower case
+    (Znuny 6.5.10 reads "Application/X-WWW-Form-Urlencoded" as JSON)."""
+    kind = (content_type or "").strip()
+    return not kind or kind.startswith(("application/x-www-form-urlencoded", "multipart/form-data"))
+
+
 def decode_body(raw: bytes, content_type: str | None):
     """Decode a request body as REST.pm does; raise BodyError on failure.
 

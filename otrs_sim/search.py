@@ -3,14 +3,21 @@
 Znuny builds SQL from the parameters; we evaluate the same conditions in Python.
 The rules worth knowing:
 
-* String filters (Title, TicketNumber, CustomerID, CustomerUserLogin) are SQL
-  ``LIKE`` matches: case-insensitive, ``*`` and ``%`` are wildcards, no implicit
-  wildcards, several values are OR-ed.
+* String filters (Title, TicketNumber, CustomerID, CustomerUserLogin) are Znuny's
+  search expressions (query_condition.py: ``&&``, ``||``, ``!``, parentheses,
+  quotes; ``*`` and ``%`` wildcards, no implicit ones; without case); several values
+  are OR-ed.
 * Name lists (Queues, States, Priorities, Types, Locks) that name something
   unknown make Znuny's TicketSearch() give up - the operation then answers ``{}``.
   The same happens for an invalid date, SortBy or OrderBy.
-* ``StateType`` accepts the pseudo types ``Open`` (viewable: new, open, pending*)
-  and ``Closed`` (everything else: closed, removed, merged) or real type names.
+* ``StateType`` and ``States`` are names compared without case (the database looks
+  them up).  ``Open`` and ``Closed`` are no shorthands over the web service: the
+  operation hands StateType on as a list, which the search core looks up as a type
+  name, so ``Open`` is the type "open" alone and ``Closed`` is "closed".  Queues,
+  priorities, types and locks are looked up with their case.
+* Article criteria (``MIMEBase_<field>``, ``Fulltext``) match Znuny's search index,
+  not the text (search_index.py); ``ContentSearch`` (AND, or OR) joins them, and
+  ``Fulltext`` means OR and also searches the title.
 * Time filters: ``<Prefix>NewerDate/OlderDate`` (``YYYY-MM-DD HH:MM:SS``, UTC) and
   ``<Prefix>NewerMinutes/OlderMinutes`` for the prefixes TicketCreateTime,
   TicketLastChangeTime (the ticket's Changed), TicketChangeTime (any history line),
@@ -26,7 +33,9 @@ from __future__ import annotations
 import re
 
 from . import masterdata as md
+from . import search_index
 from .protocol import as_list, perl_true
+from .query_condition import BrokenQuery, query_condition
 from .store import Store, parse_time
 
 
@@ -34,18 +43,18 @@ class GiveUp(Exception):
     """Znuny's TicketSearch() returned undef: the operation answers ``{}``."""
 
 
-def like(pattern: str, value: str) -> bool:
-    """SQL LIKE with ``%``/``*`` wildcards, case-insensitive, anchored."""
-    regex = "".join(".*" if ch in "%*" else re.escape(ch) for ch in pattern)
-    return re.fullmatch(regex, value or "", re.I | re.S) is not None
-
-
-def _like_filter(value) -> list[str] | None:
-    """Values of a LIKE filter, or None if the filter is effectively absent."""
-    patterns = [str(v) for v in as_list(value) if perl_true(v)]
+def _text_filter(value):
+    """A string filter as one test of a field's text, or None if it is effectively absent."""
+    patterns = [str(v).replace("*", "%") for v in as_list(value) if perl_true(v)]
     # Znuny skips values that are only wildcards ("%", "**" ...).
-    patterns = [p for p in patterns if not re.fullmatch(r"[%*]{1,3}", p)]
-    return patterns or None
+    patterns = [p for p in patterns if not re.fullmatch(r"%{1,3}", p)]
+    if not patterns:
+        return None
+    try:
+        tests = [query_condition(p) for p in patterns]
+    except BrokenQuery:
+        raise GiveUp from None
+    return lambda text: any(test(text) for test in tests)
 
 
 def _ids(value) -> set[int] | None:
@@ -61,13 +70,14 @@ def _ids(value) -> set[int] | None:
     return result
 
 
-def _names(value, table: dict[int, str]) -> set[int] | None:
+def _names(value, table: dict[int, str], *, any_case: bool = False) -> set[int] | None:
     values = [v for v in as_list(value) if perl_true(v)]
     if not values:
         return None
+    folded = {name.lower(): key for key, name in table.items()}
     result = set()
     for name in values:
-        found = md.lookup(table, name=str(name))
+        found = folded.get(str(name).lower()) if any_case else md.lookup(table, name=str(name))
         if found is None:
             raise GiveUp
         result.add(found)
@@ -75,13 +85,9 @@ def _names(value, table: dict[int, str]) -> set[int] | None:
 
 
 def _state_ids_for_type(value) -> set[int] | None:
-    if not perl_true(value):
+    wanted = {str(v).lower() for v in as_list(value) if perl_true(v)}
+    if not wanted:
         return None
-    if value == "Open":
-        return {s for s in md.STATES if md.state_type_name(s) in md.VIEWABLE_STATE_TYPES}
-    if value == "Closed":
-        return {s for s in md.STATES if md.state_type_name(s) not in md.VIEWABLE_STATE_TYPES}
-    wanted = {str(v) for v in as_list(value) if perl_true(v)}
     result = {s for s in md.STATES if md.state_type_name(s) in wanted}
     if not result:
         raise GiveUp
@@ -169,6 +175,53 @@ def _sort_value(store: Store, ticket: dict, key: str):
     return values[key](ticket)
 
 
+def _article_criteria(params: dict):
+    """The article criteria as one condition on a ticket, or None when there are none.
+
+    Znuny joins the index per article: the criteria (AND or OR, see ContentSearch)
+    must hold for one article; Fulltext's title test needs no article at all.
+    """
+    terms = []
+    for field in search_index.FIELDS:
+        pattern = _article_pattern(params.get(f"MIMEBase_{field}"))
+        if pattern is not None:
+            terms.append((field, pattern))
+    fulltext = _article_pattern(params.get("Fulltext"))
+    if not terms and fulltext is None:
+        return None
+    how = as_text_value(params.get("ContentSearch")).upper() or "AND"
+    if fulltext is not None:
+        how = "OR"
+    if how not in ("AND", "OR"):
+        raise GiveUp  # Znuny writes it into the SQL as it is, which then fails
+    join = all if how == "AND" else any
+
+    def matches(ticket: dict) -> bool:
+        if fulltext is not None and search_index.matches(fulltext, ticket["Title"].lower()):
+            return True
+        for article in ticket["Articles"]:
+            index = search_index.article_index(article)
+            tests = [search_index.matches(p, index[f]) for f, p in terms]
+            if fulltext is not None:
+                tests.append(any(search_index.matches(fulltext, v) for v in index.values()))
+            if join(tests):
+                return True
+        return False
+
+    return matches
+
+
+def _article_pattern(value):
+    if not perl_true(value) or not isinstance(value, str):
+        return None  # Znuny takes only a string here: a repeated key is ignored
+    return search_index.like_pattern(value.strip())
+
+
+def as_text_value(value) -> str:
+    """A parameter the operation takes only as a string, trimmed ("" otherwise)."""
+    return value.strip() if isinstance(value, str) else ""
+
+
 def search(store: Store, params: dict) -> list[str]:
     """Return matching TicketIDs as strings, in result order (may be empty)."""
     try:
@@ -188,9 +241,9 @@ def _search(store: Store, params: dict) -> list[str]:
         "CustomerUserLogin": "CustomerUserID",
     }
     for param, field in like_fields.items():
-        patterns = _like_filter(params.get(param))
-        if patterns:
-            conditions.append(lambda t, f=field, p=patterns: any(like(x, str(t[f])) for x in p))
+        matches = _text_filter(params.get(param))
+        if matches is not None:
+            conditions.append(lambda t, f=field, m=matches: m(str(t[f] or "")))
 
     id_fields = {
         "TicketID": "TicketID",
@@ -216,7 +269,7 @@ def _search(store: Store, params: dict) -> list[str]:
         "Locks": ("LockID", md.LOCKS),
     }
     for param, (field, table) in name_fields.items():
-        wanted = _names(params.get(param), table)
+        wanted = _names(params.get(param), table, any_case=param == "States")
         if wanted is not None:
             conditions.append(lambda t, f=field, w=wanted: t[f] in w)
 
@@ -237,26 +290,9 @@ def _search(store: Store, params: dict) -> list[str]:
 
         conditions.append(in_range)
 
-    for param in ("MIMEBase_From", "MIMEBase_To", "MIMEBase_Subject", "MIMEBase_Body"):
-        patterns = _like_filter(params.get(param))
-        if patterns:
-            field = param.split("_", 1)[1]
-            conditions.append(
-                lambda t, f=field, p=patterns: any(
-                    like(f"*{x}*", str(a.get(f, ""))) for a in t["Articles"] for x in p
-                )
-            )
-    fulltext = _like_filter(params.get("Fulltext"))
-    if fulltext:
-        conditions.append(
-            lambda t, p=fulltext: any(
-                like(
-                    f"*{x}*", " ".join(str(a.get(f, "")) for f in ("From", "To", "Subject", "Body"))
-                )
-                for a in t["Articles"]
-                for x in p
-            )
-        )
+    article_match = _article_criteria(params)
+    if article_match is not None:
+        conditions.append(article_match)
 
     sort_by = [str(v) for v in as_list(params.get("SortBy")) if perl_true(v)] or ["Age"]
     order_by = [str(v) for v in as_list(params.get("OrderBy")) if perl_true(v)] or ["Down"]

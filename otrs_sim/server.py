@@ -399,7 +399,8 @@ class _Handler(BaseHTTPRequestHandler):
                     reason="Request Entity Too Large",
                 )
                 return
-            if not raw:
+            if not raw or protocol.is_form(self.headers.get("Content-Type")):
+                # Perl's CGI reads a form body itself, so the transport finds none left.
                 self._gi_response(500, b"Could not read input data", protocol.TEXT_CT)
                 return
             try:
@@ -487,7 +488,8 @@ class _Handler(BaseHTTPRequestHandler):
             sim.store.reset(reset_ids=bool(data.get("reset_ids")))
             self._json(200, sim.stats())
         elif parts == ["sessions", "expire"] and method == "POST":
-            self._json(200, {"expired": sim.store.expire_sessions()})
+            session_id = data.get("SessionID")
+            self._json(200, {"expired": sim.store.expire_sessions(session_id)})
         elif parts == ["webhooks"] and method == "GET":
             with sim.store.lock:
                 self._json(200, {"deliveries": list(sim.webhooks.log), **sim.store.webhooks})
@@ -559,11 +561,15 @@ class _Handler(BaseHTTPRequestHandler):
                         },
                     )
                     return
-                changed = store.set_state(ticket, state_id, md.ROOT_USER_ID)
-                store.unlock_if_closed(ticket, md.ROOT_USER_ID)
-                if md.state_type_name(state_id).startswith("pending") and changed:
+                # As an agent's state change in Znuny: a closed state unlocks first, a
+                # pending one gets its time before the state is set.
+                store.unlock_if_closing(ticket, state_id, md.ROOT_USER_ID)
+                pending = md.state_type_name(state_id).startswith("pending")
+                if pending and ticket["StateID"] != state_id:
                     minutes = int(data.get("pending_minutes") or 24 * 60)
-                    ticket["PendingUntil"] = int(store.clock()) + minutes * 60
+                    until = int(store.clock()) + minutes * 60
+                    store.set_pending_time(ticket, until, md.ROOT_USER_ID)
+                changed = store.set_state(ticket, state_id, md.ROOT_USER_ID)
             else:
                 target = (
                     store.get(data.get("into")) if str(data.get("into", "")).isdigit() else None

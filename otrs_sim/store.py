@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import string
 import tempfile
@@ -41,6 +42,33 @@ def parse_time(text: str) -> int | None:
     except ValueError:
         return None
     return int(parsed.replace(tzinfo=UTC).timestamp())
+
+
+# The number MySQL reads at the start of a text it compares with a number column.
+_MYSQL_NUMBER = re.compile(r"\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)")
+
+
+def mysql_id(value) -> int | None:
+    """The ticket id a text names when Znuny binds it into ``WHERE id = ?``.
+
+    Znuny 6.5.10 checks no id's form: MySQL reads the leading number of the text
+    (" 3", "03", "3abc", "3.0" and "3e0" are all 3; "abc" is 0) and a value that is no
+    whole positive number matches no ticket.
+    """
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return value if value > 0 else None
+    found = _MYSQL_NUMBER.match(str(value))
+    if not found:
+        return None
+    number = float(found.group(1))
+    return int(number) if number > 0 and number.is_integer() else None
+
+
+def minute_text(epoch: float) -> str:
+    """``YYYY-MM-DD HH:MM``, as Znuny writes a pending time into the history."""
+    return datetime.fromtimestamp(int(epoch), tz=UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def ticket_number(epoch: float, counter: int) -> str:
@@ -74,6 +102,7 @@ class Store:
     ):
         self.lock = threading.RLock()
         self.clock = clock
+        self.started = clock()  # when the agents were "created"
         self.state_file = state_file
         self.welcome_ticket = welcome_ticket
         self.dynamic_field_names = tuple(sorted(set(md.STOCK_DYNAMIC_FIELDS) | set(dynamic_fields)))
@@ -194,20 +223,23 @@ class Store:
                 return None
             return self.users.get(session["UserID"])
 
-    def expire_sessions(self) -> int:
+    def expire_sessions(self, session_id: str | None = None) -> int:
+        """End every session, or only `session_id` (as Znuny's RemoveSessionID does)."""
         with self.lock:
-            count = len(self.sessions)
-            self.sessions.clear()
+            if session_id is not None:
+                count = 1 if self.sessions.pop(str(session_id), None) else 0
+            else:
+                count = len(self.sessions)
+                self.sessions.clear()
             self.save()
             return count
 
     # ------------------------------------------------------------------ tickets
 
     def get(self, ticket_id) -> dict | None:
-        try:
-            return self.tickets.get(int(ticket_id))
-        except (TypeError, ValueError):
-            return None
+        """The ticket a TicketID names, read as Znuny's database reads it (mysql_id)."""
+        found = mysql_id(ticket_id)
+        return None if found is None else self.tickets.get(found)
 
     def find_by_number(self, number) -> dict | None:
         for ticket in self.tickets.values():
@@ -276,12 +308,15 @@ class Store:
         }
 
     def new_ticket(self, fields: dict, user_id: int) -> dict:
-        """Create a ticket from already validated field IDs; returns the ticket."""
+        """Create a ticket from already validated field IDs, as Znuny's core does: owned
+        by root and unlocked, with its NewTicket and CustomerUpdate lines. The operation
+        then sets the owner, lock and responsible it was given."""
         now = self.clock()
         self.tn_counter += 1
         ticket = self._blank_ticket(self.next_ticket_id, ticket_number(now, self.tn_counter), now)
         self.next_ticket_id += 1
         ticket.update(fields)
+        ticket.update(OwnerID=md.ROOT_USER_ID, ResponsibleID=md.ROOT_USER_ID, LockID=1)
         ticket["CreateBy"] = ticket["ChangeBy"] = user_id
         self.tickets[ticket["TicketID"]] = ticket
         self.add_history(
@@ -292,9 +327,24 @@ class Store:
             f"%%{ticket['TicketID']}",
             user_id,
         )
+        self.add_history(
+            ticket,
+            "CustomerUpdate",
+            f"%%CustomerID={ticket['CustomerID']};CustomerUser={ticket['CustomerUserID']};",
+            user_id,
+        )
         return ticket
 
-    def add_article(self, ticket: dict, article: dict, user_id: int, article_id=None) -> int:
+    def add_article(
+        self,
+        ticket: dict,
+        article: dict,
+        user_id: int,
+        article_id=None,
+        history: tuple[str, str] = ("AddNote", "%%Note"),
+    ) -> int:
+        """Add an article with its history line; an agent's article (or a customer's
+        answer to one) restarts the ticket's unlock timeout, as Znuny's ArticleCreate does."""
         now = self.clock()
         if article_id is None:
             article_id = self.next_article_id
@@ -306,9 +356,35 @@ class Store:
             CreateBy=user_id,
             Created=int(now),
         )
+        earlier = [a for a in ticket["Articles"] if md.SENDER_TYPES[a["SenderTypeID"]] != "system"]
         ticket["Articles"].append(record)
-        self.add_history(ticket, "AddNote", "%%Note", user_id, article_id=article_id)
+        self.add_history(ticket, history[0], history[1], user_id, article_id=article_id)
+        sender = md.SENDER_TYPES[record["SenderTypeID"]]
+        answered = bool(earlier) and md.SENDER_TYPES[earlier[-1]["SenderTypeID"]] == "agent"
+        if sender == "agent" or (sender == "customer" and answered):
+            self.reset_unlock_timeout(ticket, user_id)
         return article_id
+
+    def reset_unlock_timeout(self, ticket: dict, user_id: int) -> None:
+        """TicketUnlockTimeoutUpdate: a history line only when the second changes."""
+        now = int(self.clock())
+        if ticket.get("UnlockTimeout", 0) == now:
+            return
+        ticket["UnlockTimeout"] = now
+        self.add_history(ticket, "Misc", "Reset of unlock time.", user_id)
+        self.touch(ticket, user_id)
+
+    def set_lock(self, ticket: dict, lock_id: int, user_id: int) -> bool:
+        """TicketLockSet: a Lock/Unlock line for a real change; locking restarts the timeout."""
+        if ticket["LockID"] == lock_id:
+            return False
+        ticket["LockID"] = lock_id
+        kind = {1: "Unlock", 2: "Lock"}.get(lock_id, "Misc")
+        self.add_history(ticket, kind, f"%%{md.LOCKS[lock_id]}", user_id)
+        self.touch(ticket, user_id)
+        if lock_id == 2:
+            self.reset_unlock_timeout(ticket, user_id)
+        return True
 
     def add_history(
         self, ticket: dict, history_type: str, name: str, user_id: int, article_id=None
@@ -336,8 +412,17 @@ class Store:
         ticket["Changed"] = int(self.clock())
         ticket["ChangeBy"] = user_id
 
+    def set_pending_time(self, ticket: dict, epoch: int, user_id: int) -> None:
+        """TicketPendingTimeSet: its history line names the minute (zeros for none)."""
+        ticket["PendingUntil"] = epoch
+        shown = minute_text(epoch) if epoch else "00-00-00 00:00"
+        self.add_history(ticket, "SetPendingTime", f"%%{shown}", user_id)
+        self.touch(ticket, user_id)
+
     def set_state(self, ticket: dict, state_id: int, user_id: int) -> bool:
-        """Move a ticket to ``state_id``; closing also unlocks.  True if it changed."""
+        """TicketStateSet; True if the state changed.  A state that is not pending
+        clears the pending time (Znuny's TicketPendingTimeReset event, which writes its
+        line whether or not a time was set)."""
         if ticket["StateID"] == state_id:
             return False
         old = md.STATE_NAMES[ticket["StateID"]]
@@ -346,26 +431,64 @@ class Store:
         if md.state_type_name(state_id) == "closed":
             ticket["ClosedAt"] = int(self.clock())
         self.touch(ticket, user_id)
+        if not md.state_type_name(state_id).startswith("pending"):
+            self.set_pending_time(ticket, 0, user_id)
         return True
 
-    def unlock_if_closed(self, ticket: dict, user_id: int):
-        if md.state_type_name(ticket["StateID"]) == "closed" and ticket["LockID"] != 1:
-            ticket["LockID"] = 1
-            self.add_history(ticket, "Unlock", "%%unlock", user_id)
-            self.touch(ticket, user_id)
+    def unlock_if_closing(self, ticket: dict, state_id: int, user_id: int) -> None:
+        """A closed state forces the ticket unlocked, before the state is set."""
+        if md.state_type_name(state_id) == "closed":
+            self.set_lock(ticket, 1, user_id)
 
     def merge(self, ticket: dict, target: dict, user_id: int):
-        """Merge ``ticket`` into ``target`` the way Znuny records it: state "merged" and
-        a "Merged" history line ``%%<old TN>%%<old id>%%<new TN>%%<new id>`` on both."""
-        name = (
-            f"%%{ticket['TicketNumber']}%%{ticket['TicketID']}"
-            f"%%{target['TicketNumber']}%%{target['TicketID']}"
-        )
+        """Merge ``ticket`` into ``target`` as Znuny's TicketMerge does: the articles and
+        their history lines move to the target, a note stays behind, both tickets get a
+        "Merged" line ``%%<old TN>%%<old id>%%<new TN>%%<new id>`` and a link, and the
+        old ticket goes to state "merged"."""
+        target["Articles"].extend(ticket["Articles"])
+        target["Articles"].sort(key=lambda a: (a["Created"], a["ArticleID"]))
+        for number, article in enumerate(target["Articles"], start=1):
+            article["ArticleNumber"] = number  # Znuny counts them in time order when read
+        ticket["Articles"] = []
+        moved = [h for h in ticket["History"] if h["ArticleID"]]
+        ticket["History"] = [h for h in ticket["History"] if not h["ArticleID"]]
+        target["History"].extend(moved)
+        target["History"].sort(key=lambda h: (h["Created"], h["HistoryID"]))
+        old_tn, new_tn = ticket["TicketNumber"], target["TicketNumber"]
+        note = {
+            "From": "",
+            "To": "",
+            "Subject": "Ticket Merged",
+            "Body": f"Merged Ticket {old_tn} to {new_tn}.",
+            "ContentType": "text/plain; charset=ascii",
+            "MimeType": "text/plain",
+            "Charset": "ascii",
+            "CommunicationChannelID": md.lookup(md.CHANNELS, name="Internal"),
+            "SenderTypeID": md.lookup(md.SENDER_TYPES, name="agent"),
+            "IsVisibleForCustomer": 1,
+            "TimeUnit": 0,
+            "Attachments": [],
+        }
+        self.add_article(ticket, note, user_id)
+        name = f"%%{old_tn}%%{ticket['TicketID']}%%{new_tn}%%{target['TicketID']}"
         ticket["MergedInto"] = target["TicketID"]
         self.add_history(ticket, "Merged", name, user_id)
         self.add_history(target, "Merged", name, user_id)
+        self.add_history(
+            ticket,
+            "TicketLinkAdd",
+            f"%%{new_tn}%%{target['TicketID']}%%{ticket['TicketID']}",
+            user_id,
+        )
+        self.add_history(
+            target,
+            "TicketLinkAdd",
+            f"%%{old_tn}%%{ticket['TicketID']}%%{target['TicketID']}",
+            user_id,
+        )
         self.touch(target, user_id)
         self.set_state(ticket, md.state_id_by_name("merged"), user_id)
+        self.set_lock(ticket, 1, user_id)
         self.touch(ticket, user_id)
 
     # ------------------------------------------------------------------ persistence
@@ -462,7 +585,7 @@ def ticket_view(store: Store, ticket: dict, *, dynamic_fields=False, articles=No
         "Title": ticket["Title"],
         "Type": md.TYPES[ticket["TypeID"]],
         "TypeID": ticket["TypeID"],
-        "UnlockTimeout": ticket["Created"],
+        "UnlockTimeout": ticket.get("UnlockTimeout", ticket["Created"]),
         "UntilTime": (ticket["PendingUntil"] - int(now))
         if pending and ticket["PendingUntil"]
         else 0,
@@ -526,10 +649,12 @@ def article_view(
     return view
 
 
-def history_view(entry: dict) -> dict:
-    """The attributes TicketHistoryGet lets through (its %SafeAttributes)."""
+def history_view(entry: dict, ticket_id: str | None = None) -> dict:
+    """The attributes TicketHistoryGet lets through (its %SafeAttributes).  TicketID is
+    the id as the request wrote it (Znuny echoes "03" for ticket 3); ArticleID is 0 for
+    a line about no article."""
     return {
-        "ArticleID": entry["ArticleID"],
+        "ArticleID": entry["ArticleID"] or 0,
         "CreateBy": entry["CreateBy"],
         "CreateTime": fmt_time(entry["Created"]),
         "HistoryType": entry["HistoryType"],
@@ -539,6 +664,6 @@ def history_view(entry: dict) -> dict:
         "PriorityID": entry["PriorityID"],
         "QueueID": entry["QueueID"],
         "StateID": entry["StateID"],
-        "TicketID": entry["TicketID"],
+        "TicketID": str(entry["TicketID"]) if ticket_id is None else ticket_id,
         "TypeID": entry["TypeID"],
     }

@@ -10,7 +10,7 @@ from __future__ import annotations
 from . import masterdata as md
 from .common import Context, Result, as_text, authenticate_for_write, error, trim
 from .protocol import perl_true
-from .store import Store, fmt_time
+from .store import Store
 from .ticket_checks import (
     check_article,
     check_attachments,
@@ -76,27 +76,31 @@ def ticket_create(ctx: Context, data: dict) -> Result:
         "StateID": state_id,
         "PriorityID": resolved["PriorityID"],
         "TypeID": resolved.get("TypeID", 1),
-        "OwnerID": resolved.get("OwnerID", user["UserID"]),
-        "ResponsibleID": resolved.get("ResponsibleID", md.ROOT_USER_ID),
         "CustomerUserID": as_text(ticket["CustomerUser"]),
         "CustomerID": as_text(ticket.get("CustomerID")),
-        "LockID": 1,
     }
-    if "LockID" in resolved:
-        fields["LockID"] = resolved["LockID"]
-    elif "OwnerID" in resolved:
-        fields["LockID"] = 2  # an explicit owner locks the ticket unless Lock was given
-    if md.state_type_name(state_id) == "closed":
-        fields["LockID"] = 1
-    if md.state_type_name(state_id).startswith("pending") and "PendingUntil" in resolved:
-        fields["PendingUntil"] = resolved["PendingUntil"]
-    if md.state_type_name(state_id) == "closed":
+    state_type = md.state_type_name(state_id)
+    if state_type == "closed":
         fields["ClosedAt"] = int(now)
 
-    created = store.new_ticket(fields, user["UserID"])
+    # In the order of Znuny's TicketCreate operation, each step with its history line.
+    uid = user["UserID"]
+    created = store.new_ticket(fields, uid)
+    if "LockID" in resolved:
+        store.set_lock(created, resolved["LockID"], uid)
+    if state_type.startswith("pending") and "PendingUntil" in resolved:
+        store.set_pending_time(created, resolved["PendingUntil"], uid)
     for name, value in df_values.items():
-        _set_dynamic_field(store, created, name, value, user["UserID"])
-    article_id = store.add_article(created, article, user["UserID"])
+        _set_dynamic_field(store, created, name, value, uid)
+    article_id = store.add_article(
+        created, article, uid, history=("NewTicket", "%%GenericInterface Create")
+    )
+    owner = resolved.get("OwnerID")
+    _set_user(store, created, "OwnerID", owner or uid, uid)
+    if owner and "LockID" not in resolved:
+        store.set_lock(created, 2, uid)  # an explicit owner locks the new ticket, even a closed one
+    if "ResponsibleID" in resolved:
+        _set_user(store, created, "ResponsibleID", resolved["ResponsibleID"], uid)
     store.save()
     return Result(
         data={
@@ -159,14 +163,21 @@ def ticket_update(ctx: Context, data: dict) -> Result:
             return problem
 
     uid = user["UserID"]
-    state_changed = _apply_ticket_changes(store, ticket, changes, resolved, uid)
+    problem, state_changed = _apply_ticket_changes(store, ticket, changes, resolved, uid)
+    if problem:
+        store.save()  # what came before the refused step stays, as in Znuny
+        return problem
+    body = {"TicketID": str(ticket["TicketID"]), "TicketNumber": ticket["TicketNumber"]}
+    if not perl_true(data.get("TicketNumber")):
+        body["TicketID"] = as_text(data["TicketID"])  # echoed as written ("03")
+    if article is not None:
+        body["ArticleID"] = store.add_article(
+            ticket, article, uid, history=("AddNote", "%%GenericInterface Note")
+        )
+        store.touch(ticket, uid)
     for name, value in df_values.items():
         if _set_dynamic_field(store, ticket, name, value, uid):
             store.touch(ticket, uid)
-    body = {"TicketID": str(ticket["TicketID"]), "TicketNumber": ticket["TicketNumber"]}
-    if article is not None:
-        body["ArticleID"] = store.add_article(ticket, article, uid)
-        store.touch(ticket, uid)
     store.save()
     return Result(
         data=body, committed=True, state_changes=[ticket["TicketID"]] if state_changed else []
@@ -175,10 +186,13 @@ def ticket_update(ctx: Context, data: dict) -> Result:
 
 def _apply_ticket_changes(
     store: Store, ticket: dict, changes: dict, resolved: dict, uid: int
-) -> bool:
-    """Apply validated Ticket fields; history line + Changed for each real change.
+) -> tuple[Result | None, bool]:
+    """Apply validated Ticket fields in the order of Znuny's TicketUpdate operation; a
+    history line and ``Changed`` for each real change.
 
-    Returns True when the state changed (the webhook trigger).
+    Returns (the error that stopped it, or None; whether the state changed, which
+    triggers the webhook). A pending state without a pending time stops the update
+    there: what came before it stays written, as in Znuny.
     """
     title = changes.get("Title")
     if isinstance(title, str) and title != "":
@@ -188,14 +202,25 @@ def _apply_ticket_changes(
     if "QueueID" in resolved:
         old, new = ticket["QueueID"], resolved["QueueID"]
         note = f"%%{md.QUEUES[new]}%%{new}%%{md.QUEUES[old]}%%{old}"
-        _set_field(store, ticket, "QueueID", new, uid, "Move", note)
+        if _set_field(store, ticket, "QueueID", new, uid, "Move", note):
+            store.set_lock(ticket, 1, md.ROOT_USER_ID)  # ForceUnlockOnMove, as the system
     if "LockID" in resolved:
-        new = resolved["LockID"]
-        kind = "Unlock" if new == 1 else "Lock"
-        _set_field(store, ticket, "LockID", new, uid, kind, f"%%{md.LOCKS[new]}")
+        store.set_lock(ticket, resolved["LockID"], uid)
     if "TypeID" in resolved:
         new = resolved["TypeID"]
         _set_field(store, ticket, "TypeID", new, uid, "TypeUpdate", f"%%{md.TYPES[new]}")
+    state_changed = False
+    if "StateID" in resolved:
+        state_id = resolved["StateID"]
+        store.unlock_if_closing(ticket, state_id, uid)
+        if md.state_type_name(state_id).startswith("pending"):
+            if "PendingUntil" not in resolved:
+                return error(
+                    "TicketUpdate.MissingParameter",
+                    "Can't set a ticket on a pending state without pendig time!",  # sic
+                ), False
+            store.set_pending_time(ticket, resolved["PendingUntil"], uid)
+        state_changed = store.set_state(ticket, state_id, uid)
     customer = changes.get("CustomerUser")
     customer_id = changes.get("CustomerID")
     if perl_true(customer) or perl_true(customer_id):
@@ -211,22 +236,17 @@ def _apply_ticket_changes(
         old, new = ticket["PriorityID"], resolved["PriorityID"]
         note = f"%%{md.PRIORITIES[old]}%%{old}%%{md.PRIORITIES[new]}%%{new}"
         _set_field(store, ticket, "PriorityID", new, uid, "PriorityUpdate", note)
-    owner_changed = False
-    for key, kind in (("OwnerID", "OwnerUpdate"), ("ResponsibleID", "ResponsibleUpdate")):
+    for key in ("OwnerID", "ResponsibleID"):
         if key in resolved:
-            new = resolved[key]
-            note = f"%%{store.users[new]['UserLogin']}%%{new}"
-            if _set_field(store, ticket, key, new, uid, kind, note):
-                owner_changed = owner_changed or key == "OwnerID"
-    state_changed = False
-    if "StateID" in resolved:
-        state_changed = store.set_state(ticket, resolved["StateID"], uid)
-        if not owner_changed:
-            store.unlock_if_closed(ticket, uid)
-    if "PendingUntil" in resolved and md.state_type_name(ticket["StateID"]).startswith("pending"):
-        new = resolved["PendingUntil"]
-        _set_field(store, ticket, "PendingUntil", new, uid, "SetPendingTime", f"%%{fmt_time(new)}")
-    return state_changed
+            _set_user(store, ticket, key, resolved[key], uid)
+    return None, state_changed
+
+
+def _set_user(store: Store, ticket: dict, key: str, user_id: int, uid: int) -> bool:
+    """Set the owner or responsible, with Znuny's ``%%<login>%%<id>`` line."""
+    kind = "OwnerUpdate" if key == "OwnerID" else "ResponsibleUpdate"
+    note = f"%%{store.users[user_id]['UserLogin']}%%{user_id}"
+    return _set_field(store, ticket, key, user_id, uid, kind, note)
 
 
 def _set_field(store: Store, ticket: dict, key: str, value, uid: int, kind: str, note: str) -> bool:

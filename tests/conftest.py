@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from tests import factories
+from tests.otrs_servers import otrs_server, znuny  # noqa: F401  (re-exported fixtures)
 from tests.simfixtures import sim  # noqa: F401  (re-exported fixture)
 
 
@@ -45,6 +46,13 @@ def offline(db):
     from connections.models import Connection
 
     return factories.endpoint(Connection.objects.create(name="offline"), name="crm")
+
+
+def pytest_collection_modifyitems(items):
+    """A test that uses the real Znuny carries the `znuny` marker, however it asked for it."""
+    for item in items:
+        if "znuny" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("znuny"):
+            item.add_marker(pytest.mark.znuny)
 
 
 def pytest_addoption(parser):

@@ -51,16 +51,22 @@ def ensure_roles() -> None:
 
 
 def otrs_connection(
-    sim, *, name: str = "otrs-demo", batch_size: int = 50, password: str = SIM_PASSWORD
+    sim,
+    *,
+    name: str = "otrs-demo",
+    batch_size: int = 50,
+    user: str = SIM_USER,
+    password: str = SIM_PASSWORD,
 ) -> Connection:
-    """Import the shipped OTRS package pointed at a running simulator, as an admin would."""
+    """Import the shipped OTRS package pointed at a running simulator (or any server with a
+    `base_url`), setting only the URL and the credentials, as an admin would."""
     from connections.packages import apply_import, load_package, plan_import
 
     package = load_package(PACKAGE.read_bytes(), PACKAGE.name)
     values = {
         "CONNECTION": name,
         "BASEURL": sim.base_url,
-        "USERNAME": SIM_USER,
+        "USERNAME": user,
         "PASSWORD": password,
     }
     apply_import(plan_import(package, values))

@@ -1,4 +1,7 @@
-"""Status polling against the simulator: batches, the status mapping, flags and merges."""
+"""Status polling against the simulator: batches, flags, missing tickets, schedules.
+
+How an agent's states and merges reach the tasks is in test_znuny_contract.py, which runs
+against the simulator and the real Znuny."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from django.utils import timezone
 from tests import factories
 from tests.test_provisioning import approved_task
 from tickets import jobs, services
-from tickets.models import AccessRequest, Account, ProvisioningTask, TaskEvent, Ticket
+from tickets.models import Account, ProvisioningTask, TaskEvent, Ticket
 
 pytestmark = pytest.mark.django_db
 
@@ -56,42 +59,6 @@ def test_one_status_call_per_batch(sim, connection, crm, people):
     assert Ticket.objects.filter(last_polled_at__isnull=True).count() == 0
 
 
-def test_states_map_to_task_outcomes(
-    sim, connection, crm, people, mailoutbox, django_capture_on_commit_callbacks
-):
-    done, dropped, waiting = open_tasks(crm, people, 3)
-    set_state(sim, done.ticket.ticket_id, "closed successful")
-    set_state(sim, dropped.ticket.ticket_id, "closed unsuccessful")
-    set_state(sim, waiting.ticket.ticket_id, "pending reminder")
-    with django_capture_on_commit_callbacks(execute=True):
-        result = poll(connection)
-    assert result.changed == 3
-    statuses = {
-        t.pk: ProvisioningTask.objects.get(pk=t.pk).status for t in (done, dropped, waiting)
-    }
-    assert statuses == {
-        done.pk: "completed",
-        dropped.pk: "discontinued",
-        waiting.pk: "ticket_pending",
-    }
-    assert AccessRequest.objects.get(pk=done.request_id).status == "completed"
-    assert AccessRequest.objects.get(pk=dropped.request_id).status == "failed"
-    assert AccessRequest.objects.get(pk=dropped.request_id).result_summary == "1 discontinued"
-    assert Account.objects.filter(identity__username="user0", endpoint=crm, active=True).exists()
-    assert not Account.objects.filter(identity__username="user1").exists()
-    ticket = Ticket.objects.get(pk=done.ticket_id)
-    assert (ticket.state, ticket.state_type, ticket.is_open) == (
-        "closed successful",
-        "closed",
-        False,
-    )
-    assert len(mailoutbox) == 2
-    # A pending ticket that opens again goes back to ticket_open.
-    set_state(sim, waiting.ticket.ticket_id, "open")
-    poll(connection)
-    assert ProvisioningTask.objects.get(pk=waiting.pk).status == "ticket_open"
-
-
 def test_unmapped_state_keeps_the_task_open_and_flags_it(sim, connection, crm, people):
     status_doc = connection.ticket_status_json
     del status_doc["call"][0]["statusMap"]["pending reminder"]
@@ -118,24 +85,6 @@ def test_old_open_ticket_is_flagged_stale_and_still_polled(sim, connection, crm,
     task.refresh_from_db()
     assert task.flag.startswith("stale") and task.status == "ticket_open"
     assert result.tickets == 1
-
-
-def test_merged_ticket_is_followed_to_its_target(sim, connection, crm, people):
-    [task] = open_tasks(crm, people, 1)
-    from tests.simfixtures import create_ticket, login
-
-    target = create_ticket(sim, login(sim), "the agent's main ticket")
-    target_id = int(target["TicketID"])
-    response = requests.post(
-        f"{sim.url}/_sim/tickets/{task.ticket.ticket_id}/merge", json={"into": target_id}, timeout=5
-    )
-    assert response.status_code == 200, response.text
-    poll(connection)
-    task.refresh_from_db()
-    assert task.ticket.ticket_id == target_id and task.status == "ticket_open"
-    set_state(sim, target_id, "closed successful")
-    poll(connection)
-    assert ProvisioningTask.objects.get(pk=task.pk).status == "completed"
 
 
 def test_a_ticket_missing_in_otrs_does_not_block_the_batch(sim, connection, crm, people):
