@@ -64,12 +64,10 @@ IMPORT_PERMISSIONS = [
 
 def badge(ok: bool | None, *, yes: str = "OK", no: str = "Failed", unknown: str = "Never") -> str:
     """A coloured label; the word carries the meaning, the colour only repeats it."""
-    label, colour = {True: (yes, "#1e7e34"), False: (no, "#b02a37"), None: (unknown, "#6c757d")}[ok]
-    return format_html(
-        '<span style="color:#fff;background:{};padding:1px 6px;border-radius:3px">{}</span>',
-        colour,
-        label,
-    )
+    # Classes, not a style attribute: the Content-Security-Policy refuses inline styles
+    # (static/css/admin.css has the colours).
+    label, tone = {True: (yes, "ok"), False: (no, "bad"), None: (unknown, "none")}[ok]
+    return format_html('<span class="admin-badge admin-badge-{}">{}</span>', tone, label)
 
 
 # Form fields that take a secret and never show it: what a view-only page shows instead.

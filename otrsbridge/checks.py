@@ -34,3 +34,17 @@ def check_q_cluster(app_configs, **kwargs):
             )
         )
     return errors
+
+
+@register()
+def check_provision_lease(app_configs, **kwargs):
+    """A lease is renewed every third of its length: a tiny one would only spin."""
+    lease = settings.PROVISION_LEASE_SECONDS
+    if lease < 1:
+        return [
+            Error(
+                f"PROVISION_LEASE_SECONDS ({lease}) must be at least 1 (60 is the default).",
+                id="otrsbridge.E004",
+            )
+        ]
+    return []

@@ -74,6 +74,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # CSP, Permissions-Policy, no-store (after WhiteNoise: static files keep their caching).
+    "otrsbridge.headers.SecurityHeadersMiddleware",
     # Last, as axes requires: it turns a locked-out login into the lockout page.
     "axes.middleware.AxesMiddleware",
 ]
@@ -192,6 +194,9 @@ if not 1 <= PROVISION_THREADS <= PROVISION_THREADS_MAX:
     raise ImproperlyConfigured(
         f"PROVISION_THREADS is {PROVISION_THREADS}; it must be between 1 and {PROVISION_THREADS_MAX}"
     )
+# How long a claimed task is its worker's. A live worker renews its leases every third of
+# this; the tasks of a worker killed mid-run are taken over (OTRS searched first) after it.
+PROVISION_LEASE_SECONDS = env.float("PROVISION_LEASE_SECONDS", default=60.0)
 # Retry backoff of a task after a transient failure: base × 2^(attempt-1), ±25% jitter, capped.
 PROVISION_BACKOFF_SECONDS = env.float("PROVISION_BACKOFF_SECONDS", default=30.0)
 PROVISION_BACKOFF_MAX_SECONDS = env.float("PROVISION_BACKOFF_MAX_SECONDS", default=3600.0)
@@ -207,6 +212,36 @@ SECURE_HSTS_PRELOAD = not DEBUG
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# Content-Security-Policy of every response (otrsbridge/headers.py; Django 6's SECURE_CSP
+# shape). Scripts and styles come only from static/ (htmx is vendored; no page has inline
+# script, inline style or an on…= handler). The admin's icons are data: URIs in its CSS.
+SECURE_CSP = {
+    "default-src": ["'self'"],
+    "script-src": ["'self'"],
+    "style-src": ["'self'"],
+    "img-src": ["'self'", "data:"],
+    "object-src": ["'none'"],
+    "base-uri": ["'none'"],
+    "form-action": ["'self'"],
+    "frame-ancestors": ["'none'"],
+}
+# Browser features no page uses, refused to the page and to anything it could embed.
+PERMISSIONS_POLICY: dict[str, list[str]] = {
+    feature: []
+    for feature in (
+        "accelerometer",
+        "autoplay",
+        "camera",
+        "display-capture",
+        "geolocation",
+        "gyroscope",
+        "magnetometer",
+        "microphone",
+        "midi",
+        "payment",
+        "usb",
+    )
+}
 if env.bool("BEHIND_TLS_PROXY", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 

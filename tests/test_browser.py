@@ -32,6 +32,13 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 PASSWORD = "pw-for-tests-only"
+# Every page the tests open reports what its Content-Security-Policy or Permissions-Policy
+# refused: Chromium's own console errors, and the page's securitypolicyviolation events.
+REPORT_VIOLATIONS = """
+document.addEventListener("securitypolicyviolation", (e) =>
+  console.error(`CSP violation: ${e.violatedDirective} blocked ${e.blockedURI || "inline"}`));
+"""
+POLICY_WORDS = ("Content Security Policy", "CSP violation", "Permissions-Policy")
 
 # Transactional: the live server and the simulator run in other threads. A flush removes the
 # role groups of the data migration; tests.factories.user makes them again.
@@ -58,6 +65,29 @@ def browser(monkeypatch):
             chromium.close()
 
 
+@pytest.fixture(autouse=True)
+def policy_violations():
+    """What the console pages' policies refused during the test: nothing, on our pages."""
+    seen: list[str] = []
+    VIOLATIONS[:] = []
+    yield seen
+    seen += VIOLATIONS
+    assert VIOLATIONS == [], VIOLATIONS
+
+
+VIOLATIONS: list[str] = []
+
+
+def watch_policies(page) -> None:
+    """Record the policy violations `page` reports in VIOLATIONS."""
+
+    def record(message) -> None:
+        if any(word in message.text for word in POLICY_WORDS):
+            VIOLATIONS.append(f"{page.url}: {message.text}")
+
+    page.on("console", record)
+
+
 @pytest.fixture
 def inline_jobs(settings, monkeypatch):
     """django-q2 runs queued jobs inline, so an approval provisions at once."""
@@ -67,7 +97,10 @@ def inline_jobs(settings, monkeypatch):
 
 def log_in(browser, base: str, username: str, width: int = 1280, height: int = 800):
     """A new browser context (its own cookies), logged in as `username`."""
-    page = browser.new_context(viewport={"width": width, "height": height}).new_page()
+    context = browser.new_context(viewport={"width": width, "height": height})
+    context.add_init_script(REPORT_VIOLATIONS)
+    page = context.new_page()
+    watch_policies(page)
     page.set_default_timeout(15_000)
     page.goto(f"{base}/login/")
     page.get_by_label("Username").fill(username)
@@ -212,3 +245,70 @@ def test_phone_width_menu_opens(browser, live_server):
     page.get_by_role("button", name="Menu").click()
     assert nav_link.is_visible()
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
+
+
+def test_no_console_or_admin_page_breaks_its_content_security_policy(
+    browser, live_server, inline_jobs, policy_violations
+):
+    """Every console page and the admin pages an admin uses, with the htmx live region
+    polling, in a real browser: nothing is refused. A style injected on purpose is, so the
+    watch works."""
+    from playwright.sync_api import expect
+
+    from connections.models import Connection
+
+    connection = Connection.objects.create(name="offline", description="never called")
+    endpoint = factories.endpoint(connection, name="crm")
+    factories.user("root", "admins", "approvers", "requesters", superuser=True)
+    alice = factories.user("alice", "requesters")
+    first = services.request_submit(
+        beneficiary={"username": "ada"},
+        endpoint=endpoint,
+        operation="create_account",
+        requester=alice,
+        entitlements=["crm-read"],
+    )
+    page = log_in(browser, live_server.url, "root")
+    console = [
+        "/",
+        "/board/",
+        "/requests/",
+        first.get_absolute_url(),
+        "/inbox/",
+        "/requests/new/",
+        "/identities/",
+        first.beneficiary.get_absolute_url(),
+        "/connections/",
+        connection.get_absolute_url(),
+    ]
+    setup = [
+        "/admin/",
+        "/admin/connections/connection/",
+        f"/admin/connections/connection/{connection.pk}/change/",
+        "/admin/connections/connection/import/",
+        "/admin/connections/apicall/",
+        "/admin/tickets/accessrequest/",
+        "/admin/tickets/provisioningtask/",
+        "/admin/auth/user/",
+        "/admin/auth/user/add/",
+    ]
+    for path in console + setup:
+        response = page.goto(live_server.url + path)
+        assert response.ok, (path, response.status)
+        assert response.headers["content-security-policy"].startswith("default-src 'self'")
+    # htmx works under the policy: the entitlements of an application arrive by a swap.
+    page.goto(live_server.url + "/requests/new/")
+    page.get_by_label("Application").select_option(label="CRM")
+    expect(page.get_by_text("crm-write")).to_be_visible()
+    with page.expect_response(lambda r: "fp=" in r.url, timeout=10_000):  # the live region polls
+        page.goto(live_server.url + first.get_absolute_url())
+    assert VIOLATIONS == []
+
+    page.evaluate(
+        "() => { const s = document.createElement('style');"
+        " s.textContent = 'body{}'; document.head.appendChild(s); }"
+    )
+    page.wait_for_timeout(300)
+    refused = list(VIOLATIONS)
+    VIOLATIONS[:] = []
+    assert refused and any("style-src" in v for v in refused), refused

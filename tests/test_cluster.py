@@ -8,9 +8,6 @@ and Redis (TEST_REDIS_URL); .ci/run provides both.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 
@@ -20,10 +17,12 @@ from django.db import connection as db_connection
 
 from tests import factories
 from tests.test_reliability import (
-    ROOT,
     _worker_env,
     approve_many,
     assert_exactly_one_ticket_per_task,
+    output,
+    spawn,
+    stop,
 )
 from tickets.models import AccessRequest, JobRun, ProvisioningTask
 
@@ -34,7 +33,7 @@ def wait_for(condition, *, seconds: float, what: str, procs) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
         for p in procs:
-            assert p.poll() is None, f"a cluster died: {p.stdout.read() if p.stdout else ''}"
+            assert p.poll() is None, f"a cluster died: {output(p)}"
         assert time.monotonic() < deadline, f"{what} did not happen within {seconds} s"
         time.sleep(1)
 
@@ -53,18 +52,7 @@ def test_two_clusters_complete_requests_from_the_schedules_alone(sim, connection
     env.update(
         {"REDIS_URL": redis_url, "Q_CLUSTER_NAME": f"test-{uuid.uuid4().hex[:8]}", "Q_WORKERS": "2"}
     )
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "manage.py", "qcluster"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        for _ in range(2)
-    ]
+    procs = [spawn("qcluster", env=env) for _ in range(2)]
     try:
         wait_for(
             lambda: ProvisioningTask.objects.filter(status="ticket_open").count() == 6,
@@ -85,15 +73,7 @@ def test_two_clusters_complete_requests_from_the_schedules_alone(sim, connection
             procs=procs,
         )
     finally:
-        for p in procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-        for p in procs:
-            try:
-                p.communicate(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.communicate()
+        stop(procs)
     assert_exactly_one_ticket_per_task(sim)
     runs = JobRun.objects.filter(trigger="schedule")
     assert runs.filter(name__startswith="provision").exists()

@@ -8,8 +8,10 @@ from __future__ import annotations
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -142,6 +144,47 @@ def _worker_env() -> dict[str, str]:
     env["DJANGO_SETTINGS_MODULE"] = "otrsbridge.test_settings"
     env["LOG_LEVEL"] = "WARNING"
     return env
+
+
+def spawn(*args: str, env: dict[str, str]) -> subprocess.Popen:
+    """`manage.py <args>` (or any module, when args start with "-m") in its own process
+    group, so that a kill reaches every process it starts (a qcluster's workers too).
+
+    Its output goes to a temporary file (read it with `output`): a pipe nobody reads fills
+    up, and then the process blocks in its next log line.
+    """
+    command = [sys.executable, *args] if args[0] == "-m" else [sys.executable, "manage.py", *args]
+    log = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    proc.log = log  # type: ignore[attr-defined]
+    return proc
+
+
+def output(proc: subprocess.Popen, tail: int = 4000) -> str:
+    """The end of what a spawned process wrote."""
+    proc.log.seek(0)  # type: ignore[attr-defined]
+    return proc.log.read()[-tail:]  # type: ignore[attr-defined]
+
+
+def stop(procs: list[subprocess.Popen]) -> None:
+    """End the process groups: SIGTERM, then SIGKILL for any that outlast 30 s."""
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+    for p in procs:
+        try:
+            p.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.communicate()
 
 
 def test_two_provisioning_processes_never_double_create(sim, connection, people):

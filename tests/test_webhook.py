@@ -106,10 +106,61 @@ def test_connection_without_secret_refuses_every_webhook(client, ticket, queued)
     queued.assert_not_called()
 
 
+def _answer(response) -> tuple:
+    """Everything a caller sees of an answer but the Date header."""
+    headers = sorted((k, v) for k, v in response.items() if k.lower() != "date")
+    return response.status_code, response.content, headers
+
+
+UNKNOWN = ["nowhere", "Offline", "offline ", "x%0Ay", "%C3%BCber", "n" * 300]
+
+
 @pytest.mark.django_db
-def test_unknown_connection_is_a_404(client, offline, queued):
-    answer = hook(client, event(), path="/api/v1/hooks/otrs/nowhere")
-    assert (answer.status_code, answer.json()["error"]) == (404, "not_found")
+@pytest.mark.parametrize("name", UNKNOWN)
+@pytest.mark.parametrize("token", [None, "", "wrong", SECRET])
+def test_unknown_connection_answers_exactly_as_a_wrong_token(client, offline, queued, name, token):
+    """Names cannot be probed: an unknown connection, whatever token comes with it, gets the
+    very answer a known connection gives to a wrong token."""
+    wrong = hook(client, event(), token="wrong")
+    unknown = hook(client, event(), token=token, path=f"/api/v1/hooks/otrs/{name}")
+    assert _answer(unknown) == _answer(wrong)
+    assert wrong.status_code == 403 and wrong.json()["error"] == "forbidden"
+    queued.assert_not_called()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", UNKNOWN)
+def test_unknown_connection_answers_as_a_wrong_query_token(client, offline, queued, name):
+    wrong = hook(client, event(), token=None, path=f"{HOOK}?token=guess")
+    unknown = hook(client, event(), token=None, path=f"/api/v1/hooks/otrs/{name}?token=guess")
+    assert _answer(unknown) == _answer(wrong)
+
+
+@pytest.mark.django_db
+def test_unknown_connection_costs_what_a_wrong_token_costs(
+    client, offline, queued, django_assert_num_queries
+):
+    """The same timing class: one query, one decryption, one constant-time compare each."""
+    from connections import crypto
+
+    def work(path: str) -> tuple[int, int]:
+        with (
+            mock.patch.object(crypto, "decrypt", wraps=crypto.decrypt) as decrypt,
+            mock.patch.object(api.hmac, "compare_digest", wraps=api.hmac.compare_digest) as cmp,
+            django_assert_num_queries(1),
+        ):
+            hook(client, event(), token="wrong", path=path)
+        return decrypt.call_count, cmp.call_count
+
+    hook(client, event(), token="wrong", path="/api/v1/hooks/otrs/nowhere")  # warm the decoy
+    assert work("/api/v1/hooks/otrs/nowhere") == work(HOOK) == (1, 1)
+
+
+@pytest.mark.django_db
+def test_unknown_connection_is_logged_for_the_operator(client, offline, queued, caplog):
+    with caplog.at_level(logging.WARNING, logger="tickets.api"):
+        hook(client, event(), path="/api/v1/hooks/otrs/nowhere")
+    assert "no connection named 'nowhere'" in caplog.text
 
 
 @pytest.mark.django_db

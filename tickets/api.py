@@ -19,8 +19,9 @@ import logging
 import secrets
 from collections.abc import Callable
 from datetime import timedelta
-from functools import wraps
+from functools import lru_cache, wraps
 
+from django.conf import settings
 from django.db import IntegrityError
 from django.db.models import Prefetch
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -29,6 +30,7 @@ from django.utils import timezone
 from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
 
+from connections import crypto
 from connections.crypto import SecretUnreadable
 from connections.models import Connection, Endpoint
 
@@ -380,27 +382,42 @@ def ticket_id_of(payload: object) -> int | None:
     return None
 
 
-def _check_webhook_token(request: HttpRequest, connection: Connection) -> None:
-    """403 unless the request carries the connection's webhook secret (constant time)."""
-    try:
-        secret = connection.webhook_secret
-    except SecretUnreadable:
-        log.error("webhook for %s refused: its secret cannot be decrypted", connection.name)
-        secret = ""
-    if not secret:
-        raise ApiError(
-            403,
-            "webhook_disabled",
-            f"Connection {connection.name} has no webhook secret, so it accepts no webhooks; "
-            f"set one with `manage.py set_webhook_secret {connection.name} --generate`.",
-        )
+@lru_cache(maxsize=4)
+def _decoy_ciphertext(keys: tuple[str, ...]) -> str:
+    """A random secret encrypted once per process (and key list), for _check_webhook_token."""
+    return crypto.encrypt(secrets.token_urlsafe(32))
+
+
+def _check_webhook_token(request: HttpRequest, connection: Connection | None) -> Connection:
+    """The connection, or 403 unless the request carries its webhook secret (constant time).
+
+    An unknown connection (None) answers exactly as a wrong secret does, after the same
+    work (one decryption, one constant-time compare), so that an unauthenticated caller
+    cannot tell which connection names exist from the status, the body or the time taken.
+    """
+    if connection is None:
+        secret = crypto.decrypt(_decoy_ciphertext(tuple(settings.FIELD_ENCRYPTION_KEYS)))
+    else:
+        try:
+            secret = connection.webhook_secret
+        except SecretUnreadable:
+            log.error("webhook for %s refused: its secret cannot be decrypted", connection.name)
+            secret = ""
+        if not secret:
+            raise ApiError(
+                403,
+                "webhook_disabled",
+                f"Connection {connection.name} has no webhook secret, so it accepts no webhooks; "
+                f"set one with `manage.py set_webhook_secret {connection.name} --generate`.",
+            )
     given = request.headers.get("X-OTRS-Bridge-Token") or request.GET.get("token") or ""
-    if not hmac.compare_digest(given.encode(), secret.encode()):
+    if not hmac.compare_digest(given.encode(), secret.encode()) or connection is None:
         raise ApiError(
             403,
             "forbidden",
             "The webhook token is missing or wrong; send it in X-OTRS-Bridge-Token or ?token=.",
         )
+    return connection
 
 
 def _queue_refresh(connection: Connection, ticket_id: int) -> None:
@@ -428,7 +445,8 @@ def _queue_refresh(connection: Connection, ticket_id: int) -> None:
 def otrs_webhook(request, connection_name: str):
     """Receive a Ticket::Generic invoker event and queue a refresh of that ticket.
 
-    1. The connection's webhook secret must match (header or ?token=), else 403.
+    1. The connection's webhook secret must match (header or ?token=), else 403; an
+       unknown connection gets the same 403 (see _check_webhook_token).
     2. The state in the body is never trusted: only the TicketID is read, and refresh_ticket
        asks OTRS with TicketGet.
     3. Every authenticated call answers 200 `{}` at once, even with a body that makes no
@@ -443,8 +461,9 @@ def otrs_webhook(request, connection_name: str):
         else None
     )
     if connection is None:
-        raise ApiError(404, "not_found", f"There is no connection named {connection_name!r}.")
-    _check_webhook_token(request, connection)
+        # For the operator who mistyped the invoker's URL; the caller learns nothing.
+        log.warning("webhook refused: there is no connection named %r", connection_name)
+    connection = _check_webhook_token(request, connection)
     ticket_id = _webhook_ticket_id(request, connection)
     if ticket_id is not None:
         _queue_refresh(connection, ticket_id)

@@ -317,8 +317,10 @@ PATHS = {
                     "and a bad body would not get better.",
                     "content": _json(_ref("Empty")),
                 },
-                "403": _error("The token is wrong, or the connection has no webhook secret."),
-                "404": _error("No such connection."),
+                "403": _error(
+                    "The token is wrong, the connection has no webhook secret, or there is no "
+                    "such connection (answered as a wrong token, so names cannot be probed)."
+                ),
                 "503": _error("The refresh could not be queued; OTRS should retry."),
             },
         },

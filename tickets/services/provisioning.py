@@ -33,12 +33,26 @@ from .transitions import Actor, TransitionError, _event_row
 
 log = logging.getLogger(__name__)
 
-# A claimed task belongs to its worker for this long; after that another worker may take
-# it over (and searches OTRS first, since the first worker may have created the ticket).
-LEASE = timedelta(minutes=15)
 # A batched run checks the lease in the database before a create call only for a task
-# claimed longer ago than this (one that waited behind a slow OTRS, say).
+# claimed longer ago than this (one that waited behind a slow OTRS, or a worker paused),
+# or than a quarter of the lease when that is shorter: a pause that outlasts the lease
+# must always be caught.
 VERIFY_AFTER_SECONDS = 2.0
+
+
+def _verify_after() -> float:
+    return min(VERIFY_AFTER_SECONDS, settings.PROVISION_LEASE_SECONDS / 4)
+
+
+def lease_length() -> timedelta:
+    """How long a claimed task belongs to its worker (PROVISION_LEASE_SECONDS).
+
+    After that another worker may take it over, and searches OTRS first, since the first
+    worker may have created the ticket. A live worker renews its leases (LeaseKeeper), so
+    the lease only bounds how long the tasks of a killed worker wait.
+    """
+    return timedelta(seconds=settings.PROVISION_LEASE_SECONDS)
+
 
 # Sent with `task_ids` once the transaction that made tasks due commits, for instant
 # provisioning. tickets.jobs queues them (connected in TicketsConfig.ready): this package
@@ -129,7 +143,7 @@ def task_claim_batch(
 
 def _claim(read: dict[int, tuple[str, bool]], owner: str, now: datetime) -> list[Task]:
     """Claim the given tasks (id → status and outcome_unknown as read); returns those won."""
-    lease_until = now + LEASE
+    lease_until = now + lease_length()
     as_read = Q()
     for status, unknown in set(read.values()):
         ids = [pk for pk, seen in read.items() if seen == (status, unknown)]
@@ -195,7 +209,10 @@ def task_provision(*, task: Task, owner: str) -> str:
     """
     if task.status != Task.Status.CLAIMED or task.lease_owner != owner[:100]:
         raise TransitionError(f"Task {task.pk} is not claimed by {owner}.")
-    return store_outcome(task, _send_attempt(task, owner, verify_lease=True), owner)
+    with LeaseKeeper(owner) as keeper:
+        keeper.hold([task.pk])
+        attempt = _send_attempt(task, owner, verify_lease=True)
+    return store_outcome(task, attempt, owner)
 
 
 def _send_attempt(
@@ -210,8 +227,9 @@ def _send_attempt(
 
     `verify_lease` renews the lease in the database right before TicketCreate and gives
     up when another worker took the task over (or it was cancelled). Without it, a task
-    `claimed_at` (monotonic time) a moment ago skips that statement; one claimed more than
-    VERIFY_AFTER_SECONDS before its create call is checked all the same. `clients` keeps
+    `claimed_at` (monotonic time, taken before the claim) a moment ago skips that
+    statement; one claimed longer before its create call (see _verify_after) is checked
+    all the same. `clients` keeps
     a worker thread's TicketClient per connection for the run (an edited connection
     applies from the next run, within the job's time budget); its ApiCall rows are then
     returned, not saved.
@@ -239,11 +257,11 @@ def _send_attempt(
         if created is None:
             stage = "create"
             waited = time.monotonic() - claimed_at if claimed_at is not None else 0.0
-            if verify_lease or waited > VERIFY_AFTER_SECONDS:
+            if verify_lease or waited > _verify_after():
                 holds = Task.objects.filter(
                     pk=task.pk, status=Task.Status.CLAIMED, lease_owner=owner[:100]
                 )
-                if not holds.update(lease_until=timezone.now() + LEASE):
+                if not holds.update(lease_until=timezone.now() + lease_length()):
                     return AttemptOutcome(lost_lease=True, notes=notes, calls=_taken(client))
             created = client.create_ticket(context, ref=ref)
             how = "ticket created"
@@ -307,6 +325,7 @@ def provision_due(
     result = ProvisionResult()
     taken = 0
     runner = _AttemptRunner(owner, workers, deadline)
+    keeper = LeaseKeeper(owner).start()
     failure: DatabaseError | None = None
     try:
         while True:
@@ -315,26 +334,121 @@ def provision_due(
                 room = min(room, limit - taken)
             # Claim in batches, unless nothing is left to wait for.
             if room > 0 and (room >= 3 * workers or not runner.outstanding):
-                if time.monotonic() < deadline and failure is None:
+                claim_started = time.monotonic()  # the lease counts from before the claim
+                if claim_started < deadline and failure is None:
                     try:
                         tasks = task_claim_batch(owner=owner, size=room, connection=connection)
                     except DatabaseError as exc:
                         # Store what is in flight, then let the job record the failure.
                         failure, tasks = exc, []
                     taken += len(tasks)
+                    keeper.hold([task.pk for task in tasks])
                     for task in tasks:
-                        runner.submit(task)
+                        runner.submit(task, claim_started)
             if not runner.outstanding:
                 break
-            for task, status in store_outcomes(runner.collect(2 * workers), owner):
+            stored = store_outcomes(runner.collect(2 * workers), owner)
+            # Stored, handed back or lost: no longer this run's. A task whose store failed
+            # stays claimed, and its lease now runs out for another worker to take it.
+            keeper.drop([task.pk for task, _ in stored])
+            for task, status in stored:
                 result.count(status)
                 if progress:
                     progress(f"{task.correlation_key} {status}")
     finally:
-        runner.close()
+        try:
+            runner.close()  # waits for calls still in flight: their leases are kept meanwhile
+        finally:
+            keeper.stop()
     if failure is not None:
         raise failure
     return result
+
+
+class LeaseKeeper:
+    """Renews the leases of the tasks a run holds, every third of a lease, from a thread
+    of its own: a live worker keeps its tasks however long a call takes, and the tasks of
+    a killed one are free for another worker within one lease.
+
+    Why this cannot lead to a second ticket: another worker takes a task over only once
+    its lease ran out, that is once no renewal came for a whole lease, and it searches
+    OTRS for the task's correlation key before it creates (`outcome_unknown`, set at the
+    claim). A worker that was stopped meanwhile (a pause, a slow disk, a debugger) finds
+    its lease gone before it creates: its lease is checked in the database right before a
+    create call whenever the task was claimed more than a moment before (_verify_after),
+    and that check renews the lease only while it is still its own. What no lease can
+    exclude is a pause longer than a whole lease between that check and the create
+    request leaving the process; a longer lease only makes the pause longer.
+
+    A worker that hangs (alive, but stuck) would keep its tasks for ever: renewals stop
+    once the run is older than django-q2's job timeout, after which a cluster would have
+    killed it anyway.
+    """
+
+    def __init__(self, owner: str) -> None:
+        self.owner = owner[:100]
+        self._renew_until = time.monotonic() + settings.Q_CLUSTER["timeout"]
+        self._held: set[int] = set()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> LeaseKeeper:
+        self._thread = threading.Thread(
+            target=self._beat, name=f"lease-keeper:{self.owner}", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def __enter__(self) -> LeaseKeeper:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def hold(self, task_ids: list[int]) -> None:
+        with self._lock:
+            self._held.update(task_ids)
+
+    def drop(self, task_ids: list[int]) -> None:
+        with self._lock:
+            self._held.difference_update(task_ids)
+
+    def renew(self) -> int:
+        """Extend the leases still held by this owner; returns how many were renewed."""
+        with self._lock:
+            held = list(self._held)
+        if not held:
+            return 0
+        # Only rows still claimed by this owner: a task cancelled or taken over meanwhile
+        # is left alone (and its attempt finds out before it creates anything).
+        return Task.objects.filter(
+            pk__in=held, status=Task.Status.CLAIMED, lease_owner=self.owner
+        ).update(lease_until=timezone.now() + lease_length())
+
+    def _beat(self) -> None:
+        interval = settings.PROVISION_LEASE_SECONDS / 3
+        try:
+            while not self._stopping.wait(interval):
+                if time.monotonic() > self._renew_until:
+                    log.warning(
+                        "%s has run longer than the job timeout; its leases run out now",
+                        self.owner,
+                    )
+                    break
+                try:
+                    self.renew()
+                except DatabaseError as exc:
+                    # The next beat tries again; two more may fail before the lease runs out.
+                    log.warning("renewing the leases of %s failed: %s", self.owner, exc)
+        finally:
+            # This thread's own database connection (Django's are per thread).
+            db_connections[Task.objects.db].close()
 
 
 class _AttemptRunner:
@@ -361,11 +475,11 @@ class _AttemptRunner:
     def outstanding(self) -> int:
         return len(self._waiting) + len(self._running)
 
-    def submit(self, task: Task) -> None:
+    def submit(self, task: Task, claimed_at: float) -> None:
         if self._pool is None:
-            self._waiting.append((task, time.monotonic()))
+            self._waiting.append((task, claimed_at))
         else:
-            self._running[self._pool.submit(self._run, task, time.monotonic())] = task
+            self._running[self._pool.submit(self._run, task, claimed_at)] = task
 
     def collect(self, wanted: int) -> list[tuple[Task, AttemptOutcome]]:
         """At least one finished attempt; up to `wanted` when they finish close together."""
