@@ -166,6 +166,8 @@ def test_any_bytes_are_refused_as_a_package_without_a_crash(data):
 
 CONNECTION_FILE = json.loads(next(SAVIYNT_DIR.glob("Connection_*.json")).read_text())
 SUMMARY_FILE = json.loads(next(SAVIYNT_DIR.glob("ObjectSummary_*.json")).read_text())
+# Generated names keep something before a NUL: zipfile cuts a name there and cannot write
+# an empty one.
 MEMBER_NAMES = st.sampled_from(
     [
         "Connection_2024-03-05_10-20-30(UTC).json",
@@ -175,7 +177,7 @@ MEMBER_NAMES = st.sampled_from(
         "readme.txt",
         "../Connection_up.json",
     ]
-) | st.text(min_size=1, max_size=20)
+) | st.text(min_size=1, max_size=20).filter(lambda name: name.split("\x00")[0])
 
 
 def _zip(members: list[tuple[str, bytes]]) -> bytes:
