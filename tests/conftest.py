@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from types import SimpleNamespace
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from tests import factories
 from tests.otrs_servers import otrs_server, znuny  # noqa: F401  (re-exported fixtures)
 from tests.simfixtures import sim  # noqa: F401  (re-exported fixture)
+
+# CI runs the generated tests (fuzzing, schemathesis) on a fixed sequence of examples, so a
+# run that fails fails again when repeated; locally every run draws new ones and keeps the
+# failures it finds in .hypothesis/ to replay them.
+hypothesis_settings.register_profile("ci", derandomize=True, database=None)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture
