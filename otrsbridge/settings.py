@@ -318,6 +318,7 @@ AXES_LOCKOUT_PARAMETERS = _lockout_parameters(
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_CALLABLE = "otrsbridge.logins.locked_out"
 AXES_CLIENT_IP_CALLABLE = "otrsbridge.logins.client_address"
+AXES_USERNAME_CALLABLE = "otrsbridge.logins.login_username"
 # Proxies in front of the bridge that append the client's address to X-Forwarded-For; 0
 # (the default) trusts no header and uses the address of the connection itself.
 TRUSTED_PROXY_COUNT = int(

@@ -199,3 +199,15 @@ def test_behind_a_proxy_the_lock_holds_the_client_address(client, users, setting
         HTTP_X_FORWARDED_FOR="198.51.100.4",
     )
     assert response.status_code == 302  # same proxy, another client: not locked
+
+
+@pytest.mark.parametrize("login", ["console", "admin"])
+def test_a_username_longer_than_axes_stores_is_counted_not_a_500(client, users, settings, login):
+    typed = "m" * 1000
+    answers = [
+        attempt(client, login, typed, WRONG).status_code for _ in range(settings.AXES_FAILURE_LIMIT)
+    ]
+    assert answers == [200] * (settings.AXES_FAILURE_LIMIT - 1) + [429]
+    [stored] = AccessAttempt.objects.values_list("username", flat=True)
+    assert stored == typed[:255]
+    assert attempt(client, login, typed, WRONG).status_code == 429
