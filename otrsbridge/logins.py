@@ -47,19 +47,19 @@ def client_address(request: HttpRequest) -> str:
         return remote
 
 
-# axes keeps the username in a 255-character column; anything may be typed into a login
-# form, and a longer name would fail the insert on PostgreSQL (an answer 500, no lockout).
-AXES_USERNAME_LENGTH = 255
-
-
 def login_username(request: HttpRequest, credentials: dict | None = None) -> str | None:
     """The username axes counts failures under (AXES_USERNAME_CALLABLE): as typed, cut to
     the length axes can store. Where axes would read it: the credentials, else the form."""
+    # Anything may be typed into a login form; a name longer than axes' column would fail
+    # the insert on PostgreSQL (an answer 500, no lockout), so the column says how long.
+    from axes.models import AccessAttempt
+
+    length = AccessAttempt._meta.get_field("username").max_length
     field = settings.AXES_USERNAME_FORM_FIELD
     value = (
         credentials.get(field) if credentials else getattr(request, "data", request.POST).get(field)
     )
-    return None if value is None else str(value)[:AXES_USERNAME_LENGTH]
+    return None if value is None else str(value)[:length]
 
 
 def _quoted(username: Any) -> str:
