@@ -57,6 +57,12 @@ VARIABLES: tuple[Variable, ...] = (
         "payroll-viewer",
     ),
     Variable("task.accountName", "the account on the endpoint", "jdoe"),
+    Variable(
+        "task.inventoryNote",
+        "empty, or a warning that the account is not in the bridge's inventory (an endpoint "
+        "that accepts requests for unknown accounts)",
+        "(not in the bridge's inventory: check that it exists before changing it)",
+    ),
     Variable("task.requestNumber", "the number of the access request", "REQ-000042"),
     Variable(
         "task.justification",

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django.conf import settings
+from django.contrib.auth.models import Group
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.urls import reverse
@@ -273,6 +275,28 @@ class SecuritySystem(models.Model):
     service_desk_connection = models.ForeignKey(
         Connection, on_delete=models.PROTECT, null=True, blank=True, related_name="security_systems"
     )
+    owners = models.ManyToManyField(
+        settings.AUTH_USER_MODEL,
+        blank=True,
+        related_name="owned_applications",
+        help_text=(
+            "People who decide this application's requests. When it has owners (people or "
+            "groups), only they and admins may approve; they also need the approver role."
+        ),
+    )
+    owner_groups = models.ManyToManyField(
+        Group,
+        blank=True,
+        related_name="owned_applications",
+        help_text="Groups whose members are owners of this application.",
+    )
+    two_approvals = models.BooleanField(
+        default=False,
+        help_text=(
+            "Each request needs two approvals: an owner first (any approver when there are no "
+            "owners), then a second, different approver."
+        ),
+    )
 
     class Meta:
         ordering = ["name"]
@@ -294,6 +318,14 @@ class Endpoint(models.Model):
     )
     entitlements = models.JSONField(
         default=list, blank=True, help_text="Entitlements that can be requested on this endpoint."
+    )
+    allow_unknown_accounts = models.BooleanField(
+        default=False,
+        help_text=(
+            "Accept requests to remove or change an account the bridge does not know (neither "
+            "created through it nor imported); their ticket says the account is not in the "
+            "bridge's inventory."
+        ),
     )
 
     class Meta:

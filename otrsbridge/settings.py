@@ -159,6 +159,8 @@ STORAGES = {
 # --- Mail: console by default, e.g. EMAIL_URL=smtp+tls://user:pass@host:587 ----------------
 vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="otrs-bridge@localhost")
+# Where people open the console: the links in notification emails start with it.
+CONSOLE_URL = env.str("CONSOLE_URL", default="http://127.0.0.1:8000")
 
 # --- Background work: django-q2 --------------------------------------------------------------
 # Redis broker when REDIS_URL is set, the ORM broker otherwise. `timeout` must stay below

@@ -443,7 +443,7 @@ def test_the_identity_admin_refuses_a_bad_email(admin_client, email):
 
 
 def test_the_completion_email_skips_a_stored_address_with_a_line_break(
-    offline, people, mailoutbox, caplog, django_capture_on_commit_callbacks
+    offline, people, mailoutbox, caplog, django_capture_on_commit_callbacks, q_sync
 ):
     request = services.request_submit(
         beneficiary={"username": "ada"},

@@ -66,7 +66,7 @@ def test_submit_reports_every_wrong_field_and_writes_nothing(crm, people):
 
 def test_remove_account_without_account_is_refused_with_reason(crm, people):
     with pytest.raises(services.RequestInvalid) as info:
-        submit(crm, people.alice, operation="remove_account")
+        submit(crm, people.bob, operation="remove_account")
     assert info.value.fields["operation"] == [
         "ada has no account on crm, so there is nothing to remove."
     ]
@@ -104,7 +104,7 @@ def test_account_operation_gets_one_task(crm, people):
 
 def test_nobody_approves_their_own_request(crm, people):
     r = submit(crm, people.bob)
-    with pytest.raises(PermissionDenied, match="own request"):
+    with pytest.raises(PermissionDenied, match="You requested REQ-"):
         services.request_approve(access_request=r, by=people.bob)
     r.refresh_from_db()
     assert r.status == "pending_approval" and not r.tasks.exists()
@@ -194,7 +194,7 @@ def test_trusted_api_client_requests_arrive_approved(crm):
 
 
 def test_completion_updates_inventory_and_sends_mail(
-    crm, people, mailoutbox, django_capture_on_commit_callbacks
+    crm, people, mailoutbox, django_capture_on_commit_callbacks, q_sync
 ):
     r = submit(crm, people.alice, entitlements=["crm-read"])
     services.request_approve(access_request=r, by=people.bob)
@@ -276,7 +276,7 @@ def _close(task, outcome="completed"):
 
 
 def test_an_email_template_cannot_reach_the_connections_secrets(
-    crm, people, mailoutbox, django_capture_on_commit_callbacks
+    crm, people, mailoutbox, django_capture_on_commit_callbacks, q_sync
 ):
     connection = crm.security_system.service_desk_connection
     connection.set_webhook_secret("hook-secret-value-123")
@@ -305,7 +305,16 @@ def test_an_account_name_held_by_someone_else_is_refused_at_submit(
     with django_capture_on_commit_callbacks(execute=True):
         _close(r.tasks.get())
     with pytest.raises(services.RequestInvalid) as caught:
-        submit(crm, people.alice, beneficiary={"username": "bea"}, account_name="shared")
+        submit(crm, people.bob, beneficiary={"username": "bea"}, account_name="shared")
     assert caught.value.fields == {
         "account_name": [f"'shared' on {crm.name} already belongs to ada."]
+    }
+    # A requester who may not see everyone's access learns the name is taken, not by whom.
+    with pytest.raises(services.RequestInvalid) as caught:
+        submit(crm, people.alice, beneficiary={"username": "bea"}, account_name="shared")
+    assert caught.value.fields == {
+        "account_name": [
+            f"This request cannot be made: the account name 'shared' is taken on {crm}; "
+            "choose another."
+        ]
     }

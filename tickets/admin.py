@@ -8,14 +8,23 @@ people actually work; the console links back here for admins.
 
 from __future__ import annotations
 
+import base64
+
+from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import redirect
+from django.template import Template, TemplateSyntaxError
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import path, reverse
+from django.utils.decorators import method_decorator
 from django.utils.html import format_html
+from django.views.decorators.http import require_POST
 
 from connections.forms import STRICT_JSON
+from connections.models import Endpoint
 
-from . import services
+from . import limits, services
 from .api import api_client_create
 from .forms import IdentityAdminForm
 from .models import (
@@ -25,10 +34,12 @@ from .models import (
     ApiClient,
     Identity,
     JobRun,
+    NotificationTemplate,
     ProvisioningTask,
     TaskEvent,
     Ticket,
 )
+from .services import accounts, notifications
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -168,10 +179,10 @@ class IdentityAdmin(admin.ModelAdmin):
 
     form = IdentityAdminForm
 
-    list_display = ["username", "first_name", "last_name", "email", "console"]
+    list_display = ["username", "first_name", "last_name", "email", "user", "console"]
     search_fields = ["username", "first_name", "last_name", "email"]
-    list_select_related = ["manager"]
-    raw_id_fields = ["manager"]
+    list_select_related = ["manager", "user"]
+    raw_id_fields = ["manager", "user"]
     readonly_fields = ["console"]
     formfield_overrides = STRICT_JSON
 
@@ -190,15 +201,118 @@ class EntitlementInline(admin.TabularInline):
         return False
 
 
+# Who may import accounts: the people who may correct identities (the admins role).
+IMPORT_ACCOUNTS_PERMISSION = "tickets.change_identity"
+IMPORT_SESSION_KEY = "tickets_account_import"
+
+
+class AccountImportForm(forms.Form):
+    endpoint = forms.ModelChoiceField(
+        queryset=Endpoint.objects.select_related("security_system").order_by("name"),
+        empty_label="Choose…",
+    )
+    file = forms.FileField(
+        label="CSV file",
+        help_text=(
+            "UTF-8, with a header line naming its columns: "
+            + ", ".join(accounts.COLUMNS)
+            + " (only username is required; entitlements separated by ;)."
+        ),
+    )
+    partial = forms.BooleanField(
+        required=False,
+        label="Import the good rows even when others are wrong",
+        help_text="Without it, one wrong row means nothing is written.",
+    )
+
+
 @admin.register(Account)
 class AccountAdmin(ReadOnlyAdmin):
-    """The access inventory that completed tasks recorded."""
+    """The access inventory that completed tasks and imports recorded."""
 
-    list_display = ["name", "identity", "endpoint", "active", "created_at", "removed_at"]
-    list_filter = ["active", "endpoint"]
+    list_display = ["name", "identity", "endpoint", "active", "origin", "created_at", "removed_at"]
+    list_filter = ["active", "origin", "endpoint"]
     list_select_related = ["identity", "endpoint"]
     search_fields = ["name", "identity__username"]
     inlines = [EntitlementInline]
+    change_list_template = "admin/tickets/account/change_list.html"
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("import/", view(self.import_view), name="tickets_account_import"),
+            path(
+                "import/apply/", view(self.import_apply_view), name="tickets_account_import_apply"
+            ),
+            *super().get_urls(),
+        ]
+
+    def _page(self, request, template: str, title: str, **context) -> TemplateResponse:
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": title,
+            **context,
+        }
+        return TemplateResponse(request, f"admin/tickets/account/{template}", context)
+
+    def import_view(self, request):
+        """Upload and check: the report of what would be written (nothing is written yet)."""
+        if not request.user.has_perm(IMPORT_ACCOUNTS_PERMISSION):
+            raise PermissionDenied
+        form = AccountImportForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            upload, endpoint = form.cleaned_data["file"], form.cleaned_data["endpoint"]
+            data = upload.read(limits.IMPORT_MAX_BYTES + 1)
+            try:
+                rows = accounts.parse_csv(data)
+            except accounts.ImportFileError as exc:
+                form.add_error("file", str(exc))
+            else:
+                partial = form.cleaned_data["partial"]
+                report = accounts.import_rows(
+                    endpoint=endpoint, rows=rows, actor=request.user.get_username(), dry_run=True
+                )
+                request.session[IMPORT_SESSION_KEY] = {
+                    "endpoint": endpoint.pk,
+                    "partial": partial,
+                    "filename": upload.name,
+                    "data": base64.b64encode(data).decode(),
+                }
+                return self._page(
+                    request,
+                    "import_preview.html",
+                    f"Preview the import of {upload.name} into {endpoint}",
+                    report=report,
+                    partial=partial,
+                    can_apply=bool(report.accounts_created or report.entitlements_added)
+                    and (partial or not report.problems),
+                )
+        return self._page(request, "import_upload.html", "Import existing accounts", form=form)
+
+    @method_decorator(require_POST)
+    def import_apply_view(self, request):
+        """Check the stored file again (the inventory may have moved) and write it."""
+        if not request.user.has_perm(IMPORT_ACCOUNTS_PERMISSION):
+            raise PermissionDenied
+        stored = request.session.pop(IMPORT_SESSION_KEY, None)
+        endpoint = Endpoint.objects.filter(pk=(stored or {}).get("endpoint")).first()
+        if stored is None or endpoint is None:
+            messages.warning(request, "Nothing to apply: upload a file and preview it first.")
+            return redirect("admin:tickets_account_import")
+        report = accounts.import_rows(
+            endpoint=endpoint,
+            rows=accounts.parse_csv(base64.b64decode(stored["data"])),
+            actor=request.user.get_username(),
+            partial=stored["partial"],
+        )
+        if report.written:
+            messages.success(request, f"{stored['filename']}: {report}.")
+        for problem in report.problems:
+            messages.error(request, f"{stored['filename']} {problem}")
+        if not report.written:
+            messages.error(request, "Nothing was written.")
+        return redirect("admin:tickets_account_changelist")
 
 
 @admin.register(ApiClient)
@@ -234,3 +348,50 @@ class ApiClientAdmin(admin.ModelAdmin):
             "token": token,
         }
         return TemplateResponse(request, "admin/tickets/apiclient/token_created.html", context)
+
+
+class NotificationTemplateForm(forms.ModelForm):
+    """A kind from the declaration, and templates that compile."""
+
+    kind = forms.ChoiceField(choices=())
+
+    class Meta:
+        model = NotificationTemplate
+        fields = ["kind", "subject", "body"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["kind"].choices = [
+            (k.name, f"{k.name}: {k.when}") for k in notifications.KINDS.values()
+        ]
+        self.fields["body"].help_text = (
+            "Variables: "
+            + "; ".join(
+                f"{k.name}: {', '.join(notifications.variable_names(k.name))}"
+                for k in notifications.KINDS.values()
+                if k.name in (notifications.APPROVAL_NEEDED, notifications.TASK_FAILED)
+            )
+            + " (README lists each kind's)."
+        )
+
+    def _template(self, name: str) -> str:
+        value = self.cleaned_data.get(name) or ""
+        try:
+            Template(value)
+        except TemplateSyntaxError as exc:
+            raise forms.ValidationError(f"This is not a valid template: {exc}") from None
+        return value
+
+    def clean_subject(self) -> str:
+        return self._template("subject")
+
+    def clean_body(self) -> str:
+        return self._template("body")
+
+
+@admin.register(NotificationTemplate)
+class NotificationTemplateAdmin(admin.ModelAdmin):
+    """The wording of notification emails; a kind without a row is sent in its built-in words."""
+
+    form = NotificationTemplateForm
+    list_display = ["kind", "subject", "updated_at"]

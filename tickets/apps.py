@@ -29,3 +29,20 @@ class TicketsConfig(AppConfig):
         services.provisioning_wanted.connect(
             jobs.queue_provisioning, dispatch_uid="tickets-instant-provisioning"
         )
+        # Notifications: the same way, after the change they tell of has committed.
+        services.notifications.notification_wanted.connect(
+            jobs.queue_notification, dispatch_uid="tickets-notifications"
+        )
+        # A person and the console user they sign in as are linked when their username or
+        # email address match (governance: nobody decides their own access).
+        from django.contrib.auth.models import User
+        from django.db.models.signals import pre_save
+
+        from .models import Identity
+
+        pre_save.connect(
+            services.governance.link_identity, sender=Identity, dispatch_uid="tickets-link-identity"
+        )
+        post_save.connect(
+            services.governance.link_user, sender=User, dispatch_uid="tickets-link-user"
+        )

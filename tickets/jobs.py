@@ -51,6 +51,11 @@ def refresh_ticket(ticket_pk: int, connection_name: str = ""):
     return refresh_one(ticket_pk=ticket_pk, connection_name=connection_name)
 
 
+def send_notification(kind: str, ref: int):
+    """Send one notification email (queued when the change it tells of commits)."""
+    return services.notifications.notification_send(kind=kind, ref=ref)
+
+
 # --- queueing --------------------------------------------------------------------------------
 
 
@@ -89,6 +94,11 @@ def queue_provisioning(sender, task_ids: list[int], **kwargs) -> None:
     approval and retry send on commit for instant provisioning)."""
     for task_id in task_ids:
         enqueue(provision_task, task_id, task_name=f"provision-task-{task_id}")
+
+
+def queue_notification(sender, kind: str, ref: int, **kwargs) -> None:
+    """Queue send_notification (connected to services.notifications.notification_wanted)."""
+    enqueue(send_notification, kind, ref, task_name=f"notify-{kind}-{ref}-{uuid.uuid4().hex[:6]}")
 
 
 # --- bookkeeping and schedules ---------------------------------------------------------------

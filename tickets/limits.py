@@ -44,3 +44,7 @@ ACTOR_LABEL = 200
 
 # An API client's Idempotency-Key header.
 IDEMPOTENCY_KEY = 200
+
+# An account import (CSV): the largest file and the most rows one import takes.
+IMPORT_MAX_BYTES = 5 * 1024 * 1024
+IMPORT_MAX_ROWS = 20_000

@@ -58,6 +58,18 @@ class Identity(models.Model):
     properties = models.JSONField(
         default=dict, blank=True, help_text="Custom attributes, usable in templates."
     )
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="identity",
+        verbose_name="console user",
+        help_text=(
+            "The console user this person signs in as. Set by itself when a user has the same "
+            "username or email address; nobody approves a request for their own access."
+        ),
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -174,6 +186,15 @@ class AccessRequest(models.Model):
         help_text="Upstream approver, for trusted API clients.",
     )
     decided_at = models.DateTimeField(null=True, blank=True)
+    # The first of two approvals, on an application that requires two.
+    first_approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="first_approvals",
+    )
+    first_approved_at = models.DateTimeField(null=True, blank=True)
     decision_comment = models.TextField(max_length=limits.DECISION_COMMENT, blank=True)
     result_summary = models.CharField(max_length=200, blank=True)
 
@@ -435,12 +456,20 @@ class TaskEvent(models.Model):
 
 
 class Account(models.Model):
-    """An account that exists in an application, as the completed tasks recorded it."""
+    """An account that exists in an application, as a completed task or an import recorded it."""
+
+    class Origin(models.TextChoices):
+        REQUEST = "request", "Request"
+        IMPORT = "import", "Imported"
 
     identity = models.ForeignKey(Identity, on_delete=models.PROTECT, related_name="accounts")
     endpoint = models.ForeignKey(Endpoint, on_delete=models.PROTECT, related_name="accounts")
     name = models.CharField(max_length=limits.ACCOUNT_NAME)
     active = models.BooleanField(default=True)
+    origin = models.CharField(max_length=10, choices=Origin.choices, default=Origin.REQUEST)
+    origin_request = models.ForeignKey(
+        AccessRequest, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     removed_at = models.DateTimeField(null=True, blank=True)
 
@@ -476,6 +505,35 @@ class AccountEntitlement(models.Model):
 
     def __str__(self) -> str:
         return f"{self.account} · {self.entitlement}"
+
+
+class NotificationTemplate(models.Model):
+    """An admin's own wording of one notification; without a row the built-in one is sent.
+
+    The kinds, who receives each and the variables its template sees are declared in
+    tickets.services.notifications.
+    """
+
+    kind = models.CharField(max_length=40, unique=True)
+    subject = models.CharField(max_length=200, help_text="A Django template, one line.")
+    body = models.TextField(help_text="A Django template; README lists its variables.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["kind"]
+
+    def __str__(self) -> str:
+        return self.kind
+
+
+class NotificationThrottle(models.Model):
+    """When operators last got a mail about one subject (at most one per subject an hour)."""
+
+    key = models.CharField(max_length=200, unique=True)
+    sent_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return self.key
 
 
 class JobRun(models.Model):

@@ -46,11 +46,25 @@ def visible_requests(user: ConsoleUser) -> QuerySet[AccessRequest]:
 
 
 def visible_identities(user: ConsoleUser) -> QuerySet[Identity]:
-    """Requesters see only the people they asked for access for."""
+    """Requesters see only the people they asked for access for, and themselves."""
     identities = Identity.objects.all()
     if not user.has_perm(VIEW_ALL_PERMISSION):
-        identities = identities.filter(requests__requester=user).distinct()
+        identities = identities.filter(Q(requests__requester=user) | Q(user=user)).distinct()
     return identities
+
+
+def sees_access(user: ConsoleUser, identity: Identity, endpoint) -> bool:
+    """Whether `user` may see what `identity` holds on `endpoint`: everyone with the view-all
+    role, the person themselves, and a requester who filed a request for them there."""
+    if user.has_perm(VIEW_ALL_PERMISSION):
+        return True
+    if identity.pk is None:
+        return False
+    if identity.user_id == user.pk:
+        return True
+    return AccessRequest.objects.filter(
+        requester=user, beneficiary=identity, endpoint=endpoint
+    ).exists()
 
 
 # --- request list -------------------------------------------------------------------------------
@@ -144,7 +158,13 @@ def approval_inbox(limit: int = 100) -> list[AccessRequest]:
     """Requests waiting for a decision, oldest first: the oldest wait has waited longest."""
     return list(
         AccessRequest.objects.filter(status=AccessRequest.Status.PENDING_APPROVAL)
-        .select_related("beneficiary", "endpoint", "requester", "api_client")
+        .select_related(
+            "beneficiary",
+            "endpoint__security_system",
+            "requester",
+            "api_client",
+            "first_approved_by",
+        )
         .order_by("created_at", "id")[:limit]
     )
 
@@ -365,12 +385,35 @@ def request_detail(access_request: AccessRequest) -> tuple[list[ProvisioningTask
 # --- identity -----------------------------------------------------------------------------------
 
 
-def identity_access(identity: Identity) -> list[Account]:
-    """Accounts of a person, active ones first, with their entitlements."""
-    return list(
-        identity.accounts.select_related("endpoint")
+def identity_access(identity: Identity, user: ConsoleUser | None = None) -> list[Account]:
+    """Accounts of a person, active ones first, with their entitlements and the request
+    that made each.
+
+    For a `user` who may not see everything (a requester), only what their own requests
+    for this person concern: the accounts on those endpoints, and of their entitlements
+    those the requests named (the person themselves sees all of their own).
+    """
+    accounts = (
+        identity.accounts.select_related("endpoint", "origin_request")
         .prefetch_related(
             Prefetch("entitlements", queryset=AccountEntitlement.objects.order_by("entitlement"))
         )
         .order_by("-active", "endpoint__name", "name")
     )
+    if user is None or user.has_perm(VIEW_ALL_PERMISSION) or identity.user_id == user.pk:
+        everything = list(accounts)
+        for account in everything:
+            account.shown_entitlements = list(account.entitlements.all())  # type: ignore[attr-defined]
+        return everything
+    named: dict[int, set[str]] = {}
+    for endpoint_id, entitlements in AccessRequest.objects.filter(
+        requester=user, beneficiary=identity
+    ).values_list("endpoint_id", "entitlements"):
+        named.setdefault(endpoint_id, set()).update(entitlements or [])
+    shown = []
+    for account in accounts.filter(endpoint_id__in=list(named)):
+        account.shown_entitlements = [  # type: ignore[attr-defined]
+            e for e in account.entitlements.all() if e.entitlement in named[account.endpoint_id]
+        ]
+        shown.append(account)
+    return shown

@@ -179,6 +179,11 @@ def request_detail(request: ConsoleRequest, pk: int) -> HttpResponse:
     )
     tasks, timeline = selectors.request_detail(access_request)
     finished = access_request.is_terminal
+    refusal = (
+        services.governance.decision_refusal(access_request, request.user)
+        if access_request.awaits_decision
+        else ""
+    )
     return render_live(
         request,
         page="tickets/request_detail.html",
@@ -188,6 +193,10 @@ def request_detail(request: ConsoleRequest, pk: int) -> HttpResponse:
             "tasks": tasks,
             "timeline": timeline,
             "finished": finished,
+            "refusal": refusal,
+            "step": services.governance.approval_step(access_request)
+            if access_request.awaits_decision
+            else "",
         },
         polling=not finished,
     )
@@ -220,7 +229,7 @@ def identity_detail(request: ConsoleRequest, username: str) -> HttpResponse:
         "tickets/identity.html",
         {
             "identity": identity,
-            "accounts": selectors.identity_access(identity),
+            "accounts": selectors.identity_access(identity, request.user),
             "requests": requests,
         },
     )
@@ -229,8 +238,29 @@ def identity_detail(request: ConsoleRequest, username: str) -> HttpResponse:
 @login_required
 @require_GET
 @permission_required(APPROVE_PERMISSION, raise_exception=True)
-def inbox(request: HttpRequest) -> HttpResponse:
-    return render(request, "tickets/inbox.html", {"pending": selectors.approval_inbox()})
+def inbox(request: ConsoleRequest) -> HttpResponse:
+    """Requests waiting for a decision: first those this user may decide, then the others,
+    each with the rule that leaves it to someone else."""
+    pending = selectors.approval_inbox()
+    governance = services.governance
+    mine = set(
+        governance.decidable(request.user)
+        .filter(pk__in=[r.pk for r in pending])
+        .values_list("pk", flat=True)
+    )
+    for r in pending:
+        r.step = governance.approval_step(r)  # type: ignore[attr-defined]
+        r.refusal = (  # type: ignore[attr-defined]
+            "" if r.pk in mine else governance.decision_refusal(r, request.user)
+        )
+    return render(
+        request,
+        "tickets/inbox.html",
+        {
+            "yours": [r for r in pending if r.pk in mine],
+            "others": [r for r in pending if r.pk not in mine],
+        },
+    )
 
 
 @login_required
@@ -272,9 +302,9 @@ def submit_entitlements(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
-@permission_required(APPROVE_PERMISSION, raise_exception=True)
 def request_decide(request: ConsoleRequest, pk: int, decision: str) -> HttpResponse:
-    """Approve or reject. The service refuses anyone's own request; the page hides the button."""
+    """Approve or reject. The page shows the buttons only to who may decide; the service
+    refuses everyone else with the rule that stops them (a 403 page that names it)."""
     access_request = get_object_or_404(AccessRequest, pk=pk)
     form = DecisionForm(request.POST)
     if not form.is_valid():

@@ -14,6 +14,7 @@ from django.utils.html import format_html
 
 from connections.models import ApiCall
 from tickets.models import AccessRequest, JobRun, ProvisioningTask
+from tickets.services.governance import decidable
 
 register = template.Library()
 
@@ -84,10 +85,11 @@ def tone(status: str) -> str:
     return TONES.get(status, "neutral")
 
 
-@register.simple_tag
-def inbox_count() -> int:
-    """How many requests wait for a decision (the number beside "Approvals" in the nav)."""
-    return AccessRequest.objects.filter(status=AccessRequest.Status.PENDING_APPROVAL).count()
+@register.simple_tag(takes_context=True)
+def inbox_count(context) -> int:
+    """How many requests wait for a decision this user may make (the number beside
+    "Approvals" in the nav): not their own, not for their own access, only where they may."""
+    return decidable(context["request"].user).count()
 
 
 @register.simple_tag(takes_context=True)

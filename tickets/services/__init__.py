@@ -20,6 +20,7 @@ package never imports tickets.jobs (the jobs import it); instant provisioning re
 queue through the provisioning_wanted signal.
 """
 
+from . import accounts, governance, notifications
 from .context import task_context
 from .polling import PollResult, ticket_apply_status, ticket_refresh, tickets_poll
 from .provisioning import (
@@ -45,6 +46,9 @@ from .transitions import Actor, RequestInvalid, TransitionError
 # What the rest of the project uses (views, API, admin, commands, jobs, bench, tests).
 __all__ = [
     "Actor",
+    "accounts",
+    "governance",
+    "notifications",
     "PollResult",
     "ProvisionResult",
     "RequestInvalid",

@@ -9,6 +9,7 @@ from __future__ import annotations
 from connections import context
 from connections.models import Connection
 
+from ..models import Account, Operation
 from ..models import ProvisioningTask as Task
 
 # Everything a task's template context reads, fetched with the task in one query.
@@ -54,6 +55,7 @@ def task_context(task_id: int | Task) -> dict:
             "task.operationLabel": task.get_operation_display(),
             "task.entitlement": task.entitlement,
             "task.accountName": access_request.account_name,
+            "task.inventoryNote": inventory_note(task),
             "task.requestNumber": access_request.number or "",
             "task.justification": access_request.justification,
             "endpoint": endpoint.name,
@@ -70,6 +72,20 @@ def task_context(task_id: int | Task) -> dict:
         },
         open_values={"user": identity.properties or {}, "endpoint": endpoint.attributes or {}},
     )
+
+
+# What a ticket says of an account the inventory does not hold (endpoints that allow it).
+NOT_IN_INVENTORY = "(not in the bridge's inventory: check that it exists before changing it)"
+
+
+def inventory_note(task: Task) -> str:
+    """NOT_IN_INVENTORY for a task that changes an account the bridge does not know."""
+    if task.operation == Operation.CREATE_ACCOUNT:
+        return ""
+    known = Account.objects.filter(
+        identity_id=task.request.beneficiary_id, endpoint_id=task.endpoint_id, active=True
+    ).exists()
+    return "" if known else NOT_IN_INVENTORY
 
 
 def agent_link(connection: Connection, ticket_id: int) -> str:

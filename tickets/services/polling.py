@@ -21,6 +21,7 @@ from connections.models import Connection, PollWatermark
 
 from ..models import ProvisioningTask as Task
 from ..models import Ticket
+from . import notifications
 from .completion import _record_access, _settle_request
 from .context import agent_link
 from .transitions import Actor, TransitionError, _event, _move
@@ -73,6 +74,7 @@ def tickets_poll(
         client = TicketClient(connection)
     except OTRSError as exc:
         result.errors.append(exc.message)
+        notifications.after_otrs_error(connection.pk, exc)
         return result
     if client.documents.status.change_search is None:
         cycle.sweep(client, started)
@@ -276,6 +278,7 @@ def ticket_apply_status(*, ticket: Ticket, status: TicketStatus, actor: Actor) -
                     # Two tasks cannot share a ticket: flag it for an operator to decide.
                     flag = f"merged into the ticket of task {owner.pk}"
                     Task.objects.filter(pk=task.pk).update(flag=flag[:200])
+                    notifications.notify_soon(notifications.TASK_FLAGGED, task.pk)
                     reason = (
                         f"ticket {ticket} was merged into ticket {status.merged_into}, which task "
                         f"{owner.pk} follows; this task needs an operator (cancel it here, and check the merge in OTRS)"
@@ -300,6 +303,7 @@ def ticket_apply_status(*, ticket: Ticket, status: TicketStatus, actor: Actor) -
             flag = f"unmapped state: {status.state}"
             if task.flag != flag:
                 Task.objects.filter(pk=task.pk).update(flag=flag)
+                notifications.notify_soon(notifications.TASK_FLAGGED, task.pk)
                 _event(
                     request_id=task.request_id,
                     task_id=task.pk,
@@ -338,13 +342,13 @@ def flag_stale_tasks(*, connection: Connection) -> int:
     """Flag tasks whose ticket has been open longer than the connection allows. They are
     still polled; the flag only makes them visible."""
     limit = timezone.now() - timedelta(days=connection.max_status_check_days)
-    return (
-        Task.objects.filter(
-            connection=connection,
-            status__in=(Task.Status.TICKET_OPEN, Task.Status.TICKET_PENDING),
-            ticket__created_at__lt=limit,
-        )
-        # Only unflagged tasks: an unmapped state or a merge says more than "stale".
-        .filter(flag="")
-        .update(flag=f"stale: open longer than {connection.max_status_check_days} days")
-    )
+    stale = Task.objects.filter(
+        connection=connection,
+        status__in=(Task.Status.TICKET_OPEN, Task.Status.TICKET_PENDING),
+        ticket__created_at__lt=limit,
+    ).filter(flag="")  # only unflagged tasks: an unmapped state or a merge says more
+    first = stale.order_by("pk").values_list("pk", flat=True).first()
+    flagged = stale.update(flag=f"stale: open longer than {connection.max_status_check_days} days")
+    if first is not None:
+        notifications.notify_soon(notifications.TASK_FLAGGED, first)
+    return flagged

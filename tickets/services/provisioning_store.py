@@ -24,6 +24,7 @@ from connections.models import ApiCall
 
 from ..models import AccessRequest, TaskEvent, Ticket
 from ..models import ProvisioningTask as Task
+from . import notifications
 from .completion import _settle_request
 from .context import agent_link
 from .transitions import Actor, TransitionError, _event, _event_row, _move
@@ -198,6 +199,7 @@ def _provision_failed(
         fields["outcome_unknown"] = False
     try:
         with transaction.atomic():
+            notifications.after_otrs_error(task.connection_id, exc)
             if exc.permanent or task.attempts >= task.max_attempts:
                 why = (
                     "permanent error"

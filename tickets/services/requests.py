@@ -14,10 +14,9 @@ from django.utils import timezone
 from connections.models import Endpoint
 from connections.problems import Problems
 
-from .. import limits
+from .. import limits, selectors
 from ..models import (
     ACCESS_OPERATIONS,
-    APPROVE_PERMISSION,
     OPERATE_PERMISSION,
     AccessRequest,
     Account,
@@ -28,6 +27,7 @@ from ..models import (
 )
 from ..models import ProvisioningTask as Task
 from ..validators import email_problem, username_problem
+from . import governance, notifications
 from .completion import _settle_request
 from .provisioning import provision_soon
 from .transitions import SYSTEM, Actor, RequestInvalid, TransitionError, _event, _move
@@ -74,15 +74,25 @@ def _check_operation_fits(
     account_name: str,
     entitlements: list[str],
     errors: Problems,
+    reveal: bool = True,
 ) -> None:
-    """Refuse an operation that does not fit the access that exists today."""
+    """Refuse an operation that does not fit the access that exists today.
+
+    With `reveal` off (a requester who may not see this person's access there), each
+    refusal says only that the request cannot be made and why, never which account or
+    entitlements the person holds, nor who holds an account name.
+    """
     account = None
     if identity.pk:
         account = Account.objects.filter(identity=identity, endpoint=endpoint, active=True).first()
     who = identity.username
+    cannot = "This request cannot be made: "
     if operation == Operation.CREATE_ACCOUNT and account is not None:
         errors.add(
-            "operation", f"{who} already has the account {account.name!r} on {endpoint.name}."
+            "operation",
+            f"{who} already has the account {account.name!r} on {endpoint.name}."
+            if reveal
+            else f"{cannot}this person already has an account on {endpoint}.",
         )
     elif operation == Operation.CREATE_ACCOUNT:
         holder = (
@@ -93,14 +103,23 @@ def _check_operation_fits(
         if holder is not None:
             errors.add(
                 "account_name",
-                f"{account_name!r} on {endpoint.name} already belongs to {holder.identity.username}.",
+                f"{account_name!r} on {endpoint.name} already belongs to {holder.identity.username}."
+                if reveal
+                else f"{cannot}the account name {account_name!r} is taken on {endpoint}; choose another.",
             )
-    if operation in (Operation.REMOVE_ACCOUNT, *ACCESS_OPERATIONS) and account is None:
+    unknown_allowed = endpoint.allow_unknown_accounts and operation != Operation.CREATE_ACCOUNT
+    if (
+        operation in (Operation.REMOVE_ACCOUNT, *ACCESS_OPERATIONS)
+        and account is None
+        and not unknown_allowed
+    ):
+        verb = "remove" if operation == Operation.REMOVE_ACCOUNT else "change"
         errors.add(
             "operation",
-            f"{who} has no account on {endpoint.name}, so there is nothing to "
-            f"{'remove' if operation == Operation.REMOVE_ACCOUNT else 'change'}."
-            + (" Request create_account first." if operation == Operation.ADD_ACCESS else ""),
+            f"{who} has no account on {endpoint.name}, so there is nothing to {verb}."
+            + (" Request create_account first." if operation == Operation.ADD_ACCESS else "")
+            if reveal
+            else f"{cannot}the bridge knows no account of this person on {endpoint} to {verb}.",
         )
     if operation in ACCESS_OPERATIONS and not entitlements:
         errors.add("entitlements", "name at least one entitlement for an access change.")
@@ -113,11 +132,21 @@ def _check_operation_fits(
         if operation == Operation.ADD_ACCESS:
             already = [e for e in entitlements if e in held]
             if already:
-                errors.add("entitlements", f"{who} already has: {', '.join(already)}.")
+                errors.add(
+                    "entitlements",
+                    f"{who} already has: {', '.join(already)}."
+                    if reveal
+                    else f"{cannot}it does not fit the entitlements this person holds on {endpoint}.",
+                )
         else:
             missing = [e for e in entitlements if e not in held]
             if missing:
-                errors.add("entitlements", f"{who} does not have: {', '.join(missing)}.")
+                errors.add(
+                    "entitlements",
+                    f"{who} does not have: {', '.join(missing)}."
+                    if reveal
+                    else f"{cannot}it does not fit the entitlements this person holds on {endpoint}.",
+                )
 
 
 def request_submit(
@@ -170,6 +199,7 @@ def request_submit(
             account_name=account_name,
             entitlements=entitlements,
             errors=errors,
+            reveal=requester is None or selectors.sees_access(requester, identity, endpoint),
         )
     if errors:
         raise RequestInvalid(errors.as_fields())
@@ -207,6 +237,8 @@ def request_submit(
             _approve(
                 access_request, actor=actor, comment="approved upstream", decided_by_label=label
             )
+        else:
+            notifications.notify_soon(notifications.APPROVAL_NEEDED, access_request.pk)
     return access_request
 
 
@@ -215,18 +247,46 @@ def _can(user: ConsoleUser | None, permission: str) -> bool:
 
 
 def _check_decider(access_request: AccessRequest, by: ConsoleUser, verb: str) -> None:
-    if not _can(by, APPROVE_PERMISSION):
-        raise PermissionDenied(f"You are not allowed to {verb} requests.")
-    if access_request.requester_id and access_request.requester_id == by.pk:
-        raise PermissionDenied(f"Nobody may {verb} their own request.")
+    """Refuse with the rule that stops `by` (governance.decision_refusal), named."""
+    access_request = AccessRequest.objects.select_related(
+        "beneficiary", "endpoint__security_system"
+    ).get(pk=access_request.pk)
+    refusal = governance.decision_refusal(access_request, by, verb)
+    if refusal:
+        raise PermissionDenied(refusal)
 
 
 def request_approve(
     *, access_request: AccessRequest, by: ConsoleUser, comment: str = ""
 ) -> AccessRequest:
-    """Approve a pending request and create its tasks. Nobody approves their own request."""
+    """Approve a pending request and create its tasks; governance says who may.
+
+    On an application that requires two approvals, the first one is recorded and the
+    request keeps waiting for the second.
+    """
     _check_decider(access_request, by, "approve")
+    system = access_request.endpoint.security_system
     with transaction.atomic():
+        if system.two_approvals:
+            now = timezone.now()
+            claimed = AccessRequest.objects.filter(
+                pk=access_request.pk,
+                status=AccessRequest.Status.PENDING_APPROVAL,
+                first_approved_by__isnull=True,
+            ).update(first_approved_by=by, first_approved_at=now, updated_at=now)
+            if claimed:
+                _event(
+                    request_id=access_request.pk,
+                    task_id=None,
+                    from_status=AccessRequest.Status.PENDING_APPROVAL,
+                    to=AccessRequest.Status.PENDING_APPROVAL,
+                    reason=f"first approval{': ' + comment if comment else ''}; "
+                    "waits for a second approver",
+                    actor=Actor.person(by),
+                )
+                access_request.first_approved_by, access_request.first_approved_at = by, now
+                notifications.notify_soon(notifications.APPROVAL_NEEDED, access_request.pk)
+                return access_request
         return _approve(access_request, actor=Actor.person(by), comment=comment, decided_by=by)
 
 

@@ -16,6 +16,7 @@ from connections.models import Connection
 from .. import limits
 from ..models import AccessRequest, ApiClient, ConsoleUser, TaskEvent
 from ..models import ProvisioningTask as Task
+from . import notifications
 
 
 class TransitionError(Exception):
@@ -127,4 +128,8 @@ def _move(
     obj.status, obj.updated_at = to, now
     for name, value in fields.items():
         setattr(obj, name, value)
+    if is_task:
+        notifications.after_task_move(obj, to)
+    else:
+        notifications.after_request_move(obj, to)
     return obj
