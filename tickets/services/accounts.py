@@ -282,8 +282,10 @@ def parse_csv(data: bytes) -> list[dict]:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
         raise ImportFileError(
-            f"The file is not UTF-8 text (byte {exc.start + 1} cannot be read); save it as UTF-8 CSV."
+            f"The file is not UTF-8 text (line {line}, byte "
+            f"{exc.start + 1} cannot be read); save it as UTF-8 CSV."
         ) from None
     if not text.strip():
         raise ImportFileError("The file is empty.")
