@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 import requests
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from tests import factories
@@ -28,14 +28,21 @@ GOOD = (
 
 def inventory() -> list[tuple]:
     return sorted(
-        (a.identity.username, a.name, a.origin, tuple(a.entitlements.values_list("entitlement", flat=True)))
+        (
+            a.identity.username,
+            a.name,
+            a.origin,
+            tuple(a.entitlements.values_list("entitlement", flat=True)),
+        )
         for a in Account.objects.filter(active=True).select_related("identity")
     )
 
 
 def run(endpoint, text: str | bytes, **kw) -> accounts.ImportReport:
     data = text.encode() if isinstance(text, str) else text
-    return accounts.import_rows(endpoint=endpoint, rows=accounts.parse_csv(data), actor="test", **kw)
+    return accounts.import_rows(
+        endpoint=endpoint, rows=accounts.parse_csv(data), actor="test", **kw
+    )
 
 
 def test_a_good_file_creates_people_accounts_and_entitlements(offline):

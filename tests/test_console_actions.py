@@ -78,7 +78,9 @@ def test_nobody_approves_their_own_request(client, offline, people):
     )
     client.force_login(people.bob)
     inbox = client.get(reverse("tickets:inbox")).content.decode()
-    assert own.number in inbox and f"You requested {own.number}; another approver must decide" in inbox
+    assert (
+        own.number in inbox and f"You requested {own.number}; another approver must decide" in inbox
+    )
     assert reverse("tickets:request_approve", args=[own.pk]) not in inbox
     detail = client.get(own.get_absolute_url()).content.decode()
     assert reverse("tickets:request_approve", args=[own.pk]) not in detail

@@ -28,7 +28,11 @@ def submit(endpoint, requester=None, username="ada", **kw):
 def nav_badge(html: str) -> str:
     """The count beside "Approvals" in the navigation ("" when there is none)."""
     link = html.split('href="/inbox/"', 1)[1].split("</a>", 1)[0]
-    return link.split('class="count"', 1)[1].split(">", 1)[1].split("<", 1)[0] if "count" in link else ""
+    return (
+        link.split('class="count"', 1)[1].split(">", 1)[1].split("<", 1)[0]
+        if "count" in link
+        else ""
+    )
 
 
 # --- the link between a person and a console user ------------------------------------------------
@@ -69,7 +73,9 @@ def test_the_beneficiary_cannot_approve_nor_reject_in_the_service(offline, peopl
     assert AccessRequest.objects.get(pk=r.pk).status == "approved"
 
 
-def test_the_beneficiary_of_an_api_request_cannot_approve_it_in_the_console(client, offline, people):
+def test_the_beneficiary_of_an_api_request_cannot_approve_it_in_the_console(
+    client, offline, people
+):
     """An API request has no requester; its beneficiary still may not decide it."""
     api_client, token = services_api_client()
     response = client.post(

@@ -504,3 +504,21 @@ def notification_send(*, kind: str, ref: int) -> str:
                 return f"{message.kind} {ref}: not sent ({exc})"
             time.sleep(delay)
     return ""  # not reached: the loop returns
+
+
+def markdown_table() -> str:
+    """README's list of the notifications and their variables (`manage.py
+    notification_templates --markdown`)."""
+    rows = [
+        "| notification | sent when | to | default subject | variables |",
+        "|---|---|---|---|---|",
+    ]
+    for kind in KINDS.values():
+        groups = ", ".join(kind.variables)
+        rows.append(
+            f"| `{kind.name}` | {kind.when} | {kind.recipients} | `{kind.subject}` | {groups} |"
+        )
+    rows += ["", "| variables | name | meaning |", "|---|---|---|"]
+    for group, names in VARIABLES.items():
+        rows += [f"| {group} | `{{{{ {name} }}}}` | {meaning} |" for name, meaning in names.items()]
+    return "\n".join(rows) + "\n"
