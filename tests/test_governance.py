@@ -103,10 +103,36 @@ def test_the_beneficiary_of_an_api_request_cannot_approve_it_in_the_console(
     assert AccessRequest.objects.get(pk=r.pk).status == "pending_approval"
 
 
-def services_api_client():
+def services_api_client(trusted: bool = False):
     from tickets.api import api_client_create
 
-    return api_client_create(name="upstream-iga")
+    return api_client_create(name="upstream-iga", trusted=trusted)
+
+
+@pytest.mark.parametrize("approver", ["bob", "BOB@example.com", "ada"])
+def test_an_upstream_approval_by_the_beneficiary_is_refused_in_the_api(
+    client, offline, people, approver
+):
+    """A trusted client's request arrives approved by its upstream approver: not when that
+    approver is the beneficiary (by username or address, of the person or their user)."""
+    Identity.objects.create(username="ada", email="ada@example.com", user=people.bob)
+    _, token = services_api_client(trusted=True)
+    response = client.post(
+        "/api/v1/requests",
+        {
+            "beneficiary": {"username": "ada"},
+            "endpoint": offline.name,
+            "operation": "create_account",
+            "upstream_approver": approver,
+        },
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+    )
+    assert response.status_code == 422, response.content
+    assert response.json()["fields"]["upstream_approver"] == [
+        f"{approver} is the beneficiary of this request; another approver must decide."
+    ]
+    assert not AccessRequest.objects.exists()
 
 
 def test_a_requester_forcing_a_decision_on_their_own_request_hears_the_real_reason(

@@ -96,6 +96,16 @@ def decision_refusal(access_request: AccessRequest, user: ConsoleUser, verb: str
     return ""
 
 
+def is_the_person(identity: Identity, name: str) -> bool:
+    """Whether `name` (an upstream approver's username or address) names this person."""
+    names = {identity.username, identity.email}
+    if identity.pk and identity.user_id is not None:
+        user = identity.user
+        names |= {user.username, user.email} if user is not None else set()
+    wanted = name.strip().lower()
+    return bool(wanted) and wanted in {n.lower() for n in names if n}
+
+
 def decidable(user: ConsoleUser) -> QuerySet[AccessRequest]:
     """The pending requests `user` may decide: decision_refusal's rules as one query."""
     pending = AccessRequest.objects.filter(status=AccessRequest.Status.PENDING_APPROVAL)

@@ -201,6 +201,13 @@ def request_submit(
             errors=errors,
             reveal=requester is None or selectors.sees_access(requester, identity, endpoint),
         )
+    trusted = api_client is not None and api_client.trusted
+    if trusted and identity is not None and governance.is_the_person(identity, upstream_approver):
+        errors.add(
+            "upstream_approver",
+            f"{upstream_approver.strip()} is the beneficiary of this request; another approver "
+            "must decide.",
+        )
     if errors:
         raise RequestInvalid(errors.as_fields())
     assert identity is not None and isinstance(endpoint, Endpoint)
