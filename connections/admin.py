@@ -406,7 +406,7 @@ def _preview_context(connection: Connection, task: str) -> tuple[dict, str]:
 class EndpointInline(admin.TabularInline):
     model = Endpoint
     extra = 0
-    fields = ["name", "display_name", "attributes", "entitlements"]
+    fields = ["name", "display_name", "attributes", "entitlements", "allow_unknown_accounts"]
     formfield_overrides = STRICT_JSON
     show_change_link = True
 
@@ -421,8 +421,10 @@ class SecuritySystemAdmin(admin.ModelAdmin):
         "service_desk_connection",
         "instant_provisioning",
         "provisioning_tries",
+        "two_approvals",
     ]
-    list_filter = ["instant_provisioning", "service_desk_connection"]
+    list_filter = ["instant_provisioning", "two_approvals", "service_desk_connection"]
+    filter_horizontal = ["owners", "owner_groups"]
     list_select_related = ["service_desk_connection"]
     search_fields = ["name", "display_name"]
     inlines = [EndpointInline]
@@ -432,8 +434,8 @@ class SecuritySystemAdmin(admin.ModelAdmin):
 class EndpointAdmin(admin.ModelAdmin):
     """Applications; their attributes (e.g. the OTRS queue) feed the ticket templates."""
 
-    list_display = ["name", "display_name", "security_system"]
-    list_filter = ["security_system"]
+    list_display = ["name", "display_name", "security_system", "allow_unknown_accounts"]
+    list_filter = ["security_system", "allow_unknown_accounts"]
     list_select_related = ["security_system"]
     search_fields = ["name", "display_name"]
     formfield_overrides = STRICT_JSON

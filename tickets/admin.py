@@ -364,14 +364,16 @@ class NotificationTemplateForm(forms.ModelForm):
         self.fields["kind"].choices = [
             (k.name, f"{k.name}: {k.when}") for k in notifications.KINDS.values()
         ]
+        request_kinds = [k for k in notifications.KINDS.values() if not k.operators]
+        operator_kinds = [k for k in notifications.KINDS.values() if k.operators]
         self.fields["body"].help_text = (
-            "Variables: "
-            + "; ".join(
-                f"{k.name}: {', '.join(notifications.variable_names(k.name))}"
-                for k in notifications.KINDS.values()
-                if k.name in (notifications.APPROVAL_NEEDED, notifications.TASK_FAILED)
-            )
-            + " (README lists each kind's)."
+            "A Django template. Request notifications see "
+            + ", ".join(notifications.variable_names(request_kinds[0].name))
+            + ". Operator notifications ("
+            + ", ".join(k.name for k in operator_kinds)
+            + ") see "
+            + ", ".join(notifications.variable_names(operator_kinds[0].name))
+            + ". README lists what each means."
         )
 
     def _template(self, name: str) -> str:

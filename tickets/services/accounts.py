@@ -173,8 +173,11 @@ def import_rows(
         seen_people[checked.username.lower()] = line
         good.append(checked)
 
+    names = [r.username for r in good]
     people = {
-        i.username: i for i in Identity.objects.filter(username__in=[r.username for r in good])
+        i.username: i
+        for start in range(0, len(names), 500)
+        for i in Identity.objects.filter(username__in=names[start : start + 500])
     }
     active = {
         a.name: a
@@ -182,15 +185,15 @@ def import_rows(
     }
     held_by_person = {a.identity_id: a for a in active.values()}
     plan: list[tuple[_Row, Account | None]] = []
-    for row in good:
-        account = active.get(row.account_name)
-        person = people.get(row.username)
-        if account is not None and account.identity.username != row.username:
+    for ok in good:
+        account = active.get(ok.account_name)
+        person = people.get(ok.username)
+        if account is not None and account.identity.username != ok.username:
             report.problems.append(
                 RowProblem(
-                    row.line,
-                    f"the account {row.account_name!r} on {endpoint} belongs to "
-                    f"{account.identity.username}, not {row.username}",
+                    ok.line,
+                    f"the account {ok.account_name!r} on {endpoint} belongs to "
+                    f"{account.identity.username}, not {ok.username}",
                 )
             )
             continue
@@ -198,18 +201,23 @@ def import_rows(
         if account is None and held is not None:
             report.problems.append(
                 RowProblem(
-                    row.line,
-                    f"{row.username} already has the account {held.name!r} on {endpoint}",
+                    ok.line,
+                    f"{ok.username} already has the account {held.name!r} on {endpoint}",
                 )
             )
             continue
-        plan.append((row, account))
+        plan.append((ok, account))
     report.problems.sort(key=lambda p: p.line)
+    granted: dict[int, set[str]] = {}
+    for account_id, entitlement in AccountEntitlement.objects.filter(
+        account__endpoint=endpoint, account__active=True
+    ).values_list("account_id", "entitlement"):
+        granted.setdefault(account_id, set()).add(entitlement)
     if (report.problems and not partial) or dry_run:
-        _count(report, plan, people, write=False)
+        _count(report, plan, people, granted, write=False)
         return report
     with transaction.atomic():
-        _count(report, plan, people, write=True)
+        _count(report, plan, people, granted, write=True)
     report.written = True
     return report
 
@@ -218,6 +226,7 @@ def _count(
     report: ImportReport,
     plan: list[tuple[_Row, Account | None]],
     people: dict[str, Identity],
+    granted: dict[int, set[str]],
     *,
     write: bool,
 ) -> None:
@@ -249,7 +258,7 @@ def _count(
                     origin=Account.Origin.IMPORT,
                 )
         else:
-            held = set(account.entitlements.values_list("entitlement", flat=True))
+            held = granted.get(account.pk, set())
         missing = [e for e in row.entitlements if e not in held]
         report.entitlements_added += len(missing)
         changed = changed or bool(missing)

@@ -228,7 +228,7 @@ def notify_soon(kind: str, ref: int) -> None:
 
 def after_request_move(access_request: AccessRequest, to: str) -> None:
     """The notification a request's new status calls for, if any (from transitions._move)."""
-    simple = {
+    simple: dict[str, str] = {
         AccessRequest.Status.APPROVED: REQUEST_APPROVED,
         AccessRequest.Status.REJECTED: REQUEST_REJECTED,
         AccessRequest.Status.CANCELLED: REQUEST_CANCELLED,

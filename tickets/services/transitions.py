@@ -128,7 +128,7 @@ def _move(
     obj.status, obj.updated_at = to, now
     for name, value in fields.items():
         setattr(obj, name, value)
-    if is_task:
+    if isinstance(obj, Task):
         notifications.after_task_move(obj, to)
     else:
         notifications.after_request_move(obj, to)
