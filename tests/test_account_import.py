@@ -300,3 +300,10 @@ def test_an_unknown_account_is_refused_unless_the_endpoint_allows_it(sim, crm, p
     body = ticket_body(sim, task)
     assert "ada.legacy (not in the bridge's inventory" in body
     assert AccessRequest.objects.get(pk=r.pk).status == "in_progress"
+
+
+def test_imported_people_are_linked_to_their_console_users(offline, people):
+    report = run(offline, HEADER + "bob,,,,bob,\nbea,carol@example.com,,,bea,\nzed,,,,zed,\n")
+    assert report.written
+    links = dict(Identity.objects.values_list("username", "user__username"))
+    assert links == {"bob": "bob", "bea": "carol", "zed": None}

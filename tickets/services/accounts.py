@@ -23,6 +23,7 @@ from connections.models import Endpoint
 from .. import limits
 from ..models import Account, AccountEntitlement, Identity
 from ..validators import email_problem, username_problem
+from . import governance
 
 COLUMNS = ("username", "email", "first_name", "last_name", "account_name", "entitlements")
 REQUIRED = ("username",)
@@ -230,45 +231,52 @@ def _count(
     *,
     write: bool,
 ) -> None:
-    """Fill the report's counts from the plan, writing the rows when `write`."""
+    """Fill the report's counts from the plan, writing the rows in bulk when `write`."""
     endpoint = report.endpoint
+    new_people = [
+        Identity(
+            username=row.username,
+            email=row.email,
+            first_name=row.first_name,
+            last_name=row.last_name,
+        )
+        for row, _ in plan
+        if row.username not in people
+    ]
+    report.identities_created = [p.username for p in new_people]
+    if write:
+        governance.link_new_identities(new_people)
+        new_people = Identity.objects.bulk_create(new_people, batch_size=500)
+    people.update({p.username: p for p in new_people})
+    new_accounts: list[Account] = []
+    grants: list[tuple[_Row, Account | None, list[str]]] = []
     for row, account in plan:
-        person = people.get(row.username)
-        changed = False
-        if person is None:
-            report.identities_created.append(row.username)
-            person = Identity(
-                username=row.username,
-                email=row.email,
-                first_name=row.first_name,
-                last_name=row.last_name,
-            )
-            if write:
-                person.save()
-            people[row.username] = person
-        held: set[str] = set()
-        if account is None:
-            report.accounts_created.append(row.account_name)
-            changed = True
-            if write:
-                account = Account.objects.create(
-                    identity=person,
-                    endpoint=endpoint,
-                    name=row.account_name,
-                    origin=Account.Origin.IMPORT,
-                )
-        else:
-            held = granted.get(account.pk, set())
+        held = granted.get(account.pk, set()) if account is not None else set()
         missing = [e for e in row.entitlements if e not in held]
         report.entitlements_added += len(missing)
-        changed = changed or bool(missing)
-        if write and missing:
-            assert account is not None
-            AccountEntitlement.objects.bulk_create(
-                [AccountEntitlement(account=account, entitlement=e) for e in missing]
+        if account is None:
+            report.accounts_created.append(row.account_name)
+            account = Account(
+                identity=people[row.username],
+                endpoint=endpoint,
+                name=row.account_name,
+                origin=Account.Origin.IMPORT,
             )
-        if not changed:
+            new_accounts.append(account)
+        elif not missing:
             report.unchanged += 1
+        grants.append((row, account, missing))
+    if not write:
+        return
+    Account.objects.bulk_create(new_accounts, batch_size=500)
+    AccountEntitlement.objects.bulk_create(
+        [
+            AccountEntitlement(account=account, entitlement=e)
+            for _, account, missing in grants
+            for e in missing
+        ],
+        batch_size=500,
+    )
 
 
 # --- the CSV file --------------------------------------------------------------------------------

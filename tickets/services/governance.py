@@ -166,6 +166,28 @@ def user_for(identity: Identity) -> User | None:
     return None
 
 
+def link_new_identities(identities: list[Identity]) -> None:
+    """user_for's rule for many unsaved people at once (an import saves them in bulk, which
+    sends no pre_save): each gets the one user with its username, else its address, when
+    that user is linked to nobody yet."""
+    by_name: dict[str, list[int]] = {}
+    by_email: dict[str, list[int]] = {}
+    for pk, username, email in User.objects.values_list("pk", "username", "email"):
+        by_name.setdefault(username.lower(), []).append(pk)
+        if email:
+            by_email.setdefault(email.lower(), []).append(pk)
+    taken = set(Identity.objects.filter(user__isnull=False).values_list("user_id", flat=True))
+    for identity in identities:
+        if identity.user_id is not None:
+            continue
+        match = by_name.get(identity.username.lower(), [])
+        if len(match) != 1 and identity.email:
+            match = by_email.get(identity.email.lower(), [])
+        if len(match) == 1 and match[0] not in taken:
+            identity.user_id = match[0]
+            taken.add(match[0])
+
+
 def link_identity(sender, instance: Identity, **kwargs) -> None:
     """Before an Identity is saved: link it to its console user when none is set (pre_save)."""
     if instance.user_id is not None:
