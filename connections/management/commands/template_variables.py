@@ -22,13 +22,24 @@ def readme_path() -> Path:
     return Path(settings.BASE_DIR) / "README.md"
 
 
-def with_table(readme: str) -> str:
-    """README's text with the block between the markers replaced by the current table."""
-    head, start, rest = readme.partition(START)
-    _, end, tail = rest.partition(END)
-    if not start or not end:
-        raise CommandError(f"README.md has no block between {START.strip()} and {END}")
-    return f"{head}{START}\n{context.markdown_table()}\n{END}{tail}"
+def with_table(readme: str, start: str = START, end: str = END, table: str | None = None) -> str:
+    """README's text with the block between the markers `start` and `end` replaced by
+    `table` (by default the current table of the variables)."""
+    head, found_start, rest = readme.partition(start)
+    _, found_end, tail = rest.partition(end)
+    if not found_start or not found_end:
+        raise CommandError(f"README.md has no block between {start.strip()} and {end}")
+    table = context.markdown_table() if table is None else table
+    return f"{head}{start}\n{table}\n{end}{tail}"
+
+
+def rewrite_readme(start: str, end: str, table: str) -> Path:
+    """Replace README.md's block between `start` and `end` with `table`, in place."""
+    path = readme_path()
+    path.write_text(
+        with_table(path.read_text(encoding="utf-8"), start, end, table), encoding="utf-8"
+    )
+    return path
 
 
 class Command(BaseCommand):
@@ -43,8 +54,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["readme"]:
-            path = readme_path()
-            path.write_text(with_table(path.read_text(encoding="utf-8")), encoding="utf-8")
+            path = rewrite_readme(START, END, context.markdown_table())
             self.stdout.write(f"Wrote the variables into {path}")
         elif options["markdown"]:
             self.stdout.write(context.markdown_table(), ending="")

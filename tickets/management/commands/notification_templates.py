@@ -7,12 +7,11 @@ block between the markers below, which a test compares with the declaration.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandParser
 
+from connections.management.commands import template_variables
 from tickets.services import notifications
 
 START = "<!-- notifications:start (generated: manage.py notification_templates --readme) -->\n"
@@ -20,12 +19,8 @@ END = "<!-- notifications:end -->"
 
 
 def with_table(readme: str) -> str:
-    """README's text with the block between the markers replaced by the current tables."""
-    head, start, rest = readme.partition(START)
-    _, end, tail = rest.partition(END)
-    if not start or not end:
-        raise CommandError(f"README.md has no block between {START.strip()} and {END}")
-    return f"{head}{START}\n{notifications.markdown_table()}\n{END}{tail}"
+    """README's text with the notifications' block replaced by the current tables."""
+    return template_variables.with_table(readme, START, END, notifications.markdown_table())
 
 
 class Command(BaseCommand):
@@ -40,8 +35,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["readme"]:
-            path = Path(settings.BASE_DIR) / "README.md"
-            path.write_text(with_table(path.read_text(encoding="utf-8")), encoding="utf-8")
+            path = template_variables.rewrite_readme(START, END, notifications.markdown_table())
             self.stdout.write(f"Wrote the notifications into {path}")
         elif options["markdown"]:
             self.stdout.write(notifications.markdown_table(), ending="")
