@@ -4,7 +4,6 @@ hostile files, requests on imported accounts, and endpoints that accept unknown 
 from __future__ import annotations
 
 import pytest
-import requests
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -233,72 +232,75 @@ def test_the_import_page_needs_the_admin_role(client, offline, people):
     assert client.get(reverse("admin:tickets_account_import")).status_code == 403
 
 
-# --- requests on imported and unknown accounts (the simulator over HTTP) -------------------------
+# --- requests on imported and unknown accounts: the simulator and the real Znuny over HTTP ------
 
 
-def ticket_body(sim, task) -> str:
-    detail = requests.get(f"{sim.url}/_sim/tickets/{task.ticket.ticket_id}", timeout=5).json()
-    articles = detail.get("Article") or detail.get("Articles")
-    return articles[0]["Body"]
+@pytest.fixture
+def desk(otrs_server, db):
+    """An endpoint whose tickets go to `otrs_server` (the simulator, then the real Znuny)."""
+    connection = factories.otrs_connection(
+        otrs_server, user=otrs_server.user, password=otrs_server.password
+    )
+    return factories.endpoint(connection, name="crm")
 
 
-def provision(task):
+def ticket_body(otrs_server, task) -> str:
+    return otrs_server.ticket(task.ticket.ticket_id, AllArticles=1)["Article"][0]["Body"]
+
+
+def provisioned(access_request, approver):
+    services.request_approve(access_request=access_request, by=approver)
     services.provision_due(owner="test")
-    task.refresh_from_db()
+    task = access_request.tasks.get()
+    assert task.status == "ticket_open", task.last_error
     return task
 
 
-def test_removing_an_imported_account_creates_its_ticket(sim, crm, people):
-    run(crm, HEADER + "ada,ada@example.com,Ada,Lovelace,ada.old,crm-read\n")
+def test_removing_an_imported_account_creates_its_ticket(otrs_server, desk, people):
+    name = otrs_server.unique("ada")
+    run(desk, HEADER + f"ada,ada@example.com,Ada,Lovelace,{name},crm-read\n")
     r = services.request_submit(
         beneficiary={"username": "ada"},
-        endpoint=crm,
+        endpoint=desk,
         operation="remove_account",
-        account_name="ada.old",
         requester=people.bob,
     )
-    services.request_approve(access_request=r, by=people.carol)
-    task = provision(r.tasks.get())
-    assert task.status == "ticket_open"
-    body = ticket_body(sim, task)
-    assert "Remove account" in body and "ada.old" in body
+    assert r.account_name == name  # the imported account's name, not the username
+    body = ticket_body(otrs_server, provisioned(r, people.carol))
+    assert "Operation: Remove account" in body and f"Account: {name}" in body
     assert "not in the bridge's inventory" not in body
 
 
-def test_access_changes_on_an_imported_account_create_their_tickets(sim, crm, people):
-    run(crm, HEADER + "ada,ada@example.com,Ada,Lovelace,ada,crm-read\n")
+def test_access_changes_on_an_imported_account_create_their_tickets(otrs_server, desk, people):
+    run(desk, HEADER + "ada,ada@example.com,Ada,Lovelace,ada,crm-read\n")
     for operation, entitlement in (("add_access", "crm-write"), ("remove_access", "crm-read")):
         r = services.request_submit(
             beneficiary={"username": "ada"},
-            endpoint=crm,
+            endpoint=desk,
             operation=operation,
             entitlements=[entitlement],
             requester=people.bob,
         )
-        services.request_approve(access_request=r, by=people.carol)
-        task = provision(r.tasks.get())
-        assert task.status == "ticket_open"
-        assert entitlement in ticket_body(sim, task)
+        body = ticket_body(otrs_server, provisioned(r, people.carol))
+        assert f"Entitlement: {entitlement}" in body
 
 
-def test_an_unknown_account_is_refused_unless_the_endpoint_allows_it(sim, crm, people):
+def test_an_unknown_account_is_refused_unless_the_endpoint_allows_it(otrs_server, desk, people):
+    legacy = otrs_server.unique("ada.legacy")
     ask = dict(
         beneficiary={"username": "ada", "email": "ada@example.com"},
-        endpoint=crm,
+        endpoint=desk,
         operation="remove_account",
-        account_name="ada.legacy",
+        account_name=legacy,
         requester=people.bob,
     )
     with pytest.raises(services.RequestInvalid, match="has no account on crm"):
         services.request_submit(**ask)
-    crm.allow_unknown_accounts = True
-    crm.save()
+    desk.allow_unknown_accounts = True
+    desk.save()
     r = services.request_submit(**ask)
-    services.request_approve(access_request=r, by=people.carol)
-    task = provision(r.tasks.get())
-    assert task.status == "ticket_open"
-    body = ticket_body(sim, task)
-    assert "ada.legacy (not in the bridge's inventory" in body
+    body = ticket_body(otrs_server, provisioned(r, people.carol))
+    assert f"Account: {legacy} (not in the bridge's inventory" in body
     assert AccessRequest.objects.get(pk=r.pk).status == "in_progress"
 
 

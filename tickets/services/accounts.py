@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -24,6 +25,8 @@ from .. import limits
 from ..models import Account, AccountEntitlement, Identity
 from ..validators import email_problem, username_problem
 from . import governance
+
+log = logging.getLogger(__name__)
 
 COLUMNS = ("username", "email", "first_name", "last_name", "account_name", "entitlements")
 REQUIRED = ("username",)
@@ -220,6 +223,7 @@ def import_rows(
     with transaction.atomic():
         _count(report, plan, people, granted, write=True)
     report.written = True
+    log.info("account import by %s: %s", actor, report)
     return report
 
 

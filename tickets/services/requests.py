@@ -188,6 +188,24 @@ def request_submit(
     if len(set(entitlements)) != len(entitlements):
         errors.add("entitlements", "lists an entitlement twice.")
     identity = _identity_for(beneficiary, errors)
+    if (
+        not account_name.strip()
+        and identity is not None
+        and identity.pk
+        and operation != Operation.CREATE_ACCOUNT
+    ):
+        # A change to an existing account names that account (an imported one may not
+        # carry the username).
+        account_name = (
+            (
+                Account.objects.filter(identity=identity, endpoint=endpoint, active=True)
+                .values_list("name", flat=True)
+                .first()
+                or ""
+            )
+            if isinstance(endpoint, Endpoint)
+            else ""
+        )
     account_name = (account_name or (identity.username if identity else "")).strip()
     if len(account_name) > limits.ACCOUNT_NAME:
         errors.add("account_name", f"is longer than {limits.ACCOUNT_NAME} characters.")
