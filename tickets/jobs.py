@@ -51,6 +51,21 @@ def refresh_ticket(ticket_pk: int, connection_name: str = ""):
     return refresh_one(ticket_pk=ticket_pk, connection_name=connection_name)
 
 
+def send_ticket_notes(trigger: str = "schedule"):
+    """Add the due notes to their tickets (cancels, failed siblings, …)."""
+    return record_job_run("notes", trigger, services.notes_send_due).summary
+
+
+def send_ticket_note(note_id: int):
+    """Add one note to its ticket now (queued when the note is)."""
+    return services.note_send(note_id=note_id)
+
+
+def deliver_callbacks(trigger: str = "schedule"):
+    """POST the due request documents to their API clients' callback URLs."""
+    return record_job_run("callbacks", trigger, services.deliveries_send_due).summary
+
+
 # --- queueing --------------------------------------------------------------------------------
 
 
@@ -89,6 +104,17 @@ def queue_provisioning(sender, task_ids: list[int], **kwargs) -> None:
     approval and retry send on commit for instant provisioning)."""
     for task_id in task_ids:
         enqueue(provision_task, task_id, task_name=f"provision-task-{task_id}")
+
+
+def queue_notes(sender, note_ids: list[int], **kwargs) -> None:
+    """Queue send_ticket_note for each note (connected to services.notes_wanted)."""
+    for note_id in note_ids:
+        enqueue(send_ticket_note, note_id, task_name=f"ticket-note-{note_id}")
+
+
+def queue_deliveries(sender, **kwargs) -> None:
+    """Queue a deliveries run (connected to services.deliveries_wanted)."""
+    enqueue(deliver_callbacks, "queued")
 
 
 # --- bookkeeping and schedules ---------------------------------------------------------------
@@ -218,7 +244,21 @@ def schedules_sync() -> int:
         Q(name__startswith="provision:") | Q(name__startswith="poll:")
     ).exclude(name__in=wanted)
     stale.delete()
-    return len(wanted)
+    # The outboxes of every connection and client: notes to tickets, callbacks upstream.
+    for name, job in (("notes", send_ticket_notes), ("callbacks", deliver_callbacks)):
+        keep = Schedule.objects.filter(name=name).order_by("id").values_list("pk", flat=True)[:1]
+        Schedule.objects.filter(name=name).exclude(pk__in=list(keep)).delete()
+        Schedule.objects.update_or_create(
+            name=name,
+            defaults={
+                "func": job_path(job),
+                "args": "()",
+                "schedule_type": Schedule.MINUTES,
+                "minutes": 1,
+                "repeats": -1,
+            },
+        )
+    return len(wanted) + 2
 
 
 def provision_one(*, task_id: int) -> str:

@@ -126,6 +126,7 @@ SCHEMAS: dict[str, dict] = {
             "status",
             "attempts",
             "last_error",
+            "reason",
             "ticket",
         ],
         "additionalProperties": False,
@@ -136,6 +137,18 @@ SCHEMAS: dict[str, dict] = {
             "status": {"type": "string", "enum": list(ProvisioningTask.Status.values)},
             "attempts": {"type": "integer", "minimum": 0},
             "last_error": {"type": "string", "nullable": True},
+            "reason": {
+                "type": "object",
+                "nullable": True,
+                "description": "The OTRS agent's closing article: its subject and the start "
+                "of its text (at most 1000 characters); null until the ticket closes.",
+                "required": ["subject", "excerpt"],
+                "additionalProperties": False,
+                "properties": {
+                    "subject": {"type": "string"},
+                    "excerpt": {"type": "string"},
+                },
+            },
             "ticket": _ref("Ticket"),
         },
     },

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.dispatch import Signal
 from django.utils import timezone
 
 from connections.models import Connection
@@ -56,6 +57,10 @@ class Actor:
 
 
 SYSTEM = Actor(TaskEvent.Actor.SYSTEM, "system")
+
+# Sent inside the transaction of every request status change, with `request_ids`; the
+# callback deliveries listen (connected in tickets/apps.py).
+request_moved = Signal()
 
 
 def _event(
@@ -127,4 +132,6 @@ def _move(
     obj.status, obj.updated_at = to, now
     for name, value in fields.items():
         setattr(obj, name, value)
+    if not is_task:
+        request_moved.send(sender=AccessRequest, request_ids=[obj.pk])
     return obj
