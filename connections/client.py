@@ -633,8 +633,6 @@ class TicketClient:
 # goes through the same address checks, pinned sockets and deadline, so this module stays
 # the only one that speaks HTTP.
 
-CALLBACK_CONNECT_SECONDS = 5.0
-CALLBACK_READ_SECONDS = 10.0
 _CALLBACK_ANSWER_BYTES = 64 * 1024
 
 
@@ -652,9 +650,9 @@ class Posted:
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
-def post_callback(url: str, body: bytes, headers: dict[str, str]) -> Posted:
+def post_callback(url: str, body: bytes, headers: dict[str, str], *, seconds: float) -> Posted:
     """POST `body` to `url` once: checked addresses only, no redirects, no proxy, within
-    CALLBACK_CONNECT_SECONDS + CALLBACK_READ_SECONDS in all. Never raises."""
+    `seconds` in all (connecting within at most 5 of them). Never raises."""
     started = time.monotonic()
 
     def done(status_code: int | None, error: str = "") -> Posted:
@@ -663,7 +661,7 @@ def post_callback(url: str, body: bytes, headers: dict[str, str]) -> Posted:
     problem = addresses.url_problem(url)
     if problem:
         return done(None, f"the callback URL {problem}")
-    seconds = CALLBACK_CONNECT_SECONDS + CALLBACK_READ_SECONDS
+    connect = min(5.0, seconds)
     with requests.Session() as session:
         session.trust_env = False
         session.headers["User-Agent"] = USER_AGENT
@@ -676,7 +674,7 @@ def post_callback(url: str, body: bytes, headers: dict[str, str]) -> Posted:
                     url,
                     data=body,
                     headers={"Content-Type": "application/json", **headers},
-                    timeout=(CALLBACK_CONNECT_SECONDS, CALLBACK_READ_SECONDS),
+                    timeout=(connect, seconds),
                     allow_redirects=False,
                     stream=True,
                 ) as response,
@@ -698,10 +696,10 @@ def post_callback(url: str, body: bytes, headers: dict[str, str]) -> Posted:
             if isinstance(exc, requests.ConnectTimeout):
                 return done(
                     None,
-                    f"{host} did not accept a connection within {CALLBACK_CONNECT_SECONDS:g} s",
+                    f"{host} did not accept a connection within {connect:g} s",
                 )
             if isinstance(exc, requests.ReadTimeout):
-                return done(None, f"{host} did not answer within {CALLBACK_READ_SECONDS:g} s")
+                return done(None, f"{host} did not answer within {seconds:g} s")
             if isinstance(exc, requests.ConnectionError):
                 return done(None, f"could not connect to {host}")
             return done(None, f"{type(exc).__name__} sending to {host}")

@@ -37,6 +37,7 @@ from connections.models import Connection, Endpoint
 from . import jobs, openapi
 from .api_schemas import (
     ApiError,
+    CallbackRegistration,
     CancelRequest,
     ListQuery,
     SubmitRequest,
@@ -53,6 +54,8 @@ from .services import (
     Actor,
     RequestInvalid,
     TransitionError,
+    client_clear_callback,
+    client_set_callback,
     request_cancel,
     request_submit,
     watched_tickets,
@@ -300,6 +303,22 @@ def request_cancel_view(request, pk: int):
                 "it can no longer be cancelled.",
             ) from None
     return JsonResponse(request_document(one_request(client, pk)))
+
+
+@api_view("PUT", "DELETE")
+def callback_view(request):
+    """Register this client's callback URL, answering its new signing secret (shown only
+    here, once), or remove it."""
+    client = request.api_client
+    if request.method == "DELETE":
+        client_clear_callback(client=client)
+        return JsonResponse({"url": None, "secret": None})
+    registration = CallbackRegistration.parse(read_json(request))
+    try:
+        secret = client_set_callback(client=client, url=registration.url)
+    except RequestInvalid as exc:
+        raise invalid(exc.fields) from None
+    return JsonResponse({"url": client.callback_url, "secret": secret})
 
 
 @csrf_exempt

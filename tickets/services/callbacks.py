@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterable
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.dispatch import Signal
@@ -152,7 +153,9 @@ def delivery_send(*, delivery_id: int) -> str:
         "X-Bridge-Delivery": str(delivery.pk),
         "X-Bridge-Event": "request.status_changed",
     }
-    posted = post_callback(client.callback_url, body, headers)
+    posted = post_callback(
+        client.callback_url, body, headers, seconds=settings.CALLBACK_TIMEOUT_SECONDS
+    )
     if posted.status_code is not None and 200 <= posted.status_code < 300:
         return _record(delivery, posted.status_code, "", posted.ms, delivered=True)
     error = posted.error or f"the receiver answered HTTP {posted.status_code}"
