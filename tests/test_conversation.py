@@ -10,6 +10,7 @@ sent by calling the notes job's service, as the schedule would.
 from __future__ import annotations
 
 import pytest
+import requests
 
 from connections.models import ApiCall, Connection
 from tests import factories
@@ -282,3 +283,74 @@ def test_the_agents_closing_article_is_the_tasks_reason_on_the_timeline_and_in_t
     client.force_login(people.olga)
     page = client.get(task.request.get_absolute_url()).content.decode()
     assert "no licence left" in page and "<b>reopen</b>" not in page
+
+
+# --- hostile input ----------------------------------------------------------------------------
+
+
+def test_a_hostile_closing_article_and_a_hostile_reason_stay_plain_bounded_text(
+    sim, connection, people, client
+):
+    crm = factories.endpoint(connection, name="crm")
+    [task, other] = provisioned(crm, people, 2)
+    # The reason a person types goes into the article as a value: never rendered again.
+    services.task_cancel(task=task, by=people.olga, why="${access_token} {{ secret }} \x00")
+    services.notes_send_due()
+    assert TicketNote.objects.get(task=task).status == "sent"
+    sent = ApiCall.objects.get(call_name="ticketUpdate")
+    assert "${access_token} {{ secret }}" in sent.request_excerpt
+
+    # The agent's article: markup, a NUL PostgreSQL cannot store, far too long.
+    body = "<script>alert(1)</script>\x00" + "x" * 50_000
+    sim_agent_patch(
+        sim,
+        other.ticket.ticket_id,
+        {
+            "Article": {
+                "Subject": "done\nwith a line break",
+                "Body": body,
+                "ContentType": "text/plain; charset=utf8",
+                "CommunicationChannel": "Internal",
+                "SenderType": "agent",
+            },
+            "Ticket": {"State": "closed successful"},
+        },
+    )
+    poll(connection)
+    other = fresh(other)
+    assert other.status == "completed"
+    assert other.outcome_subject == "done with a line break"
+    assert len(other.outcome_reason) == 1000 and other.outcome_reason.endswith("…")
+    assert "\x00" not in other.outcome_reason
+    client.force_login(people.olga)
+    page = client.get(other.request.get_absolute_url()).content.decode()
+    assert "done with a line break" in page
+    assert "<script>alert(1)</script>" not in page
+
+
+def sim_agent_patch(sim, ticket_id: int, body: dict) -> None:
+    """A TicketUpdate as an agent of the simulator, in its own session."""
+    session = requests.post(
+        sim.base_url + "/Session",
+        json={"UserLogin": factories.SIM_USER, "Password": factories.SIM_PASSWORD},
+        timeout=10,
+    ).json()["SessionID"]
+    answer = requests.patch(
+        f"{sim.base_url}/Ticket/{ticket_id}", json={"SessionID": session, **body}, timeout=10
+    ).json()
+    assert "Error" not in answer, answer
+
+
+def test_a_note_while_otrs_is_down_waits_and_is_tried_again(sim, connection, people):
+    crm = factories.endpoint(connection, name="crm")
+    [task] = provisioned(crm, people)
+    services.task_cancel(task=task, by=people.olga, why="duplicate")
+    sim.shutdown()
+    assert services.notes_send_due() == "1 note(s) due, 0 sent"
+    note = TicketNote.objects.get(task=task)
+    assert (note.status, note.attempts) == ("pending", 1)
+    assert "Connection refused" in note.last_error or "Cannot reach" in note.last_error
+    assert timeline(task)[-1].startswith(
+        'note "Cancelled" not added yet (try 1 of 8), will try again in 60 s: '
+    )
+    assert services.notes_send_due() == "no notes due"  # not before its time
