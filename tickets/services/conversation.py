@@ -238,7 +238,7 @@ def closing_article(client: TicketClient, ticket: Ticket) -> Article | None:
     agent's reason), or None when there is none or it cannot be read now. Best effort: a
     failed read is logged as its ApiCall and never holds up the close."""
     try:
-        articles = client.closing_articles(ticket.ticket_id, ref=f"ticket:{ticket.pk}")
+        articles = client.closing_articles(ticket.ticket_id, ref=f"refresh:{ticket.pk}")
     except OTRSError as exc:
         log.warning("ticket %s: its closing article could not be read: %s", ticket, exc.message)
         return None
