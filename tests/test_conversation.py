@@ -229,7 +229,7 @@ def test_a_reopened_grant_flags_its_entitlement_and_a_pending_state_is_no_reopen
 
 
 def test_the_agents_closing_article_is_the_tasks_reason_on_the_timeline_and_in_the_api(
-    otrs_server, otrs, crm, people, client
+    otrs_server, otrs, crm, people, client, mailoutbox, django_capture_on_commit_callbacks
 ):
     iga, token = api.api_client_create(name=otrs_server.unique("iga"), trusted=True)
     answer = client.post(
@@ -260,9 +260,12 @@ def test_the_agents_closing_article_is_the_tasks_reason_on_the_timeline_and_in_t
     )
     services.notes_send_due()
     otrs_server.set_state(ticket_id, "closed unsuccessful")
-    poll(otrs)
+    with django_capture_on_commit_callbacks(execute=True):
+        poll(otrs)
     task = fresh(task)
     assert task.status == "discontinued"
+    [email] = mailoutbox
+    assert "The agent wrote: closed unsuccessful: no licence left: We have no CRM" in email.body
     assert task.outcome_subject == "closed unsuccessful: no licence left"
     assert task.outcome_reason == (
         "We have no CRM licence left. Ask procurement; <b>reopen</b> when one is bought."

@@ -125,6 +125,9 @@ def _email_context(access_request: AccessRequest, tasks: list[Task]) -> dict:
                 "entitlement": t.entitlement,
                 "status": t.status,
                 "get_status_display": t.get_status_display(),
+                # The agent's closing article: its subject and the start of its text.
+                "outcome_subject": t.outcome_subject,
+                "outcome_reason": t.outcome_reason,
                 "ticket": t.ticket
                 and {"ticket_number": t.ticket.ticket_number, "ticket_id": t.ticket.ticket_id},
             }
