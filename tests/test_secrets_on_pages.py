@@ -28,8 +28,8 @@ from connections.masking import secret_forms
 from connections.models import Connection, ConnectionToken
 from tests import factories
 from tests.simfixtures import sim_factory  # noqa: F401  (fixture)
-from tickets.api import api_client_create
 from tickets import services
+from tickets.api import api_client_create
 from tickets.models import AccessRequest, CallbackDelivery, TicketNote
 
 pytestmark = pytest.mark.django_db

@@ -190,8 +190,8 @@ def _confirmed(obj: Account | AccountEntitlement) -> str:
 class EntitlementInline(admin.TabularInline):
     model = AccountEntitlement
     extra = 0
-    readonly_fields = ["entitlement", "granted_at", "granted_by", "confirmed"]
-    fields = readonly_fields
+    fields = ("entitlement", "granted_at", "granted_by", "confirmed")
+    readonly_fields = fields
     confirmed = admin.display(description="Confirmed")(_confirmed)
     can_delete = False
 

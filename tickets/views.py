@@ -183,7 +183,7 @@ def request_detail(request: ConsoleRequest, pk: int) -> HttpResponse:
     tasks, timeline = selectors.request_detail(access_request)
     notes, deliveries = selectors.request_outboxes(access_request, tasks)
     for task in tasks:
-        task.unsent_notes = notes.get(task.pk, [])
+        task.unsent_notes = notes.get(task.pk, [])  # type: ignore[attr-defined]
     finished = access_request.is_terminal
     return render_live(
         request,
@@ -196,7 +196,7 @@ def request_detail(request: ConsoleRequest, pk: int) -> HttpResponse:
             "finished": finished,
             "deliveries": deliveries,
         },
-        polling=not finished or any(task.unsent_notes for task in tasks),
+        polling=not finished or bool(notes),
     )
 
 

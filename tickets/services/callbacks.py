@@ -100,6 +100,7 @@ def requests_changed(sender: object = None, *, request_ids: Iterable[int], **kwa
     )
     queued = []
     for access_request in changed:
+        assert access_request.api_client_id is not None  # filtered above
         body = json.dumps(request_document(access_request), separators=(",", ":"))
         queued.append(
             CallbackDelivery(

@@ -52,7 +52,9 @@ def note_ticket(*, task: Task, kind: str, actor: Actor, why: str = "") -> Ticket
     """
     if kind not in NOTE_KINDS:
         raise ValueError(f"unknown kind of note {kind!r}; the kinds are {', '.join(NOTE_KINDS)}")
-    ticket = Ticket.objects.filter(pk=task.ticket_id, is_open=True).first()
+    ticket = (
+        Ticket.objects.filter(pk=task.ticket_id, is_open=True).first() if task.ticket_id else None
+    )
     if ticket is None:
         return None
     with transaction.atomic():
