@@ -285,15 +285,26 @@ class TicketNoteAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Send the selected failed notes again")
     def send_again(self, request, queryset) -> None:
-        sent = 0
-        for note in queryset.order_by("id"):
-            try:
-                services.note_retry(note=note, by=request.user)
-                sent += 1
-            except services.TransitionError as exc:
-                self.message_user(request, str(exc), messages.ERROR)
-        if sent:
-            self.message_user(request, f"{sent} note(s) queued again.", messages.SUCCESS)
+        _send_again(
+            self,
+            request,
+            queryset,
+            lambda note: services.note_retry(note=note, by=request.user),
+            "note(s)",
+        )
+
+
+def _send_again(model_admin, request, queryset, service, noun: str) -> None:
+    """Queue each selected item again through its service; say how many, and why others not."""
+    queued = 0
+    for item in queryset.order_by("id"):
+        try:
+            service(item)
+            queued += 1
+        except services.TransitionError as exc:
+            model_admin.message_user(request, str(exc), messages.ERROR)
+    if queued:
+        model_admin.message_user(request, f"{queued} {noun} queued again.", messages.SUCCESS)
 
 
 @admin.register(CallbackDelivery)
@@ -319,12 +330,10 @@ class CallbackDeliveryAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Deliver the selected callbacks again")
     def redeliver(self, request, queryset) -> None:
-        queued = 0
-        for delivery in queryset.order_by("id"):
-            try:
-                services.delivery_redeliver(delivery=delivery, by=request.user)
-                queued += 1
-            except services.TransitionError as exc:
-                self.message_user(request, str(exc), messages.ERROR)
-        if queued:
-            self.message_user(request, f"{queued} delivery(ies) queued again.", messages.SUCCESS)
+        _send_again(
+            self,
+            request,
+            queryset,
+            lambda delivery: services.delivery_redeliver(delivery=delivery, by=request.user),
+            "callback(s)",
+        )

@@ -8,13 +8,15 @@ overview, the terminal and due sets and the moves allowed. Everything else deriv
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import NamedTuple, TypeAlias
 
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 from django.urls import reverse
+from django.utils import timezone
 
 from connections.models import Connection, Endpoint
 from connections.spec_conversation import NOTE_KINDS
@@ -553,14 +555,45 @@ class Outbox(models.TextChoices):
 OUTBOX_TONES: dict[str, str] = {Outbox.PENDING: "warn", Outbox.SENT: "ok", Outbox.FAILED: "bad"}
 
 
-class TicketNote(models.Model):
+class OutboxItem(models.Model):
+    """Something the bridge sends and tries again until it is sent or given up."""
+
+    Status = Outbox
+    TONES = OUTBOX_TONES
+
+    status = models.CharField(max_length=10, choices=Outbox.choices, default=Outbox.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        abstract = True
+
+    @classmethod
+    def due_ids(cls, limit: int) -> list[int]:
+        """The ids of the items due now, the longest waiting first."""
+        due = cls._default_manager.filter(
+            status=Outbox.PENDING, next_attempt_at__lte=timezone.now()
+        )
+        return list(due.order_by("next_attempt_at", "id").values_list("pk", flat=True)[:limit])
+
+    @classmethod
+    def claim(cls, pk: int, lease: timedelta) -> bool:
+        """Take one due item for an attempt (a conditional UPDATE: one worker wins); it is
+        due again after `lease` if the worker dies."""
+        now = timezone.now()
+        return bool(
+            cls._default_manager.filter(
+                pk=pk, status=Outbox.PENDING, next_attempt_at__lte=now
+            ).update(attempts=F("attempts") + 1, next_attempt_at=now + lease)
+        )
+
+
+class TicketNote(OutboxItem):
     """An article the bridge adds to a task's ticket (a TicketUpdate), queued and retried.
 
     A cancel note also moves the ticket to the connection's cancel state.
     """
-
-    Status = Outbox
-    TONES = OUTBOX_TONES
 
     task = models.ForeignKey(ProvisioningTask, on_delete=models.CASCADE, related_name="notes")
     kind = models.CharField(
@@ -568,10 +601,6 @@ class TicketNote(models.Model):
     )
     why = models.TextField(max_length=limits.NOTE_WHY, blank=True)
     actor_label = models.CharField(max_length=limits.ACTOR_LABEL, blank=True)
-    status = models.CharField(max_length=10, choices=Outbox.choices, default=Outbox.PENDING)
-    attempts = models.PositiveSmallIntegerField(default=0)
-    next_attempt_at = models.DateTimeField(null=True, blank=True, db_index=True)
-    last_error = models.TextField(blank=True)
     # What was sent: the article's subject, the state set ("" for a note only) and the id
     # OTRS gave the article (its closing-article read skips the bridge's own notes).
     subject = models.CharField(max_length=limits.NOTE_SUBJECT, blank=True)
@@ -588,25 +617,18 @@ class TicketNote(models.Model):
         return f"{self.get_kind_display()} note on task {self.task_id}"
 
 
-class CallbackDelivery(models.Model):
+class CallbackDelivery(OutboxItem):
     """One signed POST of a request document to its API client's callback URL, with every
     attempt recorded; retried with backoff for up to a day."""
-
-    Status = Outbox
-    TONES = OUTBOX_TONES
 
     client = models.ForeignKey(ApiClient, on_delete=models.CASCADE, related_name="deliveries")
     request = models.ForeignKey(AccessRequest, on_delete=models.CASCADE, related_name="deliveries")
     request_status = models.CharField(max_length=20, choices=AccessRequest.Status.choices)
     body = models.TextField()
-    status = models.CharField(max_length=10, choices=Outbox.choices, default=Outbox.PENDING)
-    attempts = models.PositiveSmallIntegerField(default=0)
     # Each attempt: {"at", "status_code", "error", "ms"}.
     attempt_log = models.JSONField(default=list, blank=True)
-    next_attempt_at = models.DateTimeField(null=True, blank=True, db_index=True)
     # Tried until then (a day after it was queued, or after an operator's redeliver).
     give_up_at = models.DateTimeField(null=True, blank=True)
-    last_error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
 

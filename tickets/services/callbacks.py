@@ -24,7 +24,6 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
 from django.dispatch import Signal
 from django.utils import timezone
 
@@ -119,13 +118,7 @@ def requests_changed(sender: object = None, *, request_ids: Iterable[int], **kwa
 
 def deliveries_send_due(*, limit: int = 100) -> str:
     """Send the deliveries that are due, oldest first (the deliveries job)."""
-    due = list(
-        CallbackDelivery.objects.filter(
-            status=CallbackDelivery.Status.PENDING, next_attempt_at__lte=timezone.now()
-        )
-        .order_by("next_attempt_at", "id")
-        .values_list("pk", flat=True)[:limit]
-    )
+    due = CallbackDelivery.due_ids(limit)
     outcomes = [delivery_send(delivery_id=pk) for pk in due]
     sent = outcomes.count(CallbackDelivery.Status.SENT)
     return f"{len(due)} callback(s) due, {sent} delivered" if due else "no callbacks due"
@@ -137,11 +130,7 @@ def delivery_send(*, delivery_id: int) -> str:
     Claimed with a conditional UPDATE: two workers never send one delivery at once, and a
     worker that dies mid-send leaves it due again after a short lease.
     """
-    now = timezone.now()
-    claimed = CallbackDelivery.objects.filter(
-        pk=delivery_id, status=CallbackDelivery.Status.PENDING, next_attempt_at__lte=now
-    ).update(attempts=F("attempts") + 1, next_attempt_at=now + _SENDING_LEASE)
-    if not claimed:
+    if not CallbackDelivery.claim(delivery_id, _SENDING_LEASE):
         return "taken"
     delivery = CallbackDelivery.objects.select_related("client").get(pk=delivery_id)
     client = delivery.client

@@ -15,7 +15,6 @@ import logging
 from datetime import timedelta
 
 from django.db import transaction
-from django.db.models import F
 from django.dispatch import Signal
 from django.utils import timezone
 
@@ -39,7 +38,7 @@ notes_wanted = Signal()
 RETRY_DELAYS = tuple(timedelta(minutes=m) for m in (1, 5, 15, 60, 3 * 60, 6 * 60, 12 * 60))
 NOTE_TRIES = len(RETRY_DELAYS) + 1
 # How long one sending attempt holds a note.
-_SENDING_LEASE_SECONDS = 300
+_SENDING_LEASE = timedelta(minutes=5)
 # How much of the agent's closing article a task keeps.
 _EXCERPT = limits.OUTCOME_REASON
 
@@ -93,13 +92,7 @@ def note_siblings_failed(*, task: Task, actor: Actor, why: str) -> int:
 
 def notes_send_due(*, limit: int = 100) -> str:
     """Send the notes that are due, oldest first (the notes job)."""
-    due = list(
-        TicketNote.objects.filter(
-            status=TicketNote.Status.PENDING, next_attempt_at__lte=timezone.now()
-        )
-        .order_by("next_attempt_at", "id")
-        .values_list("pk", flat=True)[:limit]
-    )
+    due = TicketNote.due_ids(limit)
     outcomes = [note_send(note_id=pk) for pk in due]
     sent = outcomes.count(TicketNote.Status.SENT)
     return f"{len(due)} note(s) due, {sent} sent" if due else "no notes due"
@@ -111,14 +104,7 @@ def note_send(*, note_id: int) -> str:
     Claimed with a conditional UPDATE, so two workers never send one note twice; a worker
     that dies mid-call leaves it due again once its short lease has passed.
     """
-    now = timezone.now()
-    claimed = TicketNote.objects.filter(
-        pk=note_id, status=TicketNote.Status.PENDING, next_attempt_at__lte=now
-    ).update(
-        attempts=F("attempts") + 1,
-        next_attempt_at=now + timedelta(seconds=_SENDING_LEASE_SECONDS),
-    )
-    if not claimed:
+    if not TicketNote.claim(note_id, _SENDING_LEASE):
         return "taken"
     note = TicketNote.objects.select_related(
         *(f"task__{name}" for name in CONTEXT_RELATIONS), "task__ticket"
