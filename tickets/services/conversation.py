@@ -64,14 +64,7 @@ def note_ticket(*, task: Task, kind: str, actor: Actor, why: str = "") -> Ticket
             actor_label=actor.label[: limits.ACTOR_LABEL],
             next_attempt_at=timezone.now(),
         )
-        _event(
-            request_id=task.request_id,
-            task_id=task.pk,
-            from_status=task.status,
-            to=task.status,
-            reason=f'note "{NOTE_KINDS[kind].label}" queued for OTRS ticket {ticket}',
-            actor=actor,
-        )
+        _task_event(task, f'note "{NOTE_KINDS[kind].label}" queued for OTRS ticket {ticket}', actor)
         transaction.on_commit(lambda: notes_wanted.send(sender=TicketNote, note_ids=[note.pk]))
     return note
 
@@ -208,13 +201,18 @@ def _label(note: TicketNote) -> str:
 
 def _note_event(note: TicketNote, reason: str, *, actor: Actor | None = None) -> None:
     task = Task.objects.only("request_id", "status").get(pk=note.task_id)
+    _task_event(task, reason, actor or Actor.job("notes"))
+
+
+def _task_event(task: Task, reason: str, actor: Actor) -> None:
+    """An event on the task's timeline that leaves its state as it is."""
     _event(
         request_id=task.request_id,
         task_id=task.pk,
         from_status=task.status,
         to=task.status,
         reason=reason,
-        actor=actor or Actor.job("notes"),
+        actor=actor,
     )
 
 
