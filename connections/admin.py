@@ -137,6 +137,7 @@ class ConnectionAdmin(admin.ModelAdmin):
                     "provision_minutes",
                     "batch_size",
                     "max_status_check_days",
+                    "reopen_watch_days",
                 ]
             },
         ),

@@ -22,11 +22,10 @@ import base64
 import logging
 import os
 import re
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,11 +33,8 @@ from urllib.parse import urlsplit
 import requests
 from django.utils import timezone
 from urllib3 import ProxyManager
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import NameResolutionError, NewConnectionError
 
-from . import addresses, auth, correlation, deadline, templating
+from . import addresses, auth, correlation, deadline, pinning, statuses, templating
 from .calls import (
     CheckResult,
     CreatedTicket,
@@ -62,16 +58,15 @@ from .documents import (
 from .errors import (
     MAX_BODY_BYTES,
     Answer,
+    Article,
     OTRSError,
     TicketStatus,
+    articles_at,
     as_ticket_id,
     check_test_answer,
     ids_at,
     judge,
     judge_login,
-    means_missing,
-    merge_target,
-    ticket_status,
     value_at,
 )
 from .masking import MASK, Masker, mask
@@ -93,72 +88,18 @@ CHECK_SECONDS = 20.0
 _sessions = threading.local()
 
 
-def _connect_checked(
-    connection: HTTPConnection, connect: Callable[[], socket.socket]
-) -> socket.socket:
-    """Resolve the host once, refuse it when an address is in a refused network, and connect
-    to the checked addresses in turn: never to an address a second lookup could return."""
-    host = connection._dns_host
-    try:
-        found = addresses.checked_addresses(host, connection.port or 0)
-    except socket.gaierror as exc:
-        raise NameResolutionError(connection.host, connection, exc) from exc
-    failure: NewConnectionError | None = None
-    for address in found:
-        connection._dns_host = address  # what urllib3 connects to; TLS still checks `host`
-        try:
-            return connect()
-        except NewConnectionError as exc:
-            failure = exc
-        finally:
-            connection._dns_host = host
-    assert failure is not None
-    raise failure
-
-
-class _CheckedHTTPConnection(HTTPConnection):
-    """Connects only to checked addresses, and its sockets end at the call's deadline."""
-
-    def _new_conn(self) -> socket.socket:
-        return _connect_checked(self, super()._new_conn)
-
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        deadline.watch(self)  # whatever socket it has then: plain, TLS, new or reused
-        super().request(*args, **kwargs)
-
-    def getresponse(self) -> Any:
-        # An answer with "Connection: close" takes the socket over and leaves self.sock None.
-        deadline.watch(self.sock)
-        return super().getresponse()
-
-
-class _CheckedHTTPSConnection(_CheckedHTTPConnection, HTTPSConnection):
-    pass
-
-
-class _HTTPPool(HTTPConnectionPool):
-    ConnectionCls = _CheckedHTTPConnection
-
-
-class _HTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _CheckedHTTPSConnection
-
-
-_POOLS = {"http": _HTTPPool, "https": _HTTPSPool}
-
-
 class _Adapter(requests.adapters.HTTPAdapter):
     """Every connection through _connect_checked and under its call's deadline, also the
     connection to a proxy (which then resolves the ticket system's name itself)."""
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = _POOLS
+        self.poolmanager.pool_classes_by_scheme = pinning.POOLS
 
     def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
         manager = super().proxy_manager_for(proxy, **proxy_kwargs)
         if isinstance(manager, ProxyManager):
-            manager.pool_classes_by_scheme = _POOLS
+            manager.pool_classes_by_scheme = pinning.POOLS
         return manager
 
 
@@ -339,7 +280,9 @@ class TicketClient:
             self.documents.create,
             context,
             run=lambda call, variables: self._run(call, variables, ref=ref),
-            read=lambda call, ids, path: self._ticket_nodes(call, ids, path, ref),
+            read=lambda call, ids, path: statuses.ticket_nodes(
+                lambda c, variables: self._run(c, variables, ref=ref), call, ids, path
+            ),
         )
         ticket = found.ticket
         if ticket is not None and not ticket.ticket_number:
@@ -359,24 +302,33 @@ class TicketClient:
 
     def ticket_statuses(self, ticket_ids: list[int], *, ref: str = "") -> dict[int, TicketStatus]:
         """The state of each ticket; ids OTRS does not (or no longer) show are left out."""
-        ids = list(dict.fromkeys(int(i) for i in ticket_ids))
-        status = self.documents.status
-        found: dict[int, TicketStatus] = {}
-        if status.batch:
-            size = self.connection.batch_size or status.batch.size
-            for start in range(0, len(ids), size):
-                found.update(self._batch_statuses(ids[start : start + size], ref))
-        else:
-            for ticket_id in ids:
-                found.update(self._single_status(ticket_id, ref))
-        merge = status.merge_target
-        if merge:
-            for ticket_id, ticket in found.items():
-                if ticket.state in merge.states or ticket.state_type == "merged":
-                    found[ticket_id] = replace(
-                        ticket, merged_into=self._merge_target(ticket_id, ref)
-                    )
-        return found
+        return statuses.read(
+            self.documents.status,
+            self.connection.batch_size,
+            ticket_ids,
+            lambda call, variables: self._run(call, variables, ref=ref),
+        )
+
+    def update_ticket(self, ticket_id: int, note: dict[str, str], *, ref: str = "") -> int | None:
+        """Add an article to a ticket, and set its state unless `note["state"]` is empty
+        (updateTicketCall); the new article's id when the answer gives one. Never repeated
+        here: the note's own retries do that."""
+        update = self.documents.status.update
+        if update is None:
+            raise OTRSError(
+                f"The TicketStatusJSON of connection {self.connection.name} has no "
+                "updateTicketCall; re-import the package to add notes to tickets",
+                permanent=True,
+            )
+        body = self._run(update.call, {"ticketID": ticket_id, "note": note}, ref=ref)
+        return as_ticket_id(value_at(body, update.article_id_path))
+
+    def closing_articles(self, ticket_id: int, *, ref: str = "") -> list[Article]:
+        """A ticket's newest articles, newest first (closingArticleCall); none without one."""
+        spec = self.documents.status.closing_article
+        if spec is None:
+            return []
+        return articles_at(spec, self._run(spec.call, {"ticketID": ticket_id}, ref=ref))
 
     def test_connection(self) -> CheckResult:
         """Log in, then run testConnectionParams or a TicketSearch with Limit=1."""
@@ -527,47 +479,6 @@ class TicketClient:
 
     # --- statuses ---------------------------------------------------------------------------
 
-    def _batch_statuses(self, ids: list[int], ref: str) -> dict[int, TicketStatus]:
-        status = self.documents.status
-        assert status.batch is not None
-        found = {}
-        for node in self._ticket_nodes(status.call, ids, status.batch.ticket_list_path, ref):
-            ticket_id = as_ticket_id(value_at(node, status.batch.ticket_id_path))
-            if ticket_id in ids:
-                found[ticket_id] = ticket_status(status, node, ticket_id)
-        return found
-
-    def _ticket_nodes(self, call: CallSpec, ids: list[int], list_path: str, ref: str) -> list:
-        """The tickets one call with `${ticketIDs}` lists at `list_path`. OTRS refuses the
-        whole batch for one id it does not show: then halve it to isolate that id."""
-        try:
-            body = self._run(call, {"ticketIDs": ",".join(map(str, ids))}, ref=ref)
-        except OTRSError as exc:
-            if not means_missing(exc):
-                raise
-            if len(ids) == 1:
-                return []
-            half = len(ids) // 2
-            return [
-                *self._ticket_nodes(call, ids[:half], list_path, ref),
-                *self._ticket_nodes(call, ids[half:], list_path, ref),
-            ]
-        tickets = value_at(body, list_path)
-        if not isinstance(tickets, list):
-            raise OTRSError(
-                f"{call.name} answered without a ticket list at {list_path}", permanent=True
-            )
-        return tickets
-
-    def _single_status(self, ticket_id: int, ref: str) -> dict[int, TicketStatus]:
-        try:
-            body = self._run(self.documents.status.call, {"ticketID": ticket_id}, ref=ref)
-        except OTRSError as exc:
-            if means_missing(exc):
-                return {}
-            raise
-        return {ticket_id: ticket_status(self.documents.status, body, ticket_id)}
-
     def _number_of(self, ticket_id: int, ref: str) -> str:
         """The ticket number from the status call, when the create or search answer lacks it.
 
@@ -579,16 +490,6 @@ class TicketClient:
         except OTRSError:
             return ""
         return found.ticket_number if found else ""
-
-    def _merge_target(self, ticket_id: int, ref: str) -> int | None:
-        """The ticket a merged ticket went into; None when that cannot be learned now."""
-        merge = self.documents.status.merge_target
-        assert merge is not None
-        try:
-            body = self._run(merge.call, {"ticketID": ticket_id}, ref=ref)
-        except OTRSError:
-            return None  # logged as an ApiCall; the next poll asks again
-        return merge_target(merge, body)
 
     # --- sending and logging ----------------------------------------------------------------
 
@@ -725,3 +626,80 @@ class TicketClient:
             row["duration_ms"],
             f": {row['error']}" if error else "",
         )
+
+
+# --- callbacks ------------------------------------------------------------------------------
+# An API client's callback URL is not OTRS, but it is an outgoing HTTP call all the same: it
+# goes through the same address checks, pinned sockets and deadline, so this module stays
+# the only one that speaks HTTP.
+
+_CALLBACK_ANSWER_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Posted:
+    """How one callback POST went: the HTTP status (None when there was no answer) or why
+    it failed, and how long it took."""
+
+    status_code: int | None
+    error: str
+    ms: int
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+def post_callback(url: str, body: bytes, headers: dict[str, str], *, seconds: float) -> Posted:
+    """POST `body` to `url` once: checked addresses only, no redirects, no proxy, within
+    `seconds` in all (connecting within at most 5 of them). Never raises."""
+    started = time.monotonic()
+
+    def done(status_code: int | None, error: str = "") -> Posted:
+        return Posted(status_code, error, round((time.monotonic() - started) * 1000))
+
+    problem = addresses.url_problem(url)
+    if problem:
+        return done(None, f"the callback URL {problem}")
+    connect = min(5.0, seconds)
+    with requests.Session() as session:
+        session.trust_env = False
+        session.headers["User-Agent"] = USER_AGENT
+        for scheme in ("http://", "https://"):
+            session.mount(scheme, _Adapter())
+        try:
+            with (
+                deadline.limit(seconds) as limit,
+                session.post(
+                    url,
+                    data=body,
+                    headers={"Content-Type": "application/json", **headers},
+                    timeout=(connect, seconds),
+                    allow_redirects=False,
+                    stream=True,
+                ) as response,
+            ):
+                read = 0
+                for chunk in response.iter_content(16 * 1024):
+                    read += len(chunk)
+                    if read > _CALLBACK_ANSWER_BYTES:
+                        break  # the answer is not used; a receiver may not make us read more
+                if limit.expired:
+                    return done(None, f"no complete answer within {seconds:g} s")
+                return done(response.status_code)
+        except addresses.RefusedAddress as exc:
+            return done(None, exc.message)
+        except requests.RequestException as exc:
+            if limit.expired:
+                return done(None, f"no complete answer within {seconds:g} s")
+            host = urlsplit(url).hostname
+            if isinstance(exc, requests.ConnectTimeout):
+                return done(
+                    None,
+                    f"{host} did not accept a connection within {connect:g} s",
+                )
+            if isinstance(exc, requests.ReadTimeout):
+                return done(None, f"{host} did not answer within {seconds:g} s")
+            if isinstance(exc, requests.ConnectionError):
+                return done(None, f"could not connect to {host}")
+            return done(None, f"{type(exc).__name__} sending to {host}")

@@ -239,6 +239,37 @@ class ChangeSearchSpec:
 
 
 @dataclass(frozen=True)
+class NoteTemplate:
+    """The subject and body of one kind of article the bridge adds to a ticket."""
+
+    subject: str
+    body: str
+
+
+@dataclass(frozen=True)
+class UpdateSpec:
+    """updateTicketCall (an OTRS TicketUpdate): adds an article to a ticket and, for a cancel,
+    sets its state. Takes ${ticketID}, ${note.subject}, ${note.body} and ${note.state}."""
+
+    call: CallSpec
+    article_id_path: str  # where the answer gives the new article's id ("" = not read)
+    cancel_state: str  # the state a cancel sets; "" adds the note only
+    notes: dict[str, NoteTemplate]  # by kind (spec_conversation.NOTE_KINDS)
+
+
+@dataclass(frozen=True)
+class ClosingArticleSpec:
+    """closingArticleCall: a ticket's newest articles (newest first), read when it closes
+    so the task keeps the agent's reason. Takes ${ticketID}."""
+
+    call: CallSpec
+    article_list_path: str
+    subject_path: str
+    body_path: str
+    article_id_path: str
+
+
+@dataclass(frozen=True)
 class StatusSpec:
     """The status call and what each OTRS state means for the task."""
 
@@ -254,6 +285,8 @@ class StatusSpec:
     changed_path: str
     merge_target: MergeTargetSpec | None
     change_search: ChangeSearchSpec | None = None
+    update: UpdateSpec | None = None
+    closing_article: ClosingArticleSpec | None = None
 
     def outcome_for(self, state: str, state_type: str | None = None) -> str | None:
         """completed | discontinued | failed | pending | open, or None when the state is unmapped.

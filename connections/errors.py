@@ -25,6 +25,7 @@ from .documents import (
     HEADER_TOKEN_PREFIX,
     AuthSpec,
     CallSpec,
+    ClosingArticleSpec,
     MergeTargetSpec,
     ResponseRule,
     StatusSpec,
@@ -345,3 +346,31 @@ def call_outcome(error: OTRSError | None) -> str:
 def means_missing(exc: OTRSError) -> bool:
     """OTRS's way of saying "no such ticket (for you)"; also HTTP 404 from other systems."""
     return exc.code.rpartition(".")[2] in MISSING_TICKET_KINDS or exc.status_code == 404
+
+
+@dataclass(frozen=True)
+class Article:
+    """One article of a ticket, as closingArticleCall reads it."""
+
+    article_id: int | None
+    subject: str
+    body: str
+
+
+def articles_at(spec: ClosingArticleSpec, body: Any) -> list[Article]:
+    """The articles an answer lists at the spec's path, in its order (newest first); an
+    item that is not an object is skipped, text that is not a string reads as empty."""
+    found = value_at(body, spec.article_list_path)
+    articles = []
+    for item in found if isinstance(found, list) else []:
+        if not isinstance(item, dict):
+            continue
+        subject, text = value_at(item, spec.subject_path), value_at(item, spec.body_path)
+        articles.append(
+            Article(
+                as_ticket_id(value_at(item, spec.article_id_path)),
+                subject if isinstance(subject, str) else "",
+                text if isinstance(text, str) else "",
+            )
+        )
+    return articles

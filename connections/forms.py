@@ -135,6 +135,7 @@ class ConnectionForm(forms.ModelForm):
             "provision_minutes",
             "batch_size",
             "max_status_check_days",
+            "reopen_watch_days",
             "completion_email_subject",
             "completion_email_template",
         ]

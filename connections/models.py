@@ -126,6 +126,14 @@ class Connection(models.Model):
         validators=[MinValueValidator(1), MaxValueValidator(3650)],
         help_text="After this many days an open ticket is flagged stale (it is still polled).",
     )
+    reopen_watch_days = models.PositiveIntegerField(
+        default=14,
+        validators=[MinValueValidator(0), MaxValueValidator(3650)],
+        help_text=(
+            "For this many days after a ticket closed, the change search and the webhook "
+            'still follow it: an agent reopening it sends its task back to "Ticket open".'
+        ),
+    )
     webhook_secret_encrypted = models.TextField(blank=True, editable=False)
     completion_email_subject = models.CharField(
         max_length=200,

@@ -26,7 +26,13 @@ DOCUMENTS = {
     "ticketStatusJSON": ("TicketStatusJSON", "ticket_status_json"),
     "configJSON": ("ConfigJSON", "config_json"),
 }
-CONNECTION_SETTINGS = ("poll_minutes", "full_sweep_minutes", "batch_size", "max_status_check_days")
+CONNECTION_SETTINGS = (
+    "poll_minutes",
+    "full_sweep_minutes",
+    "batch_size",
+    "max_status_check_days",
+    "reopen_watch_days",
+)
 
 # Expected keys of each object in our format: key → (type, required).
 _TOP_KEYS = {

@@ -47,6 +47,7 @@ from .spec_calls import (
     read_call,
     ticket_scope,
 )
+from .spec_conversation import closing_article_spec, update_spec
 from .spec_fields import (
     Report,
     check_placeholders,
@@ -558,6 +559,8 @@ def _status_spec(report: Report, document: dict, auths: dict | None) -> StatusSp
         changed_path=report.path(raw, "changedPath", where),
         merge_target=_merge_target(report, document, auths),
         change_search=_change_search(report, document, auths),
+        update=update_spec(report, document, auths),
+        closing_article=closing_article_spec(report, document, auths),
     )
     check_state_lists(report, spec, where)
     return spec

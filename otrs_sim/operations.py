@@ -144,7 +144,8 @@ def ticket_get(ctx: Context, data: dict) -> Result:
                 store,
                 ticket,
                 dynamic_fields=perl_true(data.get("DynamicFields")),
-                articles=articles,
+                # Znuny leaves the Article key out when no article is left to show.
+                articles=articles or None,
             )
         )
     return Result(data={"Ticket": result})

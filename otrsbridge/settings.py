@@ -202,6 +202,8 @@ PROVISION_LEASE_SECONDS = env.float("PROVISION_LEASE_SECONDS", default=60.0)
 # Retry backoff of a task after a transient failure: base × 2^(attempt-1), ±25% jitter, capped.
 PROVISION_BACKOFF_SECONDS = env.float("PROVISION_BACKOFF_SECONDS", default=30.0)
 PROVISION_BACKOFF_MAX_SECONDS = env.float("PROVISION_BACKOFF_MAX_SECONDS", default=3600.0)
+# How long one callback delivery to an API client may take in all, connecting included.
+CALLBACK_TIMEOUT_SECONDS = env.float("CALLBACK_TIMEOUT_SECONDS", default=15.0)
 
 # --- Security -----------------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True

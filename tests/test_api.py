@@ -181,6 +181,7 @@ def test_trusted_client_request_arrives_approved_with_its_tasks(client, crm, tru
                 "status": "new",
                 "attempts": 0,
                 "last_error": None,
+                "reason": None,
                 "ticket": None,
             }
             for t in tasks
@@ -474,6 +475,7 @@ def test_get_answers_the_request_with_tasks_and_tickets(client, crm, trusted):
             "status": "ticket_open",
             "attempts": 1,
             "last_error": "earlier timeout",
+            "reason": None,
             "ticket": {
                 "id": 4711,
                 "number": "2026112610000015",

@@ -112,13 +112,15 @@ def test_schedules_are_registered_once_by_name(connection):
         jobs.schedules_sync()
     names = list(Schedule.objects.order_by("name").values_list("name", "minutes"))
     assert names == [
+        ("callbacks", 1),
+        ("notes", 1),
         (f"poll:{connection.name}", connection.poll_minutes),
         (f"provision:{connection.name}", connection.provision_minutes),
     ]
     type(connection).objects.filter(pk=connection.pk).update(poll_minutes=7)
     jobs.schedules_sync()
     assert Schedule.objects.get(name=f"poll:{connection.name}").minutes == 7
-    assert Schedule.objects.count() == 2
+    assert Schedule.objects.count() == 4
 
 
 def test_registered_and_queued_job_paths_import_the_jobs(connection):
@@ -127,8 +129,13 @@ def test_registered_and_queued_job_paths_import_the_jobs(connection):
 
     jobs.schedules_sync()
     for schedule in Schedule.objects.all():
-        assert import_string(schedule.func) in (jobs.provision_due_tasks, jobs.poll_open_tickets)
-    for job in (jobs.provision_task, jobs.refresh_ticket):
+        assert import_string(schedule.func) in (
+            jobs.provision_due_tasks,
+            jobs.poll_open_tickets,
+            jobs.send_ticket_notes,
+            jobs.deliver_callbacks,
+        )
+    for job in (jobs.provision_task, jobs.refresh_ticket, jobs.send_ticket_note):
         assert import_string(jobs.job_path(job)) is job
 
 

@@ -28,8 +28,9 @@ from connections.masking import secret_forms
 from connections.models import Connection, ConnectionToken
 from tests import factories
 from tests.simfixtures import sim_factory  # noqa: F401  (fixture)
+from tickets import services
 from tickets.api import api_client_create
-from tickets.models import AccessRequest
+from tickets.models import AccessRequest, CallbackDelivery, TicketNote
 
 pytestmark = pytest.mark.django_db
 
@@ -77,7 +78,14 @@ def world(sim_factory, people):  # noqa: F811
     connection.set_webhook_secret(HOOK_SECRET)
     connection.save()
     assert leaky.task.ticket_id
-    _, api_token = api_client_create(name="iga")
+    iga, api_token = api_client_create(name="iga")
+    callback_secret = services.client_set_callback(client=iga, url="http://127.0.0.1:9/hook")
+    note = TicketNote.objects.create(
+        task=leaky.task, kind="cancelled", status="failed", last_error="refused"
+    )
+    delivery = CallbackDelivery.objects.create(
+        client=iga, request=leaky.request, request_status="completed", body="{}", status="failed"
+    )
     factories.careless_api_call(
         connection,
         ref=f"task:{leaky.task.pk}",
@@ -94,12 +102,15 @@ def world(sim_factory, people):  # noqa: F811
         "webhook secret": HOOK_SECRET,
         "session id": session_id,
         "api token": api_token,
+        "callback secret": callback_secret,
     }
     return SimpleNamespace(
         connection=connection,
         request=leaky.request,
         task=leaky.task,
         api_token=api_token,
+        note=note,
+        delivery=delivery,
         secrets={name: encodings(value) for name, value in secrets.items()},
     )
 
@@ -233,6 +244,10 @@ def console_urls(world) -> dict[str, str]:
         "tickets:tasks_retry": reverse("tickets:tasks_retry"),
         "tickets:task_retry": reverse("tickets:task_retry", args=[world.task.pk]),
         "tickets:task_cancel": reverse("tickets:task_cancel", args=[world.task.pk]),
+        "tickets:note_retry": reverse("tickets:note_retry", args=[world.note.pk]),
+        "tickets:delivery_redeliver": reverse(
+            "tickets:delivery_redeliver", args=[world.delivery.pk]
+        ),
         "tickets:job_run": reverse("tickets:job_run", args=["poll"]),
         "tickets:identity_list": reverse("tickets:identity_list"),
         "tickets:identity": access_request.beneficiary.get_absolute_url(),

@@ -444,3 +444,50 @@ def test_an_ended_session_fails_like_an_unknown_one(otrs_server):
         }
     }
     assert otrs_server.search(f"TicketID={ticket_id}") == [ticket_id]  # other sessions live on
+
+
+# --- what the ticket conversation uses: TicketUpdate notes, newest articles first -------------
+
+
+def test_a_note_with_an_empty_state_keeps_the_state_and_an_unknown_state_is_an_error_in_200(
+    otrs_server,
+):
+    ticket_id = otrs_server.create_ticket(otrs_server.unique("note"))["TicketID"]
+    article = {**NOTE, "CommunicationChannel": "Internal", "SenderType": "agent"}
+    answer = otrs_server.patch(ticket_id, {"Ticket": {"State": ""}, "Article": article})
+    assert set(answer) == {"ArticleID", "TicketID", "TicketNumber"}
+    assert otrs_server.ticket(ticket_id)["State"] == "new"
+    refused = otrs_server.call(
+        "PATCH",
+        f"/Ticket/{ticket_id}",
+        json={"SessionID": otrs_server.session_id, "Ticket": {"State": "no such state"}},
+    )
+    assert refused.status_code == 200
+    assert refused.json() == {
+        "Error": {
+            "ErrorCode": "TicketUpdate.InvalidParameter",
+            "ErrorMessage": "TicketUpdate: Ticket->StateID or Ticket->State parameter is invalid!",
+        }
+    }
+    assert otrs_server.patch(ticket_id, {"Ticket": {}}, ok=False) == {
+        "Error": {
+            "ErrorCode": "TicketUpdate.InvalidParameter",
+            "ErrorMessage": "TicketUpdate: Ticket parameter is not valid!",
+        }
+    }
+
+
+def test_articles_come_newest_first_limited_and_filtered_by_sender_type(otrs_server):
+    ticket_id = otrs_server.create_ticket(otrs_server.unique("articles"))["TicketID"]
+    for n in (1, 2, 3):
+        article = {**NOTE, "Subject": f"note {n}", "CommunicationChannel": "Internal"}
+        otrs_server.patch(ticket_id, {"Article": {**article, "SenderType": "agent"}})
+    newest = otrs_server.ticket(
+        ticket_id, AllArticles=1, ArticleOrder="DESC", ArticleLimit=2, ArticleSenderType="agent"
+    )["Article"]
+    assert [a["Subject"] for a in newest] == ["note 3", "note 2"]
+    assert {a["SenderType"] for a in newest} == {"agent"}
+    assert isinstance(newest[0]["ArticleID"], int)
+    # No article of that sender type: the ticket has no Article key at all.
+    none = otrs_server.ticket(ticket_id, AllArticles=1, ArticleSenderType="customer")
+    assert "Article" not in none

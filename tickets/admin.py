@@ -28,16 +28,19 @@ from . import limits, services
 from .api import api_client_create
 from .forms import IdentityAdminForm
 from .models import (
+    UNCONFIRMED_LABEL,
     AccessRequest,
     Account,
     AccountEntitlement,
     ApiClient,
+    CallbackDelivery,
     Identity,
     JobRun,
     NotificationTemplate,
     ProvisioningTask,
     TaskEvent,
     Ticket,
+    TicketNote,
 )
 from .services import accounts, notifications
 
@@ -191,10 +194,16 @@ class IdentityAdmin(admin.ModelAdmin):
         return console_link(reverse("tickets:identity", args=[obj.username])) if obj.pk else "—"
 
 
+def _confirmed(obj: Account | AccountEntitlement) -> str:
+    return UNCONFIRMED_LABEL if obj.unconfirmed_by_id else "yes"
+
+
 class EntitlementInline(admin.TabularInline):
     model = AccountEntitlement
     extra = 0
-    readonly_fields = ["entitlement", "granted_at", "granted_by"]
+    fields = ("entitlement", "granted_at", "granted_by", "confirmed")
+    readonly_fields = fields
+    confirmed = admin.display(description="Confirmed")(_confirmed)
     can_delete = False
 
     def has_add_permission(self, request, obj=None) -> bool:
@@ -230,8 +239,18 @@ class AccountImportForm(forms.Form):
 class AccountAdmin(ReadOnlyAdmin):
     """The access inventory that completed tasks and imports recorded."""
 
-    list_display = ["name", "identity", "endpoint", "active", "origin", "created_at", "removed_at"]
+    list_display = [
+        "name",
+        "identity",
+        "endpoint",
+        "active",
+        "origin",
+        "confirmed",
+        "created_at",
+        "removed_at",
+    ]
     list_filter = ["active", "origin", "endpoint"]
+    confirmed = admin.display(description="Confirmed")(_confirmed)
     list_select_related = ["identity", "endpoint"]
     search_fields = ["name", "identity__username"]
     inlines = [EntitlementInline]
@@ -319,10 +338,28 @@ class AccountAdmin(ReadOnlyAdmin):
 class ApiClientAdmin(admin.ModelAdmin):
     """Upstream systems allowed to use the JSON API. The token is shown once, at creation."""
 
-    list_display = ["name", "trusted", "active", "token_prefix", "created_at", "last_used_at"]
+    list_display = [
+        "name",
+        "trusted",
+        "active",
+        "token_prefix",
+        "callback_url",
+        "created_at",
+        "last_used_at",
+    ]
     list_filter = ["trusted", "active"]
-    readonly_fields = ["token_prefix", "created_at", "last_used_at"]
-    fields = ["name", "trusted", "active", "token_prefix", "created_at", "last_used_at"]
+    # The callback URL is set through the API or `manage.py set_callback`, which show its
+    # secret once; the secret itself is never on a page.
+    readonly_fields = ["token_prefix", "callback_url", "created_at", "last_used_at"]
+    fields = [
+        "name",
+        "trusted",
+        "active",
+        "token_prefix",
+        "callback_url",
+        "created_at",
+        "last_used_at",
+    ]
 
     def save_model(self, request, obj, form, change):
         if change:
@@ -397,3 +434,70 @@ class NotificationTemplateAdmin(admin.ModelAdmin):
 
     form = NotificationTemplateForm
     list_display = ["kind", "subject", "updated_at"]
+
+
+@admin.register(TicketNote)
+class TicketNoteAdmin(ReadOnlyAdmin):
+    """Notes the bridge adds to tickets (cancels, failed siblings, …); failed ones can be
+    sent again."""
+
+    list_display = ["id", "task", "kind", "status", "attempts", "state", "last_error", "created_at"]
+    list_filter = ["status", "kind"]
+    list_select_related = ["task__request"]
+    search_fields = ["task__request__number", "task__ticket__ticket_number"]
+    actions = ["send_again"]
+
+    @admin.action(description="Send the selected failed notes again")
+    def send_again(self, request, queryset) -> None:
+        _send_again(
+            self,
+            request,
+            queryset,
+            lambda note: services.note_retry(note=note, by=request.user),
+            "note(s)",
+        )
+
+
+def _send_again(model_admin, request, queryset, service, noun: str) -> None:
+    """Queue each selected item again through its service; say how many, and why others not."""
+    queued = 0
+    for item in queryset.order_by("id"):
+        try:
+            service(item)
+            queued += 1
+        except services.TransitionError as exc:
+            model_admin.message_user(request, str(exc), messages.ERROR)
+    if queued:
+        model_admin.message_user(request, f"{queued} {noun} queued again.", messages.SUCCESS)
+
+
+@admin.register(CallbackDelivery)
+class CallbackDeliveryAdmin(ReadOnlyAdmin):
+    """Signed POSTs of request documents to API clients' callback URLs, each attempt
+    recorded; pending and failed ones can be delivered again."""
+
+    list_display = [
+        "id",
+        "request",
+        "client",
+        "request_status",
+        "status",
+        "attempts",
+        "last_error",
+        "created_at",
+        "delivered_at",
+    ]
+    list_filter = ["status", "client"]
+    list_select_related = ["request", "client"]
+    search_fields = ["request__number"]
+    actions = ["redeliver"]
+
+    @admin.action(description="Deliver the selected callbacks again")
+    def redeliver(self, request, queryset) -> None:
+        _send_again(
+            self,
+            request,
+            queryset,
+            lambda delivery: services.delivery_redeliver(delivery=delivery, by=request.user),
+            "callback(s)",
+        )

@@ -37,6 +37,7 @@ from connections.models import Connection, Endpoint
 from . import jobs, openapi
 from .api_schemas import (
     ApiError,
+    CallbackRegistration,
     CancelRequest,
     ListQuery,
     SubmitRequest,
@@ -47,8 +48,18 @@ from .api_schemas import (
     read_body,
     read_json,
 )
+from .documents import request_document
 from .models import MAX_DB_INT, AccessRequest, ApiClient, ProvisioningTask, Ticket, parse_id
-from .services import Actor, RequestInvalid, TransitionError, request_cancel, request_submit
+from .services import (
+    Actor,
+    RequestInvalid,
+    TransitionError,
+    client_clear_callback,
+    client_set_callback,
+    request_cancel,
+    request_submit,
+    watched_tickets,
+)
 
 log = logging.getLogger(__name__)
 
@@ -136,40 +147,6 @@ def api_view(*methods: str, auth: bool = True) -> Callable:
 
 
 # --- answers ----------------------------------------------------------------------------------
-
-
-def ticket_document(ticket: Ticket | None) -> dict | None:
-    if ticket is None:
-        return None
-    return {
-        "id": ticket.ticket_id,
-        "number": ticket.ticket_number or None,
-        "state": ticket.state or None,
-        "state_type": ticket.state_type or None,
-        "url": ticket.agent_url or None,
-    }
-
-
-def task_document(task: ProvisioningTask) -> dict:
-    return {
-        "id": task.pk,
-        "operation": task.operation,
-        "entitlement": task.entitlement or None,
-        "status": task.status,
-        "attempts": task.attempts,
-        "last_error": task.last_error or None,
-        "ticket": ticket_document(task.ticket),
-    }
-
-
-def request_document(access_request: AccessRequest) -> dict:
-    """The fixed request shape of the API (see the Request schema in tickets/openapi.py)."""
-    return {
-        "id": access_request.pk,
-        "number": access_request.number,
-        "status": access_request.status,
-        "tasks": [task_document(t) for t in access_request.tasks.all()],
-    }
 
 
 def requests_of(client: ApiClient):
@@ -328,6 +305,22 @@ def request_cancel_view(request, pk: int):
     return JsonResponse(request_document(one_request(client, pk)))
 
 
+@api_view("PUT", "DELETE")
+def callback_view(request):
+    """Register this client's callback URL, answering its new signing secret (shown only
+    here, once), or remove it."""
+    client = request.api_client
+    if request.method == "DELETE":
+        client_clear_callback(client=client)
+        return JsonResponse({"url": None, "secret": None})
+    registration = CallbackRegistration.parse(read_json(request))
+    try:
+        secret = client_set_callback(client=client, url=registration.url)
+    except RequestInvalid as exc:
+        raise invalid(exc.fields) from None
+    return JsonResponse({"url": client.callback_url, "secret": secret})
+
+
 @csrf_exempt
 def not_found(request, path: str = ""):
     """JSON 404 for every other path under /api/v1, so clients never get an HTML page."""
@@ -423,12 +416,17 @@ def _check_webhook_token(request: HttpRequest, connection: Connection | None) ->
 def _queue_refresh(connection: Connection, ticket_id: int) -> None:
     """Queue refresh_ticket for a ticket the bridge follows; ignore any other ticket."""
     ticket_pk = (
-        Ticket.objects.filter(connection=connection, ticket_id=ticket_id, is_open=True)
+        Ticket.objects.filter(connection=connection, ticket_id=ticket_id)
+        .filter(watched_tickets(timezone.now()))
         .values_list("pk", flat=True)
         .first()
     )
     if ticket_pk is None:
-        log.info("webhook %s: ticket %s is not an open bridge ticket", connection.name, ticket_id)
+        log.info(
+            "webhook %s: ticket %s is not an open bridge ticket, nor a closed one still watched",
+            connection.name,
+            ticket_id,
+        )
         return
     try:
         jobs.enqueue(jobs.refresh_ticket, ticket_pk, connection.name)

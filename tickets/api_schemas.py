@@ -392,6 +392,20 @@ class CancelRequest(Body):
     reason: CancelReason | None = None
 
 
+class CallbackRegistration(Body):
+    """Where the bridge POSTs this client's request documents when their status changes."""
+
+    url: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=limits.CALLBACK_URL,
+            description="An http(s) URL without user:password@, not in a refused network.",
+        ),
+        NoNul,
+    ]
+
+
 def encode_cursor(pk: int) -> str:
     return base64.urlsafe_b64encode(f"before:{pk}".encode()).decode().rstrip("=")
 

@@ -46,3 +46,10 @@ class TicketsConfig(AppConfig):
         post_save.connect(
             services.governance.link_user, sender=User, dispatch_uid="tickets-link-user"
         )
+        # Notes to tickets and callback deliveries are sent at once, and by their schedules.
+        services.notes_wanted.connect(jobs.queue_notes, dispatch_uid="tickets-notes")
+        services.deliveries_wanted.connect(jobs.queue_deliveries, dispatch_uid="tickets-callbacks")
+        # Every request status change queues its callback deliveries, in its transaction.
+        services.request_moved.connect(
+            services.requests_changed, dispatch_uid="tickets-request-callbacks"
+        )

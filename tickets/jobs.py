@@ -54,6 +54,19 @@ def refresh_ticket(ticket_pk: int, connection_name: str = ""):
 def send_notification(kind: str, ref: int):
     """Send one notification email (queued when the change it tells of commits)."""
     return services.notifications.notification_send(kind=kind, ref=ref)
+def send_ticket_notes(trigger: str = "schedule"):
+    """Add the due notes to their tickets (cancels, failed siblings, …)."""
+    return record_job_run("notes", trigger, services.notes_send_due).summary
+
+
+def send_ticket_note(note_id: int):
+    """Add one note to its ticket now (queued when the note is)."""
+    return services.note_send(note_id=note_id)
+
+
+def deliver_callbacks(trigger: str = "schedule"):
+    """POST the due request documents to their API clients' callback URLs."""
+    return record_job_run("callbacks", trigger, services.deliveries_send_due).summary
 
 
 # --- queueing --------------------------------------------------------------------------------
@@ -99,6 +112,15 @@ def queue_provisioning(sender, task_ids: list[int], **kwargs) -> None:
 def queue_notification(sender, kind: str, ref: int, **kwargs) -> None:
     """Queue send_notification (connected to services.notifications.notification_wanted)."""
     enqueue(send_notification, kind, ref, task_name=f"notify-{kind}-{ref}-{uuid.uuid4().hex[:6]}")
+def queue_notes(sender, note_ids: list[int], **kwargs) -> None:
+    """Queue send_ticket_note for each note (connected to services.notes_wanted)."""
+    for note_id in note_ids:
+        enqueue(send_ticket_note, note_id, task_name=f"ticket-note-{note_id}")
+
+
+def queue_deliveries(sender, **kwargs) -> None:
+    """Queue a deliveries run (connected to services.deliveries_wanted)."""
+    enqueue(deliver_callbacks, "queued")
 
 
 # --- bookkeeping and schedules ---------------------------------------------------------------
@@ -228,7 +250,21 @@ def schedules_sync() -> int:
         Q(name__startswith="provision:") | Q(name__startswith="poll:")
     ).exclude(name__in=wanted)
     stale.delete()
-    return len(wanted)
+    # The outboxes of every connection and client: notes to tickets, callbacks upstream.
+    for name, job in (("notes", send_ticket_notes), ("callbacks", deliver_callbacks)):
+        keep = Schedule.objects.filter(name=name).order_by("id").values_list("pk", flat=True)[:1]
+        Schedule.objects.filter(name=name).exclude(pk__in=list(keep)).delete()
+        Schedule.objects.update_or_create(
+            name=name,
+            defaults={
+                "func": job_path(job),
+                "args": "()",
+                "schedule_type": Schedule.MINUTES,
+                "minutes": 1,
+                "repeats": -1,
+            },
+        )
+    return len(wanted) + 2
 
 
 def provision_one(*, task_id: int) -> str:

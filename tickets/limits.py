@@ -42,6 +42,18 @@ CANCEL_REASON = 2000
 EVENT_REASON = 2000
 ACTOR_LABEL = 200
 
+# The agent's closing article, as the task keeps it: its subject and the start of its body.
+OUTCOME_SUBJECT = 255
+OUTCOME_REASON = 1000
+
+# A note the bridge adds to a ticket: the actor's "why", and the rendered article.
+NOTE_WHY = 2000
+NOTE_SUBJECT = 255
+NOTE_BODY = 10000
+
+# An API client's callback URL.
+CALLBACK_URL = 500
+
 # An API client's Idempotency-Key header.
 IDEMPOTENCY_KEY = 200
 

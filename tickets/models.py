@@ -8,15 +8,18 @@ overview, the terminal and due sets and the moves allowed. Everything else deriv
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import NamedTuple, TypeAlias
 
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 from django.urls import reverse
+from django.utils import timezone
 
 from connections.models import Connection, Endpoint
+from connections.spec_conversation import NOTE_KINDS
 
 from . import limits
 
@@ -106,6 +109,10 @@ class ApiClient(models.Model):
     active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
+    # Where the bridge POSTs this client's request documents when their status changes,
+    # signed with the secret (encrypted at rest, shown once when it is made).
+    callback_url = models.CharField(max_length=limits.CALLBACK_URL, blank=True)
+    callback_secret_encrypted = models.TextField(blank=True, editable=False)
 
     def __str__(self) -> str:
         return self.name
@@ -147,7 +154,8 @@ class AccessRequest(models.Model):
         Status.APPROVED: {Status.IN_PROGRESS, Status.COMPLETED, Status.FAILED, Status.CANCELLED},
         Status.IN_PROGRESS: {Status.COMPLETED, Status.FAILED, Status.CANCELLED},
         Status.FAILED: {Status.IN_PROGRESS},
-        Status.COMPLETED: set(),
+        # A ticket of it was reopened in OTRS after completion.
+        Status.COMPLETED: {Status.IN_PROGRESS},
         Status.REJECTED: set(),
         Status.CANCELLED: set(),
     }
@@ -254,6 +262,9 @@ class Ticket(models.Model):
     last_polled_at = models.DateTimeField(null=True, blank=True)
     closed_at = models.DateTimeField(null=True, blank=True)
     merged_into = models.BigIntegerField(null=True, blank=True)
+    # A closed ticket is still followed (change search, webhook) until then: an agent may
+    # reopen it (Connection.reopen_watch_days).
+    watch_until = models.DateTimeField(null=True, blank=True)
     agent_url = models.URLField(max_length=500, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -359,10 +370,15 @@ class ProvisioningTask(models.Model):
             Status.CANCELLED,
         },
         Status.FAILED: {Status.NEW},
-        Status.COMPLETED: set(),
-        Status.DISCONTINUED: set(),
+        # The ticket was reopened in OTRS after it closed.
+        Status.COMPLETED: {Status.TICKET_OPEN},
+        Status.DISCONTINUED: {Status.TICKET_OPEN},
         Status.CANCELLED: set(),
     }
+    # The task states a reopened ticket sends back to "Ticket open".
+    REOPENABLE = (Status.COMPLETED, Status.DISCONTINUED)
+    # The flag of a task whose ticket was reopened after completion (cleared when it closes).
+    REOPENED_FLAG = "reopened in OTRS: the access it recorded is unconfirmed"
     # A ticket's outcome, as a connection's status mapping names it (connections.spec
     # OUTCOMES), and the state it moves the task to.
     OUTCOME_STATUS: dict[str, str] = {
@@ -395,6 +411,10 @@ class ProvisioningTask(models.Model):
     ticket = models.OneToOneField(
         Ticket, on_delete=models.SET_NULL, null=True, blank=True, related_name="task"
     )
+
+    # The agent's closing article: its subject and the start of its body.
+    outcome_subject = models.CharField(max_length=limits.OUTCOME_SUBJECT, blank=True)
+    outcome_reason = models.TextField(max_length=limits.OUTCOME_REASON, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -455,6 +475,11 @@ class TaskEvent(models.Model):
         return f"{self.from_status or '·'} → {self.to_status} ({self.reason})"
 
 
+# What the inventory shows beside an account or entitlement whose completing ticket was
+# reopened in OTRS: the change stays recorded, but no longer as certain.
+UNCONFIRMED_LABEL = "unconfirmed: ticket reopened"
+
+
 class Account(models.Model):
     """An account that exists in an application, as a completed task or an import recorded it."""
 
@@ -472,6 +497,10 @@ class Account(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     removed_at = models.DateTimeField(null=True, blank=True)
+    # The task whose reopened ticket leaves this account's last change unconfirmed.
+    unconfirmed_by = models.ForeignKey(
+        ProvisioningTask, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
 
     class Meta:
         ordering = ["endpoint__name", "name"]
@@ -492,6 +521,9 @@ class AccountEntitlement(models.Model):
     entitlement = models.CharField(max_length=limits.ENTITLEMENT)
     granted_at = models.DateTimeField(auto_now_add=True)
     granted_by = models.ForeignKey(
+        ProvisioningTask, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    unconfirmed_by = models.ForeignKey(
         ProvisioningTask, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
 
@@ -568,3 +600,100 @@ class JobRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} {self.status}"
+
+
+class Outbox(models.TextChoices):
+    """The states of something the bridge sends and retries: a ticket note, a callback."""
+
+    PENDING = "pending", "Waiting to send"
+    SENT = "sent", "Sent"
+    FAILED = "failed", "Failed"
+
+
+OUTBOX_TONES: dict[str, str] = {Outbox.PENDING: "warn", Outbox.SENT: "ok", Outbox.FAILED: "bad"}
+
+
+class OutboxItem(models.Model):
+    """Something the bridge sends and tries again until it is sent or given up."""
+
+    Status = Outbox
+    TONES = OUTBOX_TONES
+
+    status = models.CharField(max_length=10, choices=Outbox.choices, default=Outbox.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        abstract = True
+
+    @classmethod
+    def due_ids(cls, limit: int) -> list[int]:
+        """The ids of the items due now, the longest waiting first."""
+        due = cls._default_manager.filter(
+            status=Outbox.PENDING, next_attempt_at__lte=timezone.now()
+        )
+        return list(due.order_by("next_attempt_at", "id").values_list("pk", flat=True)[:limit])
+
+    @classmethod
+    def claim(cls, pk: int, lease: timedelta) -> bool:
+        """Take one due item for an attempt (a conditional UPDATE: one worker wins); it is
+        due again after `lease` if the worker dies."""
+        now = timezone.now()
+        return bool(
+            cls._default_manager.filter(
+                pk=pk, status=Outbox.PENDING, next_attempt_at__lte=now
+            ).update(attempts=F("attempts") + 1, next_attempt_at=now + lease)
+        )
+
+
+class TicketNote(OutboxItem):
+    """An article the bridge adds to a task's ticket (a TicketUpdate), queued and retried.
+
+    A cancel note also moves the ticket to the connection's cancel state.
+    """
+
+    task = models.ForeignKey(ProvisioningTask, on_delete=models.CASCADE, related_name="notes")
+    kind = models.CharField(
+        max_length=20, choices=[(kind, shown.label) for kind, shown in NOTE_KINDS.items()]
+    )
+    why = models.TextField(max_length=limits.NOTE_WHY, blank=True)
+    actor_label = models.CharField(max_length=limits.ACTOR_LABEL, blank=True)
+    # What was sent: the article's subject, the state set ("" for a note only) and the id
+    # OTRS gave the article (its closing-article read skips the bridge's own notes).
+    subject = models.CharField(max_length=limits.NOTE_SUBJECT, blank=True)
+    state = models.CharField(max_length=100, blank=True)
+    article_id = models.BigIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="note_due")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} note on task {self.task_id}"
+
+
+class CallbackDelivery(OutboxItem):
+    """One signed POST of a request document to its API client's callback URL, with every
+    attempt recorded; retried with backoff for up to a day."""
+
+    client = models.ForeignKey(ApiClient, on_delete=models.CASCADE, related_name="deliveries")
+    request = models.ForeignKey(AccessRequest, on_delete=models.CASCADE, related_name="deliveries")
+    request_status = models.CharField(max_length=20, choices=AccessRequest.Status.choices)
+    body = models.TextField()
+    # Each attempt: {"at", "status_code", "error", "ms"}.
+    attempt_log = models.JSONField(default=list, blank=True)
+    # Tried until then (a day after it was queued, or after an operator's redeliver).
+    give_up_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name_plural = "callback deliveries"
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="delivery_due")]
+
+    def __str__(self) -> str:
+        return f"{self.request} {self.get_request_status_display()} to {self.client}"

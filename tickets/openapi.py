@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from .api_schemas import (
     IDEMPOTENCY_KEY,
     Beneficiary,
+    CallbackRegistration,
     CancelRequest,
     ListQuery,
     OtrsInvokerEvent,
@@ -126,6 +127,7 @@ SCHEMAS: dict[str, dict] = {
             "status",
             "attempts",
             "last_error",
+            "reason",
             "ticket",
         ],
         "additionalProperties": False,
@@ -136,6 +138,18 @@ SCHEMAS: dict[str, dict] = {
             "status": {"type": "string", "enum": list(ProvisioningTask.Status.values)},
             "attempts": {"type": "integer", "minimum": 0},
             "last_error": {"type": "string", "nullable": True},
+            "reason": {
+                "type": "object",
+                "nullable": True,
+                "description": "The OTRS agent's closing article: its subject and the start "
+                "of its text (at most 1000 characters); null until the ticket closes.",
+                "required": ["subject", "excerpt"],
+                "additionalProperties": False,
+                "properties": {
+                    "subject": {"type": "string"},
+                    "excerpt": {"type": "string"},
+                },
+            },
             "ticket": _ref("Ticket"),
         },
     },
@@ -173,7 +187,22 @@ SCHEMAS: dict[str, dict] = {
         "required": ["status"],
         "properties": {"status": {"type": "string", "enum": ["ok"]}},
     },
-    **model_schemas(Beneficiary, SubmitRequest, CancelRequest, OtrsInvokerEvent),
+    "CallbackSecret": {
+        "type": "object",
+        "required": ["url", "secret"],
+        "additionalProperties": False,
+        "properties": {
+            "url": {"type": "string", "nullable": True},
+            "secret": {
+                "type": "string",
+                "nullable": True,
+                "description": "The signing secret, shown only in this answer; null after DELETE.",
+            },
+        },
+    },
+    **model_schemas(
+        Beneficiary, SubmitRequest, CancelRequest, CallbackRegistration, OtrsInvokerEvent
+    ),
 }
 
 RESPONSES = {
@@ -235,6 +264,16 @@ def _list_parameters() -> list[dict]:
     return parameters
 
 
+CALLBACK_DESCRIPTION = (
+    "When one of this client's requests changes status, the bridge POSTs its request "
+    "document (the Request schema) to the client's callback URL (PUT /callback), once per "
+    "change, tried again with backoff for up to a day until the receiver answers 2xx. "
+    "The header `X-Bridge-Signature: t=<unix time>,v1=<hex>` carries HMAC-SHA256 of "
+    '"<unix time>.<raw body>" under the client\'s secret: recompute it, compare in '
+    "constant time, and refuse a time more than five minutes off. `X-Bridge-Delivery` "
+    "is the delivery's id: the same id again is a redelivery."
+)
+
 PATHS = {
     "/requests": {
         "post": {
@@ -284,8 +323,9 @@ PATHS = {
         "parameters": [{"$ref": "#/components/parameters/RequestId"}],
         "post": {
             "operationId": "cancelRequest",
-            "summary": "Cancel a request and its unfinished tasks. Open OTRS tickets stay "
-            "open for the agents to close. Cancelling a cancelled request answers it unchanged.",
+            "summary": "Cancel a request and its unfinished tasks. Each open OTRS ticket gets a "
+            "note saying who cancelled and why, and the connection's cancel state. Cancelling a "
+            "cancelled request answers it unchanged.",
             "requestBody": {"required": False, "content": _json(_ref("CancelRequest"))},
             "responses": {
                 "200": _request_answer("The cancelled request."),
@@ -298,6 +338,59 @@ PATHS = {
                     "UnsupportedMediaType",
                     "Invalid",
                 ),
+            },
+        },
+    },
+    "/callback": {
+        "put": {
+            "operationId": "setCallback",
+            "summary": "Register (or replace) this client's callback URL. The answer holds a new "
+            "signing secret, shown only here; the old one stops working.",
+            "description": CALLBACK_DESCRIPTION,
+            "requestBody": {"required": True, "content": _json(_ref("CallbackRegistration"))},
+            "callbacks": {
+                "statusChanged": {
+                    "{$request.body#/url}": {
+                        "post": {
+                            "summary": "The request's status changed.",
+                            "description": CALLBACK_DESCRIPTION,
+                            "parameters": [
+                                {
+                                    "name": "X-Bridge-Signature",
+                                    "in": "header",
+                                    "required": True,
+                                    "schema": {"type": "string"},
+                                    "example": "t=1796621604,v1=5f0c…",
+                                },
+                                {
+                                    "name": "X-Bridge-Delivery",
+                                    "in": "header",
+                                    "required": True,
+                                    "schema": {"type": "string"},
+                                },
+                            ],
+                            "requestBody": {"required": True, "content": _json(_ref("Request"))},
+                            "responses": {
+                                "2XX": {"description": "Received; not sent again."},
+                                "default": {"description": "Sent again later, with backoff."},
+                            },
+                        }
+                    }
+                }
+            },
+            "responses": {
+                "200": {"description": "Registered.", "content": _json(_ref("CallbackSecret"))},
+                **_errors(
+                    "BadRequest", "Unauthenticated", "TooLarge", "UnsupportedMediaType", "Invalid"
+                ),
+            },
+        },
+        "delete": {
+            "operationId": "clearCallback",
+            "summary": "Stop the callbacks of this client.",
+            "responses": {
+                "200": {"description": "Removed.", "content": _json(_ref("CallbackSecret"))},
+                **_errors("Unauthenticated"),
             },
         },
     },

@@ -26,12 +26,14 @@ from .models import (
     AccessRequest,
     Account,
     AccountEntitlement,
+    CallbackDelivery,
     ConsoleUser,
     Identity,
     JobRun,
     ProvisioningTask,
     TaskEvent,
     Ticket,
+    TicketNote,
 )
 
 # --- who sees what ------------------------------------------------------------------------------
@@ -380,6 +382,21 @@ def request_detail(access_request: AccessRequest) -> tuple[list[ProvisioningTask
         key=lambda entry: (entry.at, entry.kind != "event"),
     )
     return tasks, timeline
+
+
+def request_outboxes(
+    access_request: AccessRequest, tasks: list[ProvisioningTask]
+) -> tuple[dict[int, list[TicketNote]], list[CallbackDelivery]]:
+    """The notes to tickets not sent yet (or failed), by task, and the request's callback
+    deliveries, newest first: two queries."""
+    notes: dict[int, list[TicketNote]] = {}
+    unsent = TicketNote.objects.filter(task__in=[t.pk for t in tasks]).exclude(
+        status=TicketNote.Status.SENT
+    )
+    for note in unsent.order_by("id"):
+        notes.setdefault(note.task_id, []).append(note)
+    deliveries = list(access_request.deliveries.order_by("-id")[:20])
+    return notes, deliveries
 
 
 # --- identity -----------------------------------------------------------------------------------

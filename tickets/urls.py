@@ -30,6 +30,8 @@ urlpatterns = [
     path("tasks/retry/", views.tasks_retry, name="tasks_retry"),
     path("tasks/<int:pk>/retry/", views.task_action, {"action": "retry"}, name="task_retry"),
     path("tasks/<int:pk>/cancel/", views.task_action, {"action": "cancel"}, name="task_cancel"),
+    path("notes/<int:pk>/retry/", views.note_retry, name="note_retry"),
+    path("deliveries/<int:pk>/redeliver/", views.delivery_redeliver, name="delivery_redeliver"),
     path("jobs/<slug:job>/run/", views.job_run, name="job_run"),
     path("identities/", views.identity_list, name="identity_list"),
     # path: a username may hold "/" (DOMAIN/user); the trailing slash still ends it.

@@ -35,10 +35,13 @@ from .models import (
     APPROVE_PERMISSION,
     OPERATE_PERMISSION,
     SUBMIT_PERMISSION,
+    UNCONFIRMED_LABEL,
     VIEW_ALL_PERMISSION,
     AccessRequest,
+    CallbackDelivery,
     ConsoleUser,
     ProvisioningTask,
+    TicketNote,
     parse_id,
 )
 from .validators import username_problem
@@ -178,6 +181,9 @@ def request_detail(request: ConsoleRequest, pk: int) -> HttpResponse:
         pk=pk,
     )
     tasks, timeline = selectors.request_detail(access_request)
+    notes, deliveries = selectors.request_outboxes(access_request, tasks)
+    for task in tasks:
+        task.unsent_notes = notes.get(task.pk, [])  # type: ignore[attr-defined]
     finished = access_request.is_terminal
     refusal = (
         services.governance.decision_refusal(access_request, request.user)
@@ -197,8 +203,9 @@ def request_detail(request: ConsoleRequest, pk: int) -> HttpResponse:
             "step": services.governance.approval_step(access_request)
             if access_request.awaits_decision
             else "",
+            "deliveries": deliveries,
         },
-        polling=not finished,
+        polling=not finished or bool(notes),
     )
 
 
@@ -231,6 +238,7 @@ def identity_detail(request: ConsoleRequest, username: str) -> HttpResponse:
             "identity": identity,
             "accounts": selectors.identity_access(identity, request.user),
             "requests": requests,
+            "unconfirmed_label": UNCONFIRMED_LABEL,
         },
     )
 
@@ -350,6 +358,34 @@ TASK_ACTIONS = {
     "retry": (services.task_retry, "is queued again"),
     "cancel": (services.task_cancel, "cancelled"),
 }
+
+
+@login_required
+@require_POST
+@permission_required(OPERATE_PERMISSION, raise_exception=True)
+def note_retry(request: ConsoleRequest, pk: int) -> HttpResponse:
+    """Send a failed note to its ticket again (the button beside it on a request's page)."""
+    note = get_object_or_404(TicketNote.objects.select_related("task__request"), pk=pk)
+    _apply_and_report(
+        request,
+        lambda: services.note_retry(note=note, by=request.user),
+        f"The note to the ticket of task {note.task_id} is queued again.",
+    )
+    return _back(request, note.task.request.get_absolute_url())
+
+
+@login_required
+@require_POST
+@permission_required(OPERATE_PERMISSION, raise_exception=True)
+def delivery_redeliver(request: ConsoleRequest, pk: int) -> HttpResponse:
+    """Deliver a callback to its API client again (a request's page)."""
+    delivery = get_object_or_404(CallbackDelivery.objects.select_related("request"), pk=pk)
+    _apply_and_report(
+        request,
+        lambda: services.delivery_redeliver(delivery=delivery, by=request.user),
+        f"The callback of {delivery.request} is queued again.",
+    )
+    return _back(request, delivery.request.get_absolute_url())
 
 
 @login_required

@@ -13,7 +13,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from connections.models import ApiCall
-from tickets.models import AccessRequest, JobRun, ProvisioningTask
+from tickets.models import OUTBOX_TONES, AccessRequest, JobRun, Outbox, ProvisioningTask
 from tickets.services.governance import decidable
 
 register = template.Library()
@@ -24,12 +24,14 @@ register = template.Library()
 TONES: dict[str, str] = {
     **ApiCall.TONES,
     **JobRun.TONES,
+    **OUTBOX_TONES,
     **AccessRequest.TONES,
     **ProvisioningTask.TONES,
 }
 LABELS: dict[str, str] = {
     **dict(ApiCall.Outcome.choices),
     **dict(JobRun.Status.choices),
+    **dict(Outbox.choices),
     **dict(AccessRequest.Status.choices),
     **dict(ProvisioningTask.Status.choices),
 }

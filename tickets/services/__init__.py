@@ -15,13 +15,24 @@ functions; none of them changes a status itself. Rules that hold everywhere here
 
 One module per subject: transitions (Actor, the guarded move, events), requests (submit,
 decide, cancel, retry), context (a task's template values), provisioning and
-provisioning_store (claims, attempts, storing their outcome), polling, completion. This
+provisioning_store (claims, attempts, storing their outcome), polling, completion,
+conversation (notes the bridge adds to tickets, the agent's closing article), reopening
+(tickets reopened after their task finished), callbacks (signed deliveries to API clients). This
 package never imports tickets.jobs (the jobs import it); instant provisioning reaches the
 queue through the provisioning_wanted signal.
 """
 
 from . import accounts, governance, notifications
+from .callbacks import (
+    client_clear_callback,
+    client_set_callback,
+    deliveries_send_due,
+    deliveries_wanted,
+    delivery_redeliver,
+    requests_changed,
+)
 from .context import task_context
+from .conversation import note_retry, note_send, note_ticket, notes_send_due, notes_wanted
 from .polling import PollResult, ticket_apply_status, ticket_refresh, tickets_poll
 from .provisioning import (
     ProvisionResult,
@@ -32,6 +43,7 @@ from .provisioning import (
     task_claim_next_specific,
     task_provision,
 )
+from .reopening import watched as watched_tickets
 from .requests import (
     request_approve,
     request_cancel,
@@ -41,7 +53,7 @@ from .requests import (
     task_retry,
     tasks_retry,
 )
-from .transitions import Actor, RequestInvalid, TransitionError
+from .transitions import Actor, RequestInvalid, TransitionError, request_moved
 
 # What the rest of the project uses (views, API, admin, commands, jobs, bench, tests).
 __all__ = [
@@ -53,6 +65,19 @@ __all__ = [
     "ProvisionResult",
     "RequestInvalid",
     "TransitionError",
+    "client_clear_callback",
+    "client_set_callback",
+    "deliveries_send_due",
+    "deliveries_wanted",
+    "delivery_redeliver",
+    "note_retry",
+    "note_send",
+    "note_ticket",
+    "notes_send_due",
+    "notes_wanted",
+    "request_moved",
+    "requests_changed",
+    "watched_tickets",
     "due_tasks",
     "provision_due",
     "provisioning_wanted",

@@ -116,8 +116,8 @@ VARIABLES: dict[str, dict[str, str]] = {
     },
     "tasks": {
         "tasks": "the request's tasks, a list; each has get_operation_display, entitlement, "
-        "get_status_display, ticket_number and outcome_reason (the agent's closing words, "
-        "when the ticket system gave them)",
+        "get_status_display, ticket_number, outcome_subject and outcome_reason (the subject "
+        "and the start of the agent's closing article, when the ticket system gave them)",
     },
     "operator": {
         "subject": "what went wrong, in one line",
@@ -326,8 +326,9 @@ def request_context(access_request: AccessRequest, tasks: list[Task]) -> dict:
                 "ticket": t.ticket
                 and {"ticket_number": t.ticket.ticket_number, "ticket_id": t.ticket.ticket_id},
                 "ticket_number": t.ticket.ticket_number if t.ticket else "",
-                # Filled by the ticket conversation once it records the closing article.
-                "outcome_reason": getattr(t, "outcome_reason", "") or "",
+                # The agent's closing article: its subject and the start of its text.
+                "outcome_subject": t.outcome_subject,
+                "outcome_reason": t.outcome_reason,
             }
             for t in tasks
         ],

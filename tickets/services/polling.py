@@ -16,12 +16,12 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from connections.client import TicketClient
-from connections.errors import OTRSError, TicketStatus
+from connections.errors import Article, OTRSError, TicketStatus
 from connections.models import Connection, PollWatermark
 
 from ..models import ProvisioningTask as Task
 from ..models import Ticket
-from . import notifications
+from . import conversation, notifications, reopening
 from .completion import _record_access, _settle_request
 from .context import agent_link
 from .transitions import Actor, TransitionError, _event, _move
@@ -170,11 +170,14 @@ class _Cycle:
         """Poll our open tickets among `ticket_ids`; True when every one was read and stored."""
         ours: list[tuple[int, int, str]] = []
         for start in range(0, len(ticket_ids), _IDS_PER_QUERY):
-            ours += Ticket.objects.filter(
-                connection=self.connection,
-                is_open=True,
-                ticket_id__in=ticket_ids[start : start + _IDS_PER_QUERY],
-            ).values_list("pk", "ticket_id", "state")
+            ours += (
+                Ticket.objects.filter(
+                    connection=self.connection,
+                    ticket_id__in=ticket_ids[start : start + _IDS_PER_QUERY],
+                )
+                .filter(reopening.watched(timezone.now()))
+                .values_list("pk", "ticket_id", "state")
+            )
         batch = max(1, self.connection.batch_size)
         complete = True
         for start in range(0, len(ours), batch):
@@ -216,8 +219,12 @@ class _Cycle:
                 unchanged.append(pk)
             else:
                 try:
+                    ticket = Ticket.objects.select_related("connection").get(pk=pk)
                     if ticket_apply_status(
-                        ticket=Ticket.objects.get(pk=pk), status=status, actor=Actor.job("poll")
+                        ticket=ticket,
+                        status=status,
+                        actor=Actor.job("poll"),
+                        article=_closing_article(client, ticket, status),
                     ):
                         result.changed += 1
                 except TransitionError:
@@ -241,11 +248,29 @@ class _Cycle:
         return stored
 
 
-def ticket_apply_status(*, ticket: Ticket, status: TicketStatus, actor: Actor) -> bool:
+def _closing_article(client: TicketClient, ticket: Ticket, status: TicketStatus) -> Article | None:
+    """The agent's closing article, read (outside any transaction) when the ticket of an
+    unfinished task is closing."""
+    if status.outcome not in _CLOSING or status.merged_into:
+        return None
+    task = Task.objects.filter(ticket=ticket).only("status").first()
+    if task is None or task.is_terminal:
+        return None
+    return conversation.closing_article(client, ticket)
+
+
+_CLOSING = ("completed", "discontinued", "failed")
+
+
+def ticket_apply_status(
+    *, ticket: Ticket, status: TicketStatus, actor: Actor, article: Article | None = None
+) -> bool:
     """Apply what OTRS says about a ticket to the ticket mapping and its task.
 
     Returns True when something changed. A merged ticket is followed to its target; an
-    unmapped state leaves the task open and flagged for the dashboard.
+    unmapped state leaves the task open and flagged for the dashboard. A finished task
+    whose ticket was reopened goes back to "Ticket open" (reopening.py). `article` is the
+    agent's closing article, kept on the task as its outcome reason.
     """
     now = timezone.now()
     with transaction.atomic():
@@ -293,10 +318,17 @@ def ticket_apply_status(*, ticket: Ticket, status: TicketStatus, actor: Actor) -
                 )
             return True
         outcome = status.outcome
-        closing = outcome in ("completed", "discontinued", "failed")
+        closing = outcome in _CLOSING
         Ticket.objects.filter(pk=ticket.pk).update(
-            is_open=not closing, closed_at=now if closing else None, **mapping
+            is_open=not closing,
+            closed_at=now if closing else None,
+            watch_until=reopening.watch_until(ticket, now) if closing else None,
+            **mapping,
         )
+        if task is not None and reopening.reopens(task, status):
+            task = reopening.task_reopen(task, status, ticket=ticket, actor=actor)
+            if outcome != "pending":
+                return True
         if task is None or task.is_terminal:
             return True
         if outcome is None:
@@ -315,13 +347,20 @@ def ticket_apply_status(*, ticket: Ticket, status: TicketStatus, actor: Actor) -
             return True
         to = Task.OUTCOME_STATUS[outcome]
         reason = f"OTRS state {status.state!r} → {outcome}"
+        extra: dict[str, Any] = {"completed_at": now} if to in Task.TERMINAL else {}
+        kept = conversation.outcome_fields(article) if closing else {}
+        if kept:
+            extra.update(kept)
+            reason += f'; the agent wrote "{kept["outcome_subject"]}": {kept["outcome_reason"]}'
         if to != task.status:
-            extra: dict[str, Any] = {"completed_at": now} if to in Task.TERMINAL else {}
             task = _move(task, to, reason=reason, actor=actor, flag="", **extra)
         elif task.flag.startswith("unmapped"):
             Task.objects.filter(pk=task.pk).update(flag="")
         if to == Task.Status.COMPLETED:
             _record_access(task)
+            reopening.inventory_confirm(task)
+        elif to == Task.Status.FAILED:
+            conversation.note_siblings_failed(task=task, actor=actor, why=reason)
         if to in Task.TERMINAL:
             _settle_request(task.request_id, actor=actor)
     return True
@@ -329,13 +368,13 @@ def ticket_apply_status(*, ticket: Ticket, status: TicketStatus, actor: Actor) -
 
 def ticket_refresh(*, ticket: Ticket, actor: Actor) -> bool:
     """Fetch one ticket's state now (the job the OTRS webhook queues)."""
-    statuses = TicketClient(ticket.connection).ticket_statuses(
-        [ticket.ticket_id], ref=f"refresh:{ticket.pk}"
-    )
+    client = TicketClient(ticket.connection)
+    statuses = client.ticket_statuses([ticket.ticket_id], ref=f"refresh:{ticket.pk}")
     status = statuses.get(ticket.ticket_id)
     if status is None:
         return False
-    return ticket_apply_status(ticket=ticket, status=status, actor=actor)
+    article = _closing_article(client, ticket, status)
+    return ticket_apply_status(ticket=ticket, status=status, actor=actor, article=article)
 
 
 def flag_stale_tasks(*, connection: Connection) -> int:

@@ -27,7 +27,8 @@ from ..models import ProvisioningTask as Task
 from . import notifications
 from .completion import _settle_request
 from .context import agent_link
-from .transitions import Actor, TransitionError, _event, _event_row, _move
+from .conversation import note_siblings_failed
+from .transitions import Actor, TransitionError, _event, _event_row, _move, request_moved
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +172,7 @@ def _start_requests(request_ids: Iterable[int], actor: Actor) -> list[TaskEvent]
         AccessRequest.objects.filter(pk__in=starting).update(
             status=AccessRequest.Status.IN_PROGRESS, updated_at=timezone.now()
         )
+        request_moved.send(sender=AccessRequest, request_ids=starting)
     return [
         _event_row(
             request_id=pk,
@@ -216,6 +218,7 @@ def _provision_failed(
                     completed_at=timezone.now(),
                     **fields,
                 )
+                note_siblings_failed(task=task, actor=actor, why=f"{why}: {message}")
                 _settle_request(task.request_id, actor=actor)
                 return Task.Status.FAILED
             delay = backoff_delay(task.attempts)

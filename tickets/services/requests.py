@@ -29,6 +29,7 @@ from ..models import ProvisioningTask as Task
 from ..validators import email_problem, username_problem
 from . import governance, notifications
 from .completion import _settle_request
+from .conversation import note_ticket
 from .provisioning import provision_soon
 from .transitions import SYSTEM, Actor, RequestInvalid, TransitionError, _event, _move
 
@@ -398,7 +399,8 @@ def request_cancel(
 ) -> AccessRequest:
     """Cancel a request and its unfinished tasks. A requester may cancel their own pending request.
 
-    Tickets already open in OTRS are left to the agents there; the timeline says so.
+    Each ticket already open in OTRS is told (conversation.note_ticket): the note is queued
+    here and sent by the notes job; the cancel never waits on OTRS.
     """
     actor = actor or (Actor.person(by) if by else SYSTEM)
     if by is not None and not _can(by, OPERATE_PERMISSION):
@@ -410,14 +412,14 @@ def request_cancel(
             raise PermissionDenied("You are not allowed to cancel this request.")
     with transaction.atomic():
         for task in access_request.tasks.exclude(status__in=Task.TERMINAL):
-            note = " (its OTRS ticket stays open; close it there)" if task.ticket_id else ""
             _move(
                 task,
                 Task.Status.CANCELLED,
-                reason=f"cancelled with the request{note}",
+                reason="cancelled with the request",
                 actor=actor,
                 completed_at=timezone.now(),
             )
+            note_ticket(task=task, kind="cancelled", actor=actor, why=reason)
         return _move(
             access_request,
             AccessRequest.Status.CANCELLED,
@@ -479,20 +481,23 @@ def tasks_retry(*, tasks: QuerySet[Task], by: ConsoleUser) -> tuple[list[int], l
     return done, refused
 
 
-def task_cancel(*, task: Task, by: ConsoleUser | None = None, actor: Actor | None = None) -> Task:
+def task_cancel(
+    *, task: Task, by: ConsoleUser | None = None, actor: Actor | None = None, why: str = ""
+) -> Task:
+    """Cancel one unfinished task; its open ticket is told (a note queued, see request_cancel)."""
     if by is not None and not _can(by, OPERATE_PERMISSION):
         raise PermissionDenied("You are not allowed to cancel tasks.")
     actor = actor or (Actor.person(by) if by else SYSTEM)
     if task.is_terminal:
         raise TransitionError(f"Task {task.pk} is already {task.get_status_display().lower()}.")
     with transaction.atomic():
-        note = " (its OTRS ticket stays open; close it there)" if task.ticket_id else ""
         task = _move(
             task,
             Task.Status.CANCELLED,
-            reason=f"cancelled{note}",
+            reason=f"cancelled: {why}" if why else "cancelled",
             actor=actor,
             completed_at=timezone.now(),
         )
+        note_ticket(task=task, kind="cancelled", actor=actor, why=why)
         _settle_request(task.request_id, actor=actor)
     return task

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.dispatch import Signal
 from django.utils import timezone
 
 from connections.models import Connection
@@ -57,6 +58,10 @@ class Actor:
 
 
 SYSTEM = Actor(TaskEvent.Actor.SYSTEM, "system")
+
+# Sent inside the transaction of every request status change, with `request_ids`; the
+# callback deliveries listen (connected in tickets/apps.py).
+request_moved = Signal()
 
 
 def _event(
@@ -132,4 +137,6 @@ def _move(
         notifications.after_task_move(obj, to)
     else:
         notifications.after_request_move(obj, to)
+    if not is_task:
+        request_moved.send(sender=AccessRequest, request_ids=[obj.pk])
     return obj

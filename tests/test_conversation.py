@@ -1,0 +1,359 @@
+"""The ticket conversation, both ways, on the simulator and on the real Znuny 6.5
+(`otrs_server`): a cancel reaches the ticket as a note and the cancel state, a ticket
+reopened after completion sends its task back and flags the inventory, and the agent's
+closing article comes back as the task's reason.
+
+The connection is the shipped package with only the URL and the credentials set. Notes are
+sent by calling the notes job's service, as the schedule would.
+"""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from connections.models import ApiCall, Connection
+from tests import factories
+from tests.test_znuny_contract import poll, provisioned
+from tickets import api, selectors, services
+from tickets.models import (
+    AccessRequest,
+    Account,
+    AccountEntitlement,
+    Identity,
+    ProvisioningTask,
+    TaskEvent,
+    TicketNote,
+)
+
+pytestmark = [pytest.mark.django_db, pytest.mark.slow]
+
+
+@pytest.fixture
+def otrs(otrs_server) -> Connection:
+    return factories.otrs_connection(
+        otrs_server, user=otrs_server.user, password=otrs_server.password
+    )
+
+
+@pytest.fixture
+def crm(otrs):
+    return factories.endpoint(otrs, name="crm")
+
+
+def timeline(task: ProvisioningTask) -> list[str]:
+    return list(TaskEvent.objects.filter(task=task).order_by("id").values_list("reason", flat=True))
+
+
+def fresh(task: ProvisioningTask) -> ProvisioningTask:
+    return ProvisioningTask.objects.select_related("request").get(pk=task.pk)
+
+
+def newest_articles(otrs_server, ticket_id, n: int = 1) -> list[dict]:
+    ticket = otrs_server.ticket(ticket_id, AllArticles=1, ArticleOrder="DESC", ArticleLimit=n)
+    return ticket["Article"]
+
+
+def agent_writes(otrs_server, ticket_id, subject: str, body: str) -> None:
+    """An agent adds a note to the ticket, as from its zoom screen."""
+    otrs_server.patch(
+        ticket_id,
+        {
+            "Article": {
+                "Subject": subject,
+                "Body": body,
+                "ContentType": "text/plain; charset=utf8",
+                "CommunicationChannel": "Internal",
+                "SenderType": "agent",
+            }
+        },
+    )
+
+
+# --- cancel reaches OTRS ----------------------------------------------------------------------
+
+
+def test_a_cancel_adds_a_note_saying_who_and_why_and_sets_the_cancel_state(
+    otrs_server, otrs, crm, people
+):
+    [task] = provisioned(crm, people)
+    ticket_id = task.ticket.ticket_id
+    services.task_cancel(task=task, by=people.olga, why="Wrong application, see REQ-9")
+
+    # The cancel itself made no call: the note is queued.
+    note = TicketNote.objects.get(task=task)
+    assert (fresh(task).status, note.status) == ("cancelled", "pending")
+    assert not ApiCall.objects.filter(call_name="ticketUpdate").exists()
+    assert otrs_server.ticket(ticket_id)["State"] == "new"
+
+    assert services.notes_send_due() == "1 note(s) due, 1 sent"
+    note.refresh_from_db()
+    assert (note.status, note.state, note.attempts) == ("sent", "closed unsuccessful", 1)
+    ticket = otrs_server.ticket(ticket_id)
+    assert (ticket["State"], ticket["StateType"]) == ("closed unsuccessful", "closed")
+    [article] = newest_articles(otrs_server, ticket_id)
+    assert int(article["ArticleID"]) == note.article_id
+    assert article["Subject"] == "Cancelled: Create account for user0 on CRM"
+    assert "Cancelled by: olga" in article["Body"]
+    assert "Why: Wrong application, see REQ-9" in article["Body"]
+    assert timeline(task)[-2:] == [
+        f'note "Cancelled" queued for OTRS ticket {task.ticket}',
+        f'OTRS ticket {task.ticket}: note "Cancelled" added and set its state to '
+        "'closed unsuccessful'",
+    ]
+    [call] = ApiCall.objects.filter(call_name="ticketUpdate")
+    assert (call.method, call.status_code, call.ref) == ("PATCH", 200, f"task:{task.pk}")
+    assert ApiCall.objects.filter(call_name="ticketUpdate").count() == 1
+    # Sending again finds nothing due: one note, one article.
+    assert services.notes_send_due() == "no notes due"
+
+
+def test_a_cancel_with_note_only_leaves_the_state(otrs_server, otrs, crm, people):
+    document = dict(otrs.ticket_status_json, cancelState="")
+    Connection.objects.filter(pk=otrs.pk).update(ticket_status_json=document)
+    [task] = provisioned(crm, people)
+    services.request_cancel(
+        access_request=task.request, by=people.olga, reason="The project was stopped"
+    )
+    services.notes_send_due()
+    ticket_id = task.ticket.ticket_id
+    assert otrs_server.ticket(ticket_id)["State"] == "new"
+    [article] = newest_articles(otrs_server, ticket_id)
+    assert "Why: The project was stopped" in article["Body"]
+    assert timeline(task)[-1] == f'OTRS ticket {task.ticket}: note "Cancelled" added'
+
+
+def test_a_note_otrs_refuses_with_an_error_in_http_200_fails_visibly_and_can_be_sent_again(
+    otrs_server, otrs, crm, people
+):
+    Connection.objects.filter(pk=otrs.pk).update(
+        ticket_status_json=dict(otrs.ticket_status_json, cancelState="no such state")
+    )
+    [task] = provisioned(crm, people)
+    services.task_cancel(task=task, by=people.olga)
+    services.notes_send_due()
+    note = TicketNote.objects.get(task=task)
+    assert note.status == "failed"  # OTRS's InvalidParameter is permanent: no blind retries
+    assert "TicketUpdate.InvalidParameter" in note.last_error
+    assert fresh(task).flag == 'the ticket was not told: the "Cancelled" note failed'
+    assert timeline(task)[-1].startswith('note "Cancelled" could not be added to the OTRS ticket')
+    assert otrs_server.ticket(task.ticket.ticket_id)["State"] == "new"
+
+    # The operator fixes the state and sends it again.
+    Connection.objects.filter(pk=otrs.pk).update(
+        ticket_status_json=dict(otrs.ticket_status_json, cancelState="closed unsuccessful")
+    )
+    services.note_retry(note=note, by=people.olga)
+    services.notes_send_due()
+    note.refresh_from_db()
+    assert note.status == "sent"
+    assert fresh(task).flag == ""
+    assert otrs_server.ticket(task.ticket.ticket_id)["State"] == "closed unsuccessful"
+
+
+# --- reopen is seen ---------------------------------------------------------------------------
+
+
+def test_a_ticket_reopened_after_completion_reopens_its_task_and_flags_the_inventory(
+    otrs_server, otrs, crm, people
+):
+    [task] = provisioned(crm, people)
+    ticket_id = task.ticket.ticket_id
+    poll(otrs)  # the first cycle sweeps and sets the watermark; later ones ask for changes
+    otrs_server.set_state(ticket_id, "closed successful")
+    poll(otrs)
+    task = fresh(task)
+    assert (task.status, task.request.status) == ("completed", "completed")
+    account = Account.objects.get(identity__username="user0", endpoint=crm, active=True)
+    assert account.unconfirmed_by is None
+
+    otrs_server.set_state(ticket_id, "open")
+    result = poll(otrs)
+    assert result.changed == 1, result
+    task = fresh(task)
+    assert (task.status, task.request.status) == ("ticket_open", "in_progress")
+    assert task.flag == ProvisioningTask.REOPENED_FLAG
+    assert task.completed_at is None
+    account.refresh_from_db()
+    assert account.unconfirmed_by_id == task.pk and account.active  # flagged, not undone
+    assert [t.pk for t in selectors.overview().flagged] == [task.pk]
+    assert timeline(task)[-1] == (
+        f"OTRS ticket {task.ticket} was reopened (state 'open') after the task was completed; "
+        "the access it recorded is marked unconfirmed until the ticket closes again"
+    )
+    request_events = TaskEvent.objects.filter(request=task.request, task=None).order_by("id")
+    assert request_events.last().to_status == "in_progress"
+
+    otrs_server.set_state(ticket_id, "closed successful")
+    poll(otrs)
+    task = fresh(task)
+    assert (task.status, task.request.status, task.flag) == ("completed", "completed", "")
+    account.refresh_from_db()
+    assert account.unconfirmed_by is None
+    assert selectors.overview().flagged == []
+
+
+def test_a_reopened_grant_flags_its_entitlement_and_a_pending_state_is_no_reopen(
+    otrs_server, otrs, crm, people
+):
+    grace = Identity.objects.create(username="grace", first_name="Grace", email="g@example.com")
+    Account.objects.create(identity=grace, endpoint=crm, name="grace")
+    r = services.request_submit(
+        beneficiary=grace,
+        endpoint=crm,
+        operation="add_access",
+        entitlements=["crm-read", "crm-write"],
+        requester=people.alice,
+    )
+    services.request_approve(access_request=r, by=people.bob)
+    services.provision_due(owner="test")
+    read, write = r.tasks.order_by("id")
+    poll(otrs)
+    for task in (read, write):
+        otrs_server.set_state(fresh(task).ticket.ticket_id, "closed successful")
+    poll(otrs)
+    assert AccessRequest.objects.get(pk=r.pk).status == "completed"
+    # An agent sets a pending state on one closed ticket: pending keeps its handling.
+    otrs_server.set_state(fresh(write).ticket.ticket_id, "pending reminder")
+    poll(otrs)
+    assert fresh(write).status == "completed"
+    # A reopened one: only its own entitlement is unconfirmed.
+    otrs_server.set_state(fresh(read).ticket.ticket_id, "open")
+    poll(otrs)
+    assert fresh(read).status == "ticket_open"
+    flagged = AccountEntitlement.objects.filter(unconfirmed_by__isnull=False)
+    assert list(flagged.values_list("entitlement", flat=True)) == ["crm-read"]
+
+
+# --- the agent's reason -----------------------------------------------------------------------
+
+
+def test_the_agents_closing_article_is_the_tasks_reason_on_the_timeline_and_in_the_api(
+    otrs_server, otrs, crm, people, client, mailoutbox, django_capture_on_commit_callbacks
+):
+    iga, token = api.api_client_create(name=otrs_server.unique("iga"), trusted=True)
+    answer = client.post(
+        "/api/v1/requests",
+        data={
+            "beneficiary": {"username": "lin", "email": "lin@example.com"},
+            "endpoint": "crm",
+            "operation": "create_account",
+            "upstream_approver": "manager: grace",
+        },
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+    )
+    assert answer.status_code == 201, answer.content
+    request_id = answer.json()["id"]
+    services.provision_due(owner="test")
+    task = ProvisioningTask.objects.get(request_id=request_id)
+    ticket_id = task.ticket.ticket_id
+    # The bridge's own note is newer than the agent's article at the end: it is skipped.
+    agent_writes(
+        otrs_server,
+        ticket_id,
+        "closed unsuccessful: no licence left",
+        "We have no CRM licence left.\nAsk procurement; <b>reopen</b> when one is bought.",
+    )
+    services.note_ticket(
+        task=task, kind="identity_changed", actor=services.Actor.job("test"), why="new email"
+    )
+    services.notes_send_due()
+    otrs_server.set_state(ticket_id, "closed unsuccessful")
+    with django_capture_on_commit_callbacks(execute=True):
+        poll(otrs)
+    task = fresh(task)
+    assert task.status == "discontinued"
+    [email] = mailoutbox
+    assert "The agent wrote: closed unsuccessful: no licence left: We have no CRM" in email.body
+    assert task.outcome_subject == "closed unsuccessful: no licence left"
+    assert task.outcome_reason == (
+        "We have no CRM licence left. Ask procurement; <b>reopen</b> when one is bought."
+    )
+    assert timeline(task)[-1] == (
+        "OTRS state 'closed unsuccessful' → discontinued; the agent wrote "
+        '"closed unsuccessful: no licence left": We have no CRM licence left. Ask '
+        "procurement; <b>reopen</b> when one is bought."
+    )
+    document = client.get(
+        f"/api/v1/requests/{request_id}", HTTP_AUTHORIZATION=f"Bearer {token}"
+    ).json()
+    assert document["tasks"][0]["reason"] == {
+        "subject": "closed unsuccessful: no licence left",
+        "excerpt": task.outcome_reason,
+    }
+    # The console escapes what the agent wrote.
+    client.force_login(people.olga)
+    page = client.get(task.request.get_absolute_url()).content.decode()
+    assert "no licence left" in page and "<b>reopen</b>" not in page
+
+
+# --- hostile input ----------------------------------------------------------------------------
+
+
+def test_a_hostile_closing_article_and_a_hostile_reason_stay_plain_bounded_text(
+    sim, connection, people, client
+):
+    crm = factories.endpoint(connection, name="crm")
+    [task, other] = provisioned(crm, people, 2)
+    # The reason a person types goes into the article as a value: never rendered again.
+    services.task_cancel(task=task, by=people.olga, why="${access_token} {{ secret }} \x00")
+    services.notes_send_due()
+    assert TicketNote.objects.get(task=task).status == "sent"
+    sent = ApiCall.objects.get(call_name="ticketUpdate")
+    assert "${access_token} {{ secret }}" in sent.request_excerpt
+
+    # The agent's article: markup, a NUL PostgreSQL cannot store, far too long.
+    body = "<script>alert(1)</script>\x00" + "x" * 50_000
+    sim_agent_patch(
+        sim,
+        other.ticket.ticket_id,
+        {
+            "Article": {
+                "Subject": "done\nwith a line break",
+                "Body": body,
+                "ContentType": "text/plain; charset=utf8",
+                "CommunicationChannel": "Internal",
+                "SenderType": "agent",
+            },
+            "Ticket": {"State": "closed successful"},
+        },
+    )
+    poll(connection)
+    other = fresh(other)
+    assert other.status == "completed"
+    assert other.outcome_subject == "done with a line break"
+    assert len(other.outcome_reason) == 1000 and other.outcome_reason.endswith("…")
+    assert "\x00" not in other.outcome_reason
+    client.force_login(people.olga)
+    page = client.get(other.request.get_absolute_url()).content.decode()
+    assert "done with a line break" in page
+    assert "<script>alert(1)</script>" not in page
+
+
+def sim_agent_patch(sim, ticket_id: int, body: dict) -> None:
+    """A TicketUpdate as an agent of the simulator, in its own session."""
+    session = requests.post(
+        sim.base_url + "/Session",
+        json={"UserLogin": factories.SIM_USER, "Password": factories.SIM_PASSWORD},
+        timeout=10,
+    ).json()["SessionID"]
+    answer = requests.patch(
+        f"{sim.base_url}/Ticket/{ticket_id}", json={"SessionID": session, **body}, timeout=10
+    ).json()
+    assert "Error" not in answer, answer
+
+
+def test_a_note_while_otrs_is_down_waits_and_is_tried_again(sim, connection, people):
+    crm = factories.endpoint(connection, name="crm")
+    [task] = provisioned(crm, people)
+    services.task_cancel(task=task, by=people.olga, why="duplicate")
+    sim.shutdown()
+    assert services.notes_send_due() == "1 note(s) due, 0 sent"
+    note = TicketNote.objects.get(task=task)
+    assert (note.status, note.attempts) == ("pending", 1)
+    assert "Connection refused" in note.last_error or "Cannot reach" in note.last_error
+    assert timeline(task)[-1].startswith(
+        'note "Cancelled" not added yet (try 1 of 8), will try again in 60 s: '
+    )
+    assert services.notes_send_due() == "no notes due"  # not before its time
