@@ -201,11 +201,26 @@ PROVISION_LEASE_SECONDS = env.float("PROVISION_LEASE_SECONDS", default=60.0)
 PROVISION_BACKOFF_SECONDS = env.float("PROVISION_BACKOFF_SECONDS", default=30.0)
 PROVISION_BACKOFF_MAX_SECONDS = env.float("PROVISION_BACKOFF_MAX_SECONDS", default=3600.0)
 
+# Call log rows (ApiCall) older than this are deleted by the hourly retention job, except
+# those of tasks still in progress. TaskEvents are kept.
+APICALL_RETENTION_DAYS = env.int("APICALL_RETENTION_DAYS", default=30)
+if APICALL_RETENTION_DAYS < 1:
+    raise ImproperlyConfigured(
+        f"APICALL_RETENTION_DAYS is {APICALL_RETENTION_DAYS}; it must be at least 1 (days)."
+    )
+
+# --- Operations: /healthz, /readyz, /metrics ---------------------------------------------------
+# /metrics wants `Authorization: Bearer <METRICS_TOKEN>` when it is set; without it only
+# clients on the loopback address get an answer.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+
 # --- Security -----------------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
 CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+# Probes and the Prometheus scraper usually speak plain HTTP to the process itself.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
 SECURE_HSTS_PRELOAD = not DEBUG

@@ -1,9 +1,11 @@
-"""Root URLs: the console, the JSON API, the Django admin and the login pages."""
+"""Root URLs: the console, the JSON API, the Django admin, the login pages and the probes
+(/healthz, /readyz, /metrics)."""
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from tickets import monitoring
 from tickets.api import error_handler
 
 admin.site.site_header = "OTRS Bridge setup"
@@ -12,6 +14,9 @@ admin.site.index_title = "Connections, applications and jobs"
 admin.site.site_url = "/"
 
 urlpatterns = [
+    path("healthz", monitoring.healthz, name="healthz"),
+    path("readyz", monitoring.readyz, name="readyz"),
+    path("metrics", monitoring.metrics, name="metrics"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

@@ -114,11 +114,12 @@ def test_schedules_are_registered_once_by_name(connection):
     assert names == [
         (f"poll:{connection.name}", connection.poll_minutes),
         (f"provision:{connection.name}", connection.provision_minutes),
+        (jobs.PRUNE_SCHEDULE, 60),
     ]
     type(connection).objects.filter(pk=connection.pk).update(poll_minutes=7)
     jobs.schedules_sync()
     assert Schedule.objects.get(name=f"poll:{connection.name}").minutes == 7
-    assert Schedule.objects.count() == 2
+    assert Schedule.objects.count() == 3
 
 
 def test_registered_and_queued_job_paths_import_the_jobs(connection):
@@ -127,7 +128,11 @@ def test_registered_and_queued_job_paths_import_the_jobs(connection):
 
     jobs.schedules_sync()
     for schedule in Schedule.objects.all():
-        assert import_string(schedule.func) in (jobs.provision_due_tasks, jobs.poll_open_tickets)
+        assert import_string(schedule.func) in (
+            jobs.provision_due_tasks,
+            jobs.poll_open_tickets,
+            jobs.prune_api_calls,
+        )
     for job in (jobs.provision_task, jobs.refresh_ticket):
         assert import_string(jobs.job_path(job)) is job
 

@@ -15,7 +15,8 @@ functions; none of them changes a status itself. Rules that hold everywhere here
 
 One module per subject: transitions (Actor, the guarded move, events), requests (submit,
 decide, cancel, retry), context (a task's template values), provisioning and
-provisioning_store (claims, attempts, storing their outcome), polling, completion. This
+provisioning_store (claims, attempts, storing their outcome), polling, completion,
+retention (old call log rows). This
 package never imports tickets.jobs (the jobs import it); instant provisioning reaches the
 queue through the provisioning_wanted signal.
 """
@@ -40,13 +41,16 @@ from .requests import (
     task_retry,
     tasks_retry,
 )
+from .retention import PruneResult, api_calls_prune
 from .transitions import Actor, RequestInvalid, TransitionError
 
 # What the rest of the project uses (views, API, admin, commands, jobs, bench, tests).
 __all__ = [
     "Actor",
+    "api_calls_prune",
     "PollResult",
     "ProvisionResult",
+    "PruneResult",
     "RequestInvalid",
     "TransitionError",
     "due_tasks",
