@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -261,6 +262,14 @@ if env.bool("BEHIND_TLS_PROXY", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 
+def _origin(name: str, url: str) -> str:
+    """`https://idp.example.com` of a URL; a value that is no http(s) URL stops start-up."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ImproperlyConfigured(f"{name}: {url!r} is not an http(s) URL.")
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+
+
 def _networks(name: str, default: list[str]) -> list[str]:
     """A comma-separated list of CIDRs; a typo stops start-up instead of refusing nothing."""
     values = [v.strip() for v in env.list(name, default=default) if v.strip()]
@@ -339,6 +348,55 @@ AXES_USERNAME_CALLABLE = "otrsbridge.logins.login_username"
 TRUSTED_PROXY_COUNT = int(
     _at_least("TRUSTED_PROXY_COUNT", env.int("TRUSTED_PROXY_COUNT", default=0), 0)
 )
+
+# --- Single sign-on: OpenID Connect (otrsbridge/sso.py, mozilla-django-oidc) ------------------
+# On when OIDC_CLIENT_ID is set; the local login stays for break-glass admins. The IdP's
+# groups (OIDC_GROUPS_CLAIM) give the console's roles, the groups of tickets/migrations/
+# 0002_roles.py: OIDC_<ROLE>_GROUPS lists the IdP group names (or ids) that give each one.
+CONSOLE_ROLES = ("requesters", "approvers", "operators", "admins")
+OIDC_RP_CLIENT_ID = env.str("OIDC_CLIENT_ID", default="")
+OIDC_RP_CLIENT_SECRET = env.str("OIDC_CLIENT_SECRET", default="")
+OIDC_ISSUER = env.str("OIDC_ISSUER", default="")
+OIDC_OP_AUTHORIZATION_ENDPOINT = env.str("OIDC_AUTHORIZATION_ENDPOINT", default="")
+OIDC_OP_TOKEN_ENDPOINT = env.str("OIDC_TOKEN_ENDPOINT", default="")
+OIDC_OP_USER_ENDPOINT = env.str("OIDC_USERINFO_ENDPOINT", default="")
+OIDC_OP_JWKS_ENDPOINT = env.str("OIDC_JWKS_ENDPOINT", default="")
+OIDC_RP_SIGN_ALGO = env.str("OIDC_SIGN_ALGO", default="RS256")
+OIDC_RP_SCOPES = env.str("OIDC_SCOPES", default="openid email profile")
+OIDC_PROVIDER_NAME = env.str("OIDC_PROVIDER_NAME", default="single sign-on")
+OIDC_USERNAME_CLAIM = env.str("OIDC_USERNAME_CLAIM", default="preferred_username")
+OIDC_GROUPS_CLAIM = env.str("OIDC_GROUPS_CLAIM", default="groups")
+OIDC_ROLE_GROUPS = {
+    role: env.list(f"OIDC_{role.upper()}_GROUPS", default=[role]) for role in CONSOLE_ROLES
+}
+OIDC_ENABLED = bool(OIDC_RP_CLIENT_ID)
+OIDC_USE_PKCE = True
+OIDC_TIMEOUT = 10
+OIDC_CREATE_USER = True
+OIDC_AUTHENTICATION_CALLBACK_URL = "oidc_authentication_callback"
+LOGIN_REDIRECT_URL_FAILURE = "/login/"
+if OIDC_ENABLED:
+    _missing = [
+        name
+        for name, value in (
+            ("OIDC_CLIENT_SECRET", OIDC_RP_CLIENT_SECRET),
+            ("OIDC_AUTHORIZATION_ENDPOINT", OIDC_OP_AUTHORIZATION_ENDPOINT),
+            ("OIDC_TOKEN_ENDPOINT", OIDC_OP_TOKEN_ENDPOINT),
+            ("OIDC_JWKS_ENDPOINT", OIDC_OP_JWKS_ENDPOINT),
+        )
+        if not value
+    ]
+    if _missing:
+        raise ImproperlyConfigured(
+            f"OIDC_CLIENT_ID is set, so single sign-on is on, but {', '.join(_missing)} "
+            "is not set (see README, Single sign-on)."
+        )
+    AUTHENTICATION_BACKENDS.append("otrsbridge.sso.RoleMappingBackend")
+    # The sign-in button leads the browser to the IdP, and a form may follow it there.
+    SECURE_CSP["form-action"] = [
+        *SECURE_CSP["form-action"],
+        _origin("OIDC_AUTHORIZATION_ENDPOINT", OIDC_OP_AUTHORIZATION_ENDPOINT),
+    ]
 
 # Largest upload accepted by the package import (bytes).
 PACKAGE_MAX_BYTES = env.int("PACKAGE_MAX_BYTES", default=5 * 1024 * 1024)
