@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run test bench screenshots lint format check chromium demo clean
+.PHONY: run test bench screenshots lint format check chromium node-deps demo clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,18 @@ chromium:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
+# The npm packages the tests run (tests/node/package.json: a real OpenID Connect provider
+# for the single sign-on tests), into tests/node/node_modules, which git ignores.
+node-deps: tests/node/node_modules/.installed
+
+tests/node/node_modules/.installed: tests/node/package.json tests/node/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { \
+	  echo "Installing Debian's nodejs and npm for the single sign-on tests"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nodejs npm >/dev/null; }
+	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 demo: $(VENV)/.installed
 	DEBUG=True $(PY) manage.py migrate --noinput -v0
 	DEBUG=True $(PY) manage.py collectstatic --noinput -v0
@@ -40,7 +52,7 @@ run: demo
 	@echo
 	DEBUG=True $(VENV)/bin/honcho start -f Procfile
 
-test: $(VENV)/.installed-test chromium
+test: $(VENV)/.installed-test chromium node-deps
 	env -u DATABASE_URL -u TEST_DATABASE_URL $(PY) -m pytest $(PYTEST_ARGS)
 	@if [ -n "$${TEST_DATABASE_URL}$${DATABASE_URL}" ]; then \
 	  echo "--- again on $${TEST_DATABASE_URL:-$$DATABASE_URL}"; \

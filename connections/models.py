@@ -13,6 +13,7 @@ from django.conf import settings
 from django.contrib.auth.models import Group
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.db.models import Q
 from django.urls import reverse
 
 from . import crypto
@@ -215,7 +216,8 @@ class PollWatermark(models.Model):
 
     `changed_since`: every change OTRS made before it has been applied (a cycle asks for
     the changes after it, minus an overlap). `full_sweep_at`: when the last complete
-    sweep of all open tickets started. Only the poll cycle writes them (tickets' services),
+    sweep of all open tickets started. `polled_ok_at`: when the last cycle without an
+    error ended, whether or not it asked for changes. Only the poll cycle writes them (tickets' services),
     each after the changes it read were applied, so a cycle that fails asks again.
     """
 
@@ -224,6 +226,9 @@ class PollWatermark(models.Model):
     )
     changed_since = models.DateTimeField(null=True, blank=True)
     full_sweep_at = models.DateTimeField(null=True, blank=True)
+    # When the last poll cycle that met no error ended (one with nothing to fetch counts):
+    # readiness and /metrics judge whether the connection is still followed by it.
+    polled_ok_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"{self.connection_id}: changes since {self.changed_since}"
@@ -378,10 +383,44 @@ class ApiCall(models.Model):
     request_excerpt = models.TextField(blank=True)
     response_excerpt = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # Added into ApiCallTally (the running totals /metrics reports) yet? Rows are folded in
+    # at a scrape, or by the retention job just before it deletes them.
+    counted = models.BooleanField(default=False, editable=False)
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["connection", "-created_at"], name="apicall_conn_recent")]
+        indexes = [
+            models.Index(fields=["connection", "-created_at"], name="apicall_conn_recent"),
+            # Only the rows not yet counted: small whenever /metrics is scraped.
+            models.Index(fields=["id"], condition=Q(counted=False), name="apicall_uncounted"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.method} {self.call_name or self.url} → {self.status_code or self.outcome}"
+
+
+class ApiCallTally(models.Model):
+    """Running totals of the OTRS calls, per connection, call and outcome: the counters and
+    the latency histogram of /metrics. ApiCall rows are added in once each (`counted`), so
+    the totals only grow, whichever process made the call and after its row is deleted."""
+
+    # Upper bounds of the latency histogram's buckets, in milliseconds (+Inf follows).
+    BUCKETS_MS = (25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000)
+
+    connection_name = models.CharField(max_length=100, blank=True)
+    call_name = models.CharField(max_length=100, blank=True)
+    outcome = models.CharField(max_length=20, choices=ApiCall.Outcome.choices)
+    calls = models.BigIntegerField(default=0)
+    duration_ms = models.BigIntegerField(default=0)
+    # Calls per bucket of BUCKETS_MS, not cumulative; one more at the end for slower ones.
+    buckets = models.JSONField(default=list)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["connection_name", "call_name", "outcome"], name="one_tally_per_series"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.connection_name} {self.call_name} {self.outcome}: {self.calls}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -205,11 +206,26 @@ PROVISION_BACKOFF_MAX_SECONDS = env.float("PROVISION_BACKOFF_MAX_SECONDS", defau
 # How long one callback delivery to an API client may take in all, connecting included.
 CALLBACK_TIMEOUT_SECONDS = env.float("CALLBACK_TIMEOUT_SECONDS", default=15.0)
 
+# Call log rows (ApiCall) older than this are deleted by the hourly retention job, except
+# those of tasks still in progress. TaskEvents are kept.
+APICALL_RETENTION_DAYS = env.int("APICALL_RETENTION_DAYS", default=30)
+if APICALL_RETENTION_DAYS < 1:
+    raise ImproperlyConfigured(
+        f"APICALL_RETENTION_DAYS is {APICALL_RETENTION_DAYS}; it must be at least 1 (days)."
+    )
+
+# --- Operations: /healthz, /readyz, /metrics ---------------------------------------------------
+# /metrics wants `Authorization: Bearer <METRICS_TOKEN>` when it is set; without it only
+# clients on the loopback address get an answer.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+
 # --- Security -----------------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
 CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+# Probes and the Prometheus scraper usually speak plain HTTP to the process itself.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
 SECURE_HSTS_PRELOAD = not DEBUG
@@ -248,6 +264,14 @@ PERMISSIONS_POLICY: dict[str, list[str]] = {
 }
 if env.bool("BEHIND_TLS_PROXY", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+
+def _origin(name: str, url: str) -> str:
+    """`https://idp.example.com` of a URL; a value that is no http(s) URL stops start-up."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ImproperlyConfigured(f"{name}: {url!r} is not an http(s) URL.")
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
 
 
 def _networks(name: str, default: list[str]) -> list[str]:
@@ -328,6 +352,55 @@ AXES_USERNAME_CALLABLE = "otrsbridge.logins.login_username"
 TRUSTED_PROXY_COUNT = int(
     _at_least("TRUSTED_PROXY_COUNT", env.int("TRUSTED_PROXY_COUNT", default=0), 0)
 )
+
+# --- Single sign-on: OpenID Connect (otrsbridge/sso.py, mozilla-django-oidc) ------------------
+# On when OIDC_CLIENT_ID is set; the local login stays for break-glass admins. The IdP's
+# groups (OIDC_GROUPS_CLAIM) give the console's roles, the groups of tickets/migrations/
+# 0002_roles.py: OIDC_<ROLE>_GROUPS lists the IdP group names (or ids) that give each one.
+CONSOLE_ROLES = ("requesters", "approvers", "operators", "admins")
+OIDC_RP_CLIENT_ID = env.str("OIDC_CLIENT_ID", default="")
+OIDC_RP_CLIENT_SECRET = env.str("OIDC_CLIENT_SECRET", default="")
+OIDC_ISSUER = env.str("OIDC_ISSUER", default="")
+OIDC_OP_AUTHORIZATION_ENDPOINT = env.str("OIDC_AUTHORIZATION_ENDPOINT", default="")
+OIDC_OP_TOKEN_ENDPOINT = env.str("OIDC_TOKEN_ENDPOINT", default="")
+OIDC_OP_USER_ENDPOINT = env.str("OIDC_USERINFO_ENDPOINT", default="")
+OIDC_OP_JWKS_ENDPOINT = env.str("OIDC_JWKS_ENDPOINT", default="")
+OIDC_RP_SIGN_ALGO = env.str("OIDC_SIGN_ALGO", default="RS256")
+OIDC_RP_SCOPES = env.str("OIDC_SCOPES", default="openid email profile")
+OIDC_PROVIDER_NAME = env.str("OIDC_PROVIDER_NAME", default="single sign-on")
+OIDC_USERNAME_CLAIM = env.str("OIDC_USERNAME_CLAIM", default="preferred_username")
+OIDC_GROUPS_CLAIM = env.str("OIDC_GROUPS_CLAIM", default="groups")
+OIDC_ROLE_GROUPS = {
+    role: env.list(f"OIDC_{role.upper()}_GROUPS", default=[role]) for role in CONSOLE_ROLES
+}
+OIDC_ENABLED = bool(OIDC_RP_CLIENT_ID)
+OIDC_USE_PKCE = True
+OIDC_TIMEOUT = 10
+OIDC_CREATE_USER = True
+OIDC_AUTHENTICATION_CALLBACK_URL = "oidc_authentication_callback"
+LOGIN_REDIRECT_URL_FAILURE = "/login/"
+if OIDC_ENABLED:
+    _missing = [
+        name
+        for name, value in (
+            ("OIDC_CLIENT_SECRET", OIDC_RP_CLIENT_SECRET),
+            ("OIDC_AUTHORIZATION_ENDPOINT", OIDC_OP_AUTHORIZATION_ENDPOINT),
+            ("OIDC_TOKEN_ENDPOINT", OIDC_OP_TOKEN_ENDPOINT),
+            ("OIDC_JWKS_ENDPOINT", OIDC_OP_JWKS_ENDPOINT),
+        )
+        if not value
+    ]
+    if _missing:
+        raise ImproperlyConfigured(
+            f"OIDC_CLIENT_ID is set, so single sign-on is on, but {', '.join(_missing)} "
+            "is not set (see README, Single sign-on)."
+        )
+    AUTHENTICATION_BACKENDS.append("otrsbridge.sso.RoleMappingBackend")
+    # The sign-in button leads the browser to the IdP, and a form may follow it there.
+    SECURE_CSP["form-action"] = [
+        *SECURE_CSP["form-action"],
+        _origin("OIDC_AUTHORIZATION_ENDPOINT", OIDC_OP_AUTHORIZATION_ENDPOINT),
+    ]
 
 # Largest upload accepted by the package import (bytes).
 PACKAGE_MAX_BYTES = env.int("PACKAGE_MAX_BYTES", default=5 * 1024 * 1024)

@@ -1,9 +1,12 @@
-"""Root URLs: the console, the JSON API, the Django admin and the login pages."""
+"""Root URLs: the console, the JSON API, the Django admin, the login pages and the probes
+(/healthz, /readyz, /metrics)."""
 
+from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from tickets import monitoring
 from tickets.api import error_handler
 
 admin.site.site_header = "OTRS Bridge setup"
@@ -12,13 +15,25 @@ admin.site.index_title = "Connections, applications and jobs"
 admin.site.site_url = "/"
 
 urlpatterns = [
-    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("healthz", monitoring.healthz, name="healthz"),
+    path("readyz", monitoring.readyz, name="readyz"),
+    path("metrics", monitoring.metrics, name="metrics"),
+    path(
+        "login/",
+        auth_views.LoginView.as_view(
+            extra_context={"sso_name": settings.OIDC_PROVIDER_NAME if settings.OIDC_ENABLED else ""}
+        ),
+        name="login",
+    ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("connections/", include("connections.urls")),
     path("api/v1/", include("tickets.api_urls")),
     path("", include("tickets.urls")),
 ]
+if settings.OIDC_ENABLED:
+    # /oidc/authenticate/ (the sign-in button) and /oidc/callback/ (where the IdP returns).
+    urlpatterns.insert(0, path("oidc/", include("mozilla_django_oidc.urls")))
 
 # Django's own error answers: JSON under /api/v1/, its usual pages elsewhere.
 handler400 = error_handler(400)

@@ -116,11 +116,12 @@ def test_schedules_are_registered_once_by_name(connection):
         ("notes", 1),
         (f"poll:{connection.name}", connection.poll_minutes),
         (f"provision:{connection.name}", connection.provision_minutes),
+        (jobs.PRUNE_SCHEDULE, 60),
     ]
     type(connection).objects.filter(pk=connection.pk).update(poll_minutes=7)
     jobs.schedules_sync()
     assert Schedule.objects.get(name=f"poll:{connection.name}").minutes == 7
-    assert Schedule.objects.count() == 4
+    assert Schedule.objects.count() == 5
 
 
 def test_registered_and_queued_job_paths_import_the_jobs(connection):
@@ -134,6 +135,7 @@ def test_registered_and_queued_job_paths_import_the_jobs(connection):
             jobs.poll_open_tickets,
             jobs.send_ticket_notes,
             jobs.deliver_callbacks,
+            jobs.prune_api_calls,
         )
     for job in (jobs.provision_task, jobs.refresh_ticket, jobs.send_ticket_note):
         assert import_string(jobs.job_path(job)) is job

@@ -46,6 +46,11 @@ def provision_task(task_id: int):
     return provision_one(task_id=task_id)
 
 
+def prune_api_calls(trigger: str = "schedule"):
+    """Delete call log rows older than APICALL_RETENTION_DAYS (not those of open tasks)."""
+    return record_job_run("prune-api-calls", trigger, lambda: services.api_calls_prune()).summary
+
+
 def refresh_ticket(ticket_pk: int, connection_name: str = ""):
     """Fetch one ticket's state now (queued by the OTRS webhook)."""
     return refresh_one(ticket_pk=ticket_pk, connection_name=connection_name)
@@ -214,13 +219,17 @@ def poll_job(*, trigger: str, connection_id: int | None = None, progress=None) -
     return record_job_run(name, trigger, work)
 
 
+PRUNE_SCHEDULE = "prune-api-calls"
+
+
 def schedules_sync() -> int:
-    """Register one provisioning and one polling schedule per connection, by name.
+    """Register one provisioning and one polling schedule per connection, and the retention
+    job's, by name.
 
     Idempotent: running it any number of times leaves one schedule of each name, with the
     connection's current interval. Schedules of deleted connections are removed.
     """
-    wanted = {}
+    wanted: dict[str, tuple[str, Connection | None, int]] = {}
     for connection in Connection.objects.all():
         wanted[f"provision:{connection.name}"] = (
             job_path(provision_due_tasks),
@@ -232,6 +241,8 @@ def schedules_sync() -> int:
             connection,
             connection.poll_minutes,
         )
+    # The retention job, once an hour: each run has only an hour's rows to delete.
+    wanted[PRUNE_SCHEDULE] = (job_path(prune_api_calls), None, 60)
     for name, (func, connection, minutes) in wanted.items():
         # Duplicates (left by an older version, say) go first, so the one kept is updated.
         keep = Schedule.objects.filter(name=name).order_by("id").values_list("pk", flat=True)[:1]
@@ -240,7 +251,7 @@ def schedules_sync() -> int:
             name=name,
             defaults={
                 "func": func,
-                "args": f"({connection.pk},)",
+                "args": f"({connection.pk},)" if connection else "()",
                 "schedule_type": Schedule.MINUTES,
                 "minutes": minutes,
                 "repeats": -1,

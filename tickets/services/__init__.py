@@ -17,7 +17,8 @@ One module per subject: transitions (Actor, the guarded move, events), requests 
 decide, cancel, retry), context (a task's template values), provisioning and
 provisioning_store (claims, attempts, storing their outcome), polling, completion,
 conversation (notes the bridge adds to tickets, the agent's closing article), reopening
-(tickets reopened after their task finished), callbacks (signed deliveries to API clients). This
+(tickets reopened after their task finished), callbacks (signed deliveries to API clients),
+retention (old call log rows). This
 package never imports tickets.jobs (the jobs import it); instant provisioning reaches the
 queue through the provisioning_wanted signal.
 """
@@ -53,6 +54,7 @@ from .requests import (
     task_retry,
     tasks_retry,
 )
+from .retention import PruneResult, api_calls_prune
 from .transitions import Actor, RequestInvalid, TransitionError, request_moved
 
 # What the rest of the project uses (views, API, admin, commands, jobs, bench, tests).
@@ -61,8 +63,10 @@ __all__ = [
     "accounts",
     "governance",
     "notifications",
+    "api_calls_prune",
     "PollResult",
     "ProvisionResult",
+    "PruneResult",
     "RequestInvalid",
     "TransitionError",
     "client_clear_callback",

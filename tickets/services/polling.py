@@ -81,6 +81,11 @@ def tickets_poll(
     else:
         _poll_changes(client, cycle, started)
     flag_stale_tasks(connection=connection)
+    if not result.errors:
+        # Readiness and /metrics read this: the connection is still followed. A cycle with
+        # nothing to fetch counts too: nothing was left unread.
+        mark, _ = PollWatermark.objects.get_or_create(connection=connection)
+        PollWatermark.objects.filter(pk=mark.pk).update(polled_ok_at=timezone.now())
     return result
 
 

@@ -1,0 +1,59 @@
+"""Single sign-on settings: off unless configured, a partial configuration stops start-up
+with the names of what is missing, and the roles it maps are the console's groups."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+from django.conf import settings
+
+from tests.test_settings import _manage
+
+
+@pytest.mark.django_db
+def test_without_oidc_the_login_page_has_no_sign_in_button(client):
+    assert not settings.OIDC_ENABLED
+    page = client.get("/login/").content.decode()
+    assert "Sign in with" not in page and "/oidc/" not in page
+    assert client.get("/oidc/authenticate/").status_code == 404
+
+
+def test_a_partial_oidc_configuration_stops_start_up_naming_what_is_missing():
+    result = _manage(
+        "check",
+        env={
+            "DEBUG": "True",
+            "OIDC_CLIENT_ID": "bridge",
+            "OIDC_AUTHORIZATION_ENDPOINT": "https://idp.example.com/auth",
+        },
+    )
+    assert result.returncode != 0
+    assert (
+        "OIDC_CLIENT_ID is set, so single sign-on is on, but OIDC_CLIENT_SECRET, "
+        "OIDC_TOKEN_ENDPOINT, OIDC_JWKS_ENDPOINT is not set"
+    ) in result.stderr
+
+
+def test_an_authorization_endpoint_that_is_no_url_stops_start_up():
+    result = _manage(
+        "check",
+        env={
+            "DEBUG": "True",
+            "OIDC_CLIENT_ID": "bridge",
+            "OIDC_CLIENT_SECRET": "s",
+            "OIDC_AUTHORIZATION_ENDPOINT": "idp.example.com/auth",
+            "OIDC_TOKEN_ENDPOINT": "https://idp.example.com/token",
+            "OIDC_JWKS_ENDPOINT": "https://idp.example.com/keys",
+        },
+    )
+    assert result.returncode != 0
+    assert "OIDC_AUTHORIZATION_ENDPOINT: 'idp.example.com/auth' is not an http(s) URL." in (
+        result.stderr
+    )
+
+
+def test_the_mapped_roles_are_the_consoles_role_groups():
+    roles = importlib.import_module("tickets.migrations.0002_roles").ROLES
+    assert set(settings.CONSOLE_ROLES) == set(roles)
+    assert list(settings.OIDC_ROLE_GROUPS) == list(settings.CONSOLE_ROLES)
