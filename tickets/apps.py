@@ -29,3 +29,9 @@ class TicketsConfig(AppConfig):
         services.provisioning_wanted.connect(
             jobs.queue_provisioning, dispatch_uid="tickets-instant-provisioning"
         )
+        # A finished request lets SCIM provisioning submit what waited for it.
+        from .services import completion, scim
+
+        completion.request_finished.connect(
+            scim.scim_reconcile_request, dispatch_uid="tickets-scim-follow-up"
+        )

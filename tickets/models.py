@@ -94,6 +94,12 @@ class ApiClient(models.Model):
     active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
+    scim_endpoints = models.ManyToManyField(
+        Endpoint,
+        blank=True,
+        related_name="scim_clients",
+        help_text="The endpoints this client may provision over SCIM (/scim/v2/<endpoint>/).",
+    )
 
     def __str__(self) -> str:
         return self.name
@@ -510,3 +516,7 @@ class JobRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} {self.status}"
+
+
+# The desired state SCIM clients push (tickets/models_scim.py), registered with this app.
+from .models_scim import ScimChange, ScimGroup, ScimMember, ScimUser  # noqa: E402, F401

@@ -8,6 +8,7 @@ from typing import Any
 
 from django.core.mail import send_mail
 from django.db import transaction
+from django.dispatch import Signal
 from django.template import Context, Template
 from django.template.loader import render_to_string
 from django.utils import timezone
@@ -18,6 +19,10 @@ from ..validators import email_problem
 from .transitions import Actor, _move
 
 log = logging.getLogger(__name__)
+
+# Sent once a request is settled (completed or failed) and committed, with `request_id`:
+# SCIM provisioning submits what waited for it (tickets/apps.py connects it).
+request_finished = Signal()
 
 
 def _record_access(task: Task) -> None:
@@ -75,6 +80,9 @@ def _settle_request(request_id: int, *, actor: Actor) -> None:
         completed_at=timezone.now(),
     )
     transaction.on_commit(lambda: _send_completion_email(request_id))
+    transaction.on_commit(
+        lambda: request_finished.send(sender=AccessRequest, request_id=request_id)
+    )
 
 
 DEFAULT_EMAIL_TEMPLATE = "tickets/email/request_finished.txt"
