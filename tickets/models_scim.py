@@ -34,6 +34,7 @@ class ScimUser(models.Model):
     active = models.BooleanField(default=True)
     # The resource as the client last pushed it (without id and meta), returned on reads.
     document = models.JSONField(default=dict)
+    justification = models.TextField(max_length=limits.JUSTIFICATION, blank=True)
     version = models.PositiveIntegerField(default=1)
     client = models.ForeignKey(
         ApiClient, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
@@ -63,8 +64,11 @@ class ScimGroup(models.Model):
     scim_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     endpoint = models.ForeignKey(Endpoint, on_delete=models.PROTECT, related_name="scim_groups")
     display_name = models.CharField(max_length=limits.ENTITLEMENT)
+    # The entitlements this group named before a rename: its members are to lose them.
+    former_names = models.JSONField(default=list, blank=True)
     external_id = models.CharField(max_length=limits.ENTITLEMENT, blank=True)
     document = models.JSONField(default=dict)
+    justification = models.TextField(max_length=limits.JUSTIFICATION, blank=True)
     version = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -97,6 +101,7 @@ class ScimMember(models.Model):
     group = models.ForeignKey(ScimGroup, on_delete=models.CASCADE, related_name="memberships")
     user = models.ForeignKey(ScimUser, on_delete=models.CASCADE, related_name="memberships")
     wanted = models.BooleanField(default=True)
+    display = models.CharField(max_length=limits.PERSON_NAME, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -43,6 +43,7 @@ from scim2_models import (
     PatchOp,
     ResourceType,
     ResponseParameters,
+    Returned,
     SCIMException,
     ScimPolicy,
     SearchRequest,
@@ -91,28 +92,42 @@ class ProvisioningChange(ComplexAttribute):
     ticket_number: Annotated[str | None, Mutability.read_only] = None
 
 
+# Where each change stands is returned when asked for (`?attributes=` naming the extension
+# or one of these), as SCIM returns what a client does not write: a client comparing what
+# it wrote with what it reads back never sees a difference it did not make.
+_Shown = Annotated[str | None, Mutability.read_only, Returned.request]
+
+
 class BridgeUser(Extension):
-    """Where the account stands: the status of its latest account change, its ticket."""
+    """The justification the client gives the requests this user causes; and, when asked
+    for, where the account stands: its latest account change, its ticket, every change."""
 
     __schema__ = URN("urn:ietf:params:scim:schemas:extension:otrsbridge:2.0:User")
 
-    status: Annotated[str | None, Mutability.read_only] = None
-    operation: Annotated[str | None, Mutability.read_only] = None
-    request: Annotated[str | None, Mutability.read_only] = None
-    ticket_number: Annotated[str | None, Mutability.read_only] = None
-    changes: Annotated[list[ProvisioningChange] | None, Mutability.read_only] = None
+    justification: str | None = None
+    status: _Shown = None
+    operation: _Shown = None
+    request: _Shown = None
+    ticket_number: _Shown = None
+    changes: Annotated[list[ProvisioningChange] | None, Mutability.read_only, Returned.request] = (
+        None
+    )
 
 
 class BridgeGroup(Extension):
-    """The endpoint the entitlement belongs to, and the latest change of each member."""
+    """The justification of its members' access requests; and, when asked for, the
+    endpoint the entitlement belongs to and the latest change of each member."""
 
     __schema__ = URN("urn:ietf:params:scim:schemas:extension:otrsbridge:2.0:Group")
 
-    endpoint: Annotated[str | None, Mutability.read_only] = None
-    changes: Annotated[list[ProvisioningChange] | None, Mutability.read_only] = None
+    justification: str | None = None
+    endpoint: _Shown = None
+    changes: Annotated[list[ProvisioningChange] | None, Mutability.read_only, Returned.request] = (
+        None
+    )
 
 
-UserModel = User[Union[EnterpriseUser, BridgeUser]]  # noqa: UP007 (scim2-models wants Union)
+UserModel = User[Union[EnterpriseUser, BridgeUser]]  # noqa: UP007 (a Union, as scim2-models reads it)
 GroupModel = Group[BridgeGroup]
 RESOURCES: dict[str, type] = {"Users": UserModel, "Groups": GroupModel}
 SCHEMAS = [UserModel, GroupModel, EnterpriseUser, BridgeUser, BridgeGroup]
@@ -337,15 +352,40 @@ def _meta(request: ScimRequest, kind: str, row: ScimUser | ScimGroup, changes: l
     )
 
 
-def user_resource(request: ScimRequest, user: ScimUser) -> Any:
-    resource = UserModel.model_validate(user.document)
+def user_document(request: ScimRequest, user: ScimUser, model: type = UserModel) -> Any:
+    """The User as the client pushed it, with its id."""
+    resource = model.model_validate(user.document)
     resource.id = str(user.scim_id)
+    return resource
+
+
+def group_document(request: ScimRequest, group: ScimGroup, model: type = GroupModel) -> Any:
+    """The Group as the client pushed it, with its id and the members it wants now."""
+    resource = model.model_validate(group.document)
+    resource.id = str(group.scim_id)
+    members = group.memberships.filter(wanted=True, user__deleted_at__isnull=True)
+    resource.members = [
+        model.Members(
+            value=str(m.user.scim_id),
+            ref=f"{_base(request)}/Users/{m.user.scim_id}",
+            type="User",
+            display=m.display or m.user.user_name,
+        )
+        for m in members.select_related("user").order_by("id")
+    ] or None
+    return resource
+
+
+def user_resource(request: ScimRequest, user: ScimUser) -> Any:
+    """The User as the service answers it: with where each change stands, and meta."""
+    resource = user_document(request, user, UserModel)
     changes = _changes({"user": user})
     account = [c for c in changes if c.group_id is None]
     latest = {}
     for change in changes:
         latest[change.group_id] = change
-    shown = BridgeUser(changes=[_change(c) for c in latest.values()] or None)
+    shown = resource[BridgeUser] or BridgeUser()
+    shown.changes = [_change(c) for c in latest.values()] or None
     if account:
         last = _change(account[-1])
         shown.status, shown.operation = last.status, last.operation
@@ -358,55 +398,41 @@ def user_resource(request: ScimRequest, user: ScimUser) -> Any:
 
 
 def group_resource(request: ScimRequest, group: ScimGroup) -> Any:
-    resource = GroupModel.model_validate(group.document)
-    resource.id = str(group.scim_id)
-    members = group.memberships.filter(wanted=True, user__deleted_at__isnull=True)
-    resource.members = [
-        GroupModel.Members(
-            value=str(m.user.scim_id),
-            ref=f"{_base(request)}/Users/{m.user.scim_id}",
-            type="User",
-            display=m.user.user_name,
-        )
-        for m in members.select_related("user").order_by("id")
-    ] or None
+    """The Group as the service answers it: with each member's latest change, and meta."""
+    resource = group_document(request, group, GroupModel)
     changes = _changes({"group": group})
     latest = {c.user_id: c for c in changes}
-    resource[BridgeGroup] = BridgeGroup(
-        endpoint=request.endpoint.display_name or request.endpoint.name,
-        changes=[_change(c) for c in latest.values()] or None,
-    )
+    shown = resource[BridgeGroup] or BridgeGroup()
+    shown.endpoint = request.endpoint.display_name or request.endpoint.name
+    shown.changes = [_change(c) for c in latest.values()] or None
+    resource[BridgeGroup] = shown
     resource.meta = _meta(request, "Groups", group, changes)
     return resource
 
 
-def _dump(resource: Any, request: ScimRequest) -> dict:
+def _dump(resource: Any, asked: Any) -> dict:
     """The resource as a read answers it, with the `attributes` or `excludedAttributes`
-    the query names (RFC 7644 §3.9)."""
-    asked = {
-        key: request.GET[param]
-        for key, param in (
-            ("attributes", "attributes"),
-            ("excluded_attributes", "excludedAttributes"),
+    asked (RFC 7644 §3.9): a query string's, or a SearchRequest's."""
+    if not isinstance(asked, ResponseParameters):
+        asked = ResponseParameters[type(resource)].model_validate(  # type: ignore[misc]
+            {k: asked[k] for k in ("attributes", "excludedAttributes") if asked.get(k)}
         )
-        if request.GET.get(param)
-    }
-    parameters = ResponseParameters[type(resource)].model_validate(asked) if asked else None  # type: ignore[misc]
-    return resource.model_dump(
-        scim_ctx=Context.RESOURCE_QUERY_RESPONSE, response_parameters=parameters
-    )
+    return resource.model_dump(scim_ctx=Context.RESOURCE_QUERY_RESPONSE, response_parameters=asked)
 
 
 def _stored(resource: Any) -> dict:
-    """What is kept of a pushed resource: what the client set, without what the service
-    writes (id, meta, its extension) and without a password, which is never stored."""
+    """What is kept of a pushed resource: what the client set (a request's dump leaves out
+    what is read-only), without the members, kept as rows, and without a password, which
+    is never stored."""
     document = resource.model_dump(scim_ctx=Context.RESOURCE_REPLACEMENT_REQUEST)
-    for key in ("id", "meta", "password", "members", str(BridgeUser.__schema__)):
+    for key in ("id", "meta", "password", "members"):
         document.pop(key, None)
-    document.pop(str(BridgeGroup.__schema__), None)
-    if "schemas" in document:
-        document["schemas"] = [s for s in document["schemas"] if "otrsbridge" not in s]
     return document
+
+
+def _justification(resource: Any, extension: type) -> str:
+    shown = resource[extension]
+    return (shown.justification or "") if shown else ""
 
 
 def user_state(resource: Any) -> service.UserState:
@@ -426,6 +452,7 @@ def user_state(resource: Any) -> service.UserState:
         first_name=(name.given_name or "") if name else "",
         last_name=(name.family_name or "") if name else "",
         email=email or "",
+        justification=_justification(resource, BridgeUser),
     )
 
 
@@ -436,7 +463,8 @@ def group_state(resource: Any) -> service.GroupState:
         display_name=resource.display_name,
         document=_stored(resource),
         external_id=resource.external_id or "",
-        member_ids=[m.value for m in resource.members or [] if m.value],
+        members={m.value: m.display or "" for m in resource.members or [] if m.value},
+        justification=_justification(resource, BridgeGroup),
     )
 
 
@@ -466,6 +494,7 @@ def group(request: ScimRequest, scim_id: str) -> HttpResponse:
 _OPS = {
     "Users": (
         user_state,
+        user_document,
         user_resource,
         service.scim_user_create,
         service.scim_user_update,
@@ -473,6 +502,7 @@ _OPS = {
     ),
     "Groups": (
         group_state,
+        group_document,
         group_resource,
         service.scim_group_create,
         service.scim_group_update,
@@ -481,11 +511,13 @@ _OPS = {
 }
 
 
-def _collection(request: ScimRequest, kind: str) -> HttpResponse:
-    model = RESOURCES[kind]
-    to_state, render, create, _, _ = _OPS[kind]
-    if request.method == "POST":
-        resource = model.model_validate(_body(request), scim_ctx=Context.RESOURCE_CREATION_REQUEST)
+def _collection(request: ScimRequest, kind: str, search: bool = False) -> HttpResponse:
+    model = written = RESOURCES[kind]
+    to_state, _, render, create, _, _ = _OPS[kind]
+    if request.method == "POST" and not search:
+        resource = written.model_validate(
+            _body(request), scim_ctx=Context.RESOURCE_CREATION_REQUEST
+        )
         row = create(
             client=request.api_client, endpoint=request.endpoint, wanted=to_state(resource)
         )
@@ -496,8 +528,9 @@ def _collection(request: ScimRequest, kind: str) -> HttpResponse:
             {"Location": shown.meta.location},
         )
     service.scim_adopt_inventory(request.endpoint)
+    params = _body(request) if search else request.GET
     query = SearchRequest[model].model_validate(  # type: ignore[index]
-        {k: request.GET[k] for k in ("filter", "startIndex", "count") if k in request.GET}
+        {k: params[k] for k in _SEARCH_PARAMETERS if k in params}
     )
     rows = _narrowed(kind, request.endpoint, query.filter)
     found = [render(request, row) for row in rows]
@@ -510,8 +543,29 @@ def _collection(request: ScimRequest, kind: str) -> HttpResponse:
         total_results=len(found), start_index=start, items_per_page=len(page), resources=page
     )
     body = listed.model_dump(scim_ctx=Context.RESOURCE_QUERY_RESPONSE)
-    body["Resources"] = [_dump(r, request) for r in page]
+    body["Resources"] = [_dump(r, query) for r in page]
     return answer(body)
+
+
+_SEARCH_PARAMETERS = ("filter", "startIndex", "count", "attributes", "excludedAttributes")
+
+
+@scim_view("POST")
+def users_search(request: ScimRequest) -> HttpResponse:
+    return _collection(request, "Users", search=True)
+
+
+@scim_view("POST")
+def groups_search(request: ScimRequest) -> HttpResponse:
+    return _collection(request, "Groups", search=True)
+
+
+@scim_view("POST")
+def root_search(request: ScimRequest) -> HttpResponse:
+    return error(
+        501,
+        "Search one resource type at a time: POST /Users/.search or /Groups/.search.",
+    )
 
 
 # The attributes a filter `eq` is answered from the database for (the others are matched
@@ -542,8 +596,8 @@ def _narrowed(kind: str, endpoint: Endpoint, query_filter: Any) -> list:
 
 
 def _one(request: ScimRequest, kind: str, scim_id: str) -> HttpResponse:
-    model = RESOURCES[kind]
-    to_state, render, _, update, delete = _OPS[kind]
+    written = RESOURCES[kind]
+    to_state, document, render, _, update, delete = _OPS[kind]
     client, endpoint = request.api_client, request.endpoint
     if request.method == "DELETE":
         delete(client=client, endpoint=endpoint, scim_id=scim_id)
@@ -554,27 +608,27 @@ def _one(request: ScimRequest, kind: str, scim_id: str) -> HttpResponse:
         row = rows.first()
         if row is None:
             raise service.ScimNotFound(f"There is no {kind[:-1]} {scim_id!r} here.")
-        return answer(_dump(render(request, row), request))
+        return answer(_dump(render(request, row), request.GET))
     body = _body(request)
     if request.method == "PUT":
-        replacement = model.model_validate(body, scim_ctx=Context.RESOURCE_REPLACEMENT_REQUEST)
+        replacement = written.model_validate(body, scim_ctx=Context.RESOURCE_REPLACEMENT_REQUEST)
 
         def change(row: Any) -> Any:
-            replacement.replace(render(request, row))
+            replacement.replace(document(request, row))
             return to_state(replacement)
 
     else:
-        patch = PatchOp[model].model_validate(  # type: ignore[index]
+        patch = PatchOp[written].model_validate(  # type: ignore[index]
             body, scim_ctx=Context.RESOURCE_PATCH_REQUEST
         )
 
         def change(row: Any) -> Any:
-            current = render(request, row)
+            current = document(request, row)
             patch.patch(current)
             return to_state(current)
 
     row = update(client=client, endpoint=endpoint, scim_id=scim_id, change=change)
-    return answer(_dump(render(request, row), request))
+    return answer(_dump(render(request, row), request.GET))
 
 
 def model_rows(kind: str, endpoint: Endpoint) -> Any:

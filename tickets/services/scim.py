@@ -76,6 +76,7 @@ class UserState:
     first_name: str = ""
     last_name: str = ""
     email: str = ""
+    justification: str = ""  # what the requests of this user say why
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,9 @@ class GroupState:
     display_name: str
     document: dict
     external_id: str = ""
-    member_ids: list[str] = field(default_factory=list)  # ScimUser.scim_id values
+    # The members by ScimUser.scim_id, each with the display name the client gave it.
+    members: dict[str, str] = field(default_factory=dict)
+    justification: str = ""  # what the access requests of its members say why
 
 
 # --- users ------------------------------------------------------------------------------------
@@ -173,13 +176,12 @@ def scim_user_delete(*, client: ApiClient, endpoint: Endpoint, scim_id: str) -> 
 def scim_group_create(*, client: ApiClient, endpoint: Endpoint, wanted: GroupState) -> ScimGroup:
     """Record a Group, an entitlement of the endpoint, and submit `add_access` for its
     members. A name the endpoint does not offer is refused; one that exists is a conflict."""
-    _check_entitlement(endpoint, wanted.display_name)
-    if _group_named(endpoint, wanted.display_name) is not None:
-        raise ScimConflict(f"displayName {wanted.display_name!r} already exists on {endpoint}.")
+    _check_group(endpoint, wanted.display_name)
+    _check_justification(wanted.justification)
     try:
         with transaction.atomic():
             group = ScimGroup.objects.create(endpoint=endpoint, **_group_columns(wanted))
-            _set_members(group, wanted.member_ids, client)
+            _set_members(group, wanted.members, client)
     except IntegrityError:
         raise ScimConflict(
             f"displayName {wanted.display_name!r} already exists on {endpoint}."
@@ -200,16 +202,19 @@ def scim_group_update(
         with transaction.atomic():
             group = _locked(ScimGroup, endpoint, scim_id)
             wanted = change(group)
-            if wanted.display_name != group.display_name:
-                raise ScimRefused(
-                    "displayName names the entitlement and cannot change; "
-                    "create another group instead."
+            _check_justification(wanted.justification)
+            renamed = wanted.display_name != group.display_name
+            if renamed:
+                # Another entitlement: the members lose the old one and get the new one.
+                _check_group(endpoint, wanted.display_name)
+                group.former_names = sorted(
+                    {*group.former_names, group.display_name} - {wanted.display_name}
                 )
             for name, value in _group_columns(wanted).items():
                 setattr(group, name, value)
             group.version += 1
             group.save()
-            _set_members(group, wanted.member_ids, client)
+            _set_members(group, wanted.members, client, reconcile_all=renamed)
     except IntegrityError:
         raise ScimConflict(f"displayName {wanted.display_name!r} already exists.") from None
     return group
@@ -221,28 +226,31 @@ def scim_group_delete(*, client: ApiClient, endpoint: Endpoint, scim_id: str) ->
         group = _locked(ScimGroup, endpoint, scim_id)
         group.deleted_at = timezone.now()
         group.save()
-        _set_members(group, [], client)
+        _set_members(group, {}, client)
 
 
-def _set_members(group: ScimGroup, member_ids: list[str], client: ApiClient) -> None:
+def _set_members(
+    group: ScimGroup, members: dict[str, str], client: ApiClient, reconcile_all: bool = False
+) -> None:
     users = {
         str(u.scim_id): u
         for u in ScimUser.objects.filter(
-            endpoint=group.endpoint, deleted_at__isnull=True, scim_id__in=_uuids(member_ids)
+            endpoint=group.endpoint, deleted_at__isnull=True, scim_id__in=_uuids(list(members))
         )
     }
-    unknown = [m for m in member_ids if m not in users]
+    unknown = [m for m in members if m not in users]
     if unknown:
         raise ScimRefused(f"members: there is no User {unknown[0]!r} on {group.endpoint}.")
-    touched: set[int] = set()
     existing = {m.user_id: m for m in group.memberships.all()}
-    for user in users.values():
+    touched = set(existing) if reconcile_all else set()
+    for scim_id, user in users.items():
+        display = members[scim_id][: limits.PERSON_NAME]
         member = existing.get(user.pk)
         if member is None:
-            ScimMember.objects.create(group=group, user=user)
+            ScimMember.objects.create(group=group, user=user, display=display)
             touched.add(user.pk)
-        elif not member.wanted:
-            ScimMember.objects.filter(pk=member.pk).update(wanted=True)
+        elif not member.wanted or member.display != display:
+            ScimMember.objects.filter(pk=member.pk).update(wanted=True, display=display)
             touched.add(user.pk)
     kept = {u.pk for u in users.values()}
     for user_id, member in existing.items():
@@ -386,6 +394,8 @@ def _reconcile(user: ScimUser, client: ApiClient, *, strict: bool) -> None:
     for member in user.memberships.select_related("group"):
         live = member.wanted and member.group.deleted_at is None
         (wanted if live else unwanted)[member.group.display_name] = member.group
+        for former in member.group.former_names:
+            unwanted.setdefault(former, member.group)
     for name, group in sorted(wanted.items()):
         if name not in held and name not in busy:
             _submit(user, client, Operation.ADD_ACCESS, group=group, strict=strict)
@@ -414,7 +424,8 @@ def _submit(
                 api_client=client,
                 account_name=user.user_name,
                 entitlements=[group.display_name] if group else [],
-                justification=f"pushed by the SCIM client {client.name}",
+                justification=(group.justification if group else user.justification)
+                or f"pushed by the SCIM client {client.name}",
                 upstream_approver=f"SCIM client {client.name}",
             )
             ScimChange.objects.create(user=user, group=group, request=access_request)
@@ -495,7 +506,12 @@ def _group_named(endpoint: Endpoint, name: str) -> ScimGroup | None:
     ).first()
 
 
-def _check_entitlement(endpoint: Endpoint, name: str) -> None:
+def _check_group(endpoint: Endpoint, name: str) -> None:
+    """A group name must be an entitlement the endpoint offers, and not taken."""
+    if len(name) > limits.ENTITLEMENT:
+        raise ScimRefused(f"displayName: is longer than {limits.ENTITLEMENT} characters.")
+    if _group_named(endpoint, name) is not None:
+        raise ScimConflict(f"displayName {name!r} already exists on {endpoint}.")
     offered = endpoint.entitlements or []
     if offered and name not in offered:
         raise ScimRefused(
@@ -516,6 +532,12 @@ def _check_user(wanted: UserState) -> None:
     for name in ("first_name", "last_name", "display_name", "external_id"):
         if len(getattr(wanted, name)) > limits.PERSON_NAME:
             raise ScimRefused(f"{name}: is longer than {limits.PERSON_NAME} characters.")
+    _check_justification(wanted.justification)
+
+
+def _check_justification(text: str) -> None:
+    if len(text) > limits.JUSTIFICATION:
+        raise ScimRefused(f"justification: is longer than {limits.JUSTIFICATION} characters.")
 
 
 def _user_columns(wanted: UserState) -> dict:
@@ -525,6 +547,7 @@ def _user_columns(wanted: UserState) -> dict:
         "display_name": wanted.display_name,
         "active": wanted.active,
         "document": wanted.document,
+        "justification": wanted.justification,
     }
 
 
@@ -533,6 +556,7 @@ def _group_columns(wanted: GroupState) -> dict:
         "display_name": wanted.display_name,
         "external_id": wanted.external_id,
         "document": wanted.document,
+        "justification": wanted.justification,
     }
 
 
