@@ -18,7 +18,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connections.models import ApiCall
-from tests import factories
 from tickets import api
 from tickets.models import (
     AccessRequest,

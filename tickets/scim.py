@@ -127,13 +127,18 @@ class BridgeGroup(Extension):
     )
 
 
-UserModel = User[Union[EnterpriseUser, BridgeUser]]  # noqa: UP007 (a Union, as scim2-models reads it)
-GroupModel = Group[BridgeGroup]
-RESOURCES: dict[str, type] = {"Users": UserModel, "Groups": GroupModel}
-SCHEMAS = [UserModel, GroupModel, EnterpriseUser, BridgeUser, BridgeGroup]
+UserModel: Any = User[Union[EnterpriseUser, BridgeUser]]  # noqa: UP007 (a Union, as scim2-models reads it)
+GroupModel: Any = Group[BridgeGroup]  # type: ignore[misc]
+RESOURCES: dict[str, Any] = {"Users": UserModel, "Groups": GroupModel}
+SCHEMAS: list[Any] = [UserModel, GroupModel, EnterpriseUser, BridgeUser, BridgeGroup]
 
 
 # --- answers ----------------------------------------------------------------------------------
+
+
+def _of(generic: Any, model: Any) -> Any:
+    """A scim2-models message parameterised by the resource model it carries."""
+    return generic[model]
 
 
 def answer(data: dict, status: int = 200, headers: dict | None = None) -> HttpResponse:
@@ -257,7 +262,7 @@ def service_provider_config(request: ScimRequest) -> HttpResponse:
 
 
 def _resource_types(request: ScimRequest) -> list[ResourceType]:
-    found = []
+    found: list[ResourceType] = []
     for model in (UserModel, GroupModel):
         kind = ResourceType.from_resource(model)
         kind.meta = Meta(
@@ -282,7 +287,7 @@ def _discovery(request: ScimRequest, items: list, key: str | None) -> HttpRespon
             if item.id == key:
                 return answer(item.model_dump(scim_ctx=Context.RESOURCE_QUERY_RESPONSE))
         return error(404, f"There is no {key!r} here.")
-    listed = ListResponse[type(items[0])](  # type: ignore[misc]
+    listed = _of(ListResponse, type(items[0]))(
         total_results=len(items), start_index=1, items_per_page=len(items), resources=items
     )
     return answer(listed.model_dump(scim_ctx=Context.RESOURCE_QUERY_RESPONSE))
@@ -352,14 +357,14 @@ def _meta(request: ScimRequest, kind: str, row: ScimUser | ScimGroup, changes: l
     )
 
 
-def user_document(request: ScimRequest, user: ScimUser, model: type = UserModel) -> Any:
+def user_document(request: ScimRequest, user: ScimUser, model: Any = UserModel) -> Any:
     """The User as the client pushed it, with its id."""
     resource = model.model_validate(user.document)
     resource.id = str(user.scim_id)
     return resource
 
 
-def group_document(request: ScimRequest, group: ScimGroup, model: type = GroupModel) -> Any:
+def group_document(request: ScimRequest, group: ScimGroup, model: Any = GroupModel) -> Any:
     """The Group as the client pushed it, with its id and the members it wants now."""
     resource = model.model_validate(group.document)
     resource.id = str(group.scim_id)
@@ -414,7 +419,7 @@ def _dump(resource: Any, asked: Any) -> dict:
     """The resource as a read answers it, with the `attributes` or `excludedAttributes`
     asked (RFC 7644 §3.9): a query string's, or a SearchRequest's."""
     if not isinstance(asked, ResponseParameters):
-        asked = ResponseParameters[type(resource)].model_validate(  # type: ignore[misc]
+        asked = _of(ResponseParameters, type(resource)).model_validate(
             {k: asked[k] for k in ("attributes", "excludedAttributes") if asked.get(k)}
         )
     return resource.model_dump(scim_ctx=Context.RESOURCE_QUERY_RESPONSE, response_parameters=asked)
@@ -491,7 +496,7 @@ def group(request: ScimRequest, scim_id: str) -> HttpResponse:
     return _one(request, "Groups", scim_id)
 
 
-_OPS = {
+_OPS: dict[str, tuple[Any, ...]] = {
     "Users": (
         user_state,
         user_document,
@@ -529,7 +534,7 @@ def _collection(request: ScimRequest, kind: str, search: bool = False) -> HttpRe
         )
     service.scim_adopt_inventory(request.endpoint)
     params = _body(request) if search else request.GET
-    query = SearchRequest[model].model_validate(  # type: ignore[index]
+    query = _of(SearchRequest, model).model_validate(
         {k: params[k] for k in _SEARCH_PARAMETERS if k in params}
     )
     rows = _narrowed(kind, request.endpoint, query.filter)
@@ -539,7 +544,7 @@ def _collection(request: ScimRequest, kind: str, search: bool = False) -> HttpRe
     start = max(query.start_index or 1, 1)
     count = min(MAX_RESULTS if query.count is None else query.count, MAX_RESULTS)
     page = found[start - 1 : start - 1 + count]
-    listed = ListResponse[model](  # type: ignore[index]
+    listed = _of(ListResponse, model)(
         total_results=len(found), start_index=start, items_per_page=len(page), resources=page
     )
     body = listed.model_dump(scim_ctx=Context.RESOURCE_QUERY_RESPONSE)
@@ -618,9 +623,7 @@ def _one(request: ScimRequest, kind: str, scim_id: str) -> HttpResponse:
             return to_state(replacement)
 
     else:
-        patch = PatchOp[written].model_validate(  # type: ignore[index]
-            body, scim_ctx=Context.RESOURCE_PATCH_REQUEST
-        )
+        patch = _of(PatchOp, written).model_validate(body, scim_ctx=Context.RESOURCE_PATCH_REQUEST)
 
         def change(row: Any) -> Any:
             current = document(request, row)
