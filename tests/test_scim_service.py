@@ -319,14 +319,20 @@ def test_the_scim_token_is_in_no_log_line_page_or_call_row(scim, caplog, admin_c
 # --- concurrent writes (PostgreSQL's row locks) ------------------------------------------------
 
 
-@pytest.mark.django_db(transaction=True)
-def test_concurrent_patches_of_one_group_are_serialised_and_none_is_lost(live_server, offline):
+@pytest.fixture
+def live_scim(live_server, offline) -> tuple[str, dict]:
+    """The crm SCIM service on a live server (each thread its own connection), and the
+    headers of its client; PostgreSQL only, where writers really run at once."""
     if db.vendor != "postgresql":
-        pytest.skip("row locks are PostgreSQL's; SQLite runs one writer at a time")
+        pytest.skip("concurrent writers are PostgreSQL's; SQLite runs one writer at a time")
     client, token = api.api_client_create(name="entra", trusted=True)
     client.scim_endpoints.set([offline])
-    headers = {"Authorization": f"Bearer {token}"}
-    url = f"{live_server.url}{BASE}"
+    return f"{live_server.url}{BASE}", {"Authorization": f"Bearer {token}"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_patches_of_one_group_are_serialised_and_none_is_lost(live_scim):
+    url, headers = live_scim
     ids = [
         requests.post(
             f"{url}/Users",
@@ -371,11 +377,8 @@ def test_concurrent_patches_of_one_group_are_serialised_and_none_is_lost(live_se
 
 
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_posts_of_one_user_make_one_request(live_server, offline):
-    if db.vendor != "postgresql":
-        pytest.skip("concurrent writers are PostgreSQL's; SQLite runs one writer at a time")
-    client, token = api.api_client_create(name="entra", trusted=True)
-    client.scim_endpoints.set([offline])
+def test_concurrent_posts_of_one_user_make_one_request(live_scim):
+    url, headers = live_scim
     start = threading.Barrier(6)
     answers: list[int] = []
 
@@ -383,9 +386,9 @@ def test_concurrent_posts_of_one_user_make_one_request(live_server, offline):
         start.wait()
         answers.append(
             requests.post(
-                f"{live_server.url}{BASE}/Users",
+                f"{url}/Users",
                 json={"schemas": [USER], "userName": "twin"},
-                headers={"Authorization": f"Bearer {token}"},
+                headers=headers,
                 timeout=60,
             ).status_code
         )
