@@ -451,10 +451,10 @@ def _tell_open_task(task: Task, *, actor: Actor, why: str) -> None:
     """The one place that tells the agent working `task` that the beneficiary's name or
     email changed: an event on the task's timeline. This is where a note on the task's open
     ticket (the `identity_changed` note) is added too."""
-    _event(
+    _event(  # no move: the timeline shows the state it stays in
         request_id=task.request_id,
         task_id=task.pk,
-        from_status=task.status,
+        from_status="",
         to=task.status,
         reason=f"the identity changed: {why}",
         actor=actor,
