@@ -208,3 +208,13 @@ def test_entra_provisioning_sequence_through_tickets_closed_by_an_agent(otrs_ser
     # One ticket per request, none twice.
     numbers = [t.ticket.ticket_number for t in ProvisioningTask.objects.select_related("ticket")]
     assert len(numbers) == len(set(numbers)) == 4
+
+    # 8. Enabled again: the account is requested again.
+    entra.patch(path, {"op": "Replace", "path": "active", "value": "True"})
+    again = AccessRequest.objects.exclude(status="completed").get()
+    assert (again.operation, again.account_name, again.status) == (
+        "create_account",
+        name,
+        "approved",
+    )
+    assert entra.bridge(path)["status"] == "pending"

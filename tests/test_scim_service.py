@@ -292,6 +292,22 @@ def test_existing_accounts_are_users_and_their_entitlements_group_members(scim, 
     )
 
 
+@pytest.mark.django_db
+def test_deleting_a_user_with_an_account_removes_it_and_the_user_is_gone(scim, offline):
+    client, _ = scim
+    linus = Identity.objects.create(username="linus")
+    Account.objects.create(identity=linus, endpoint=offline, name="linus")
+    [user] = client.get(f"{BASE}/Users").json()["Resources"]
+    assert send(client, "DELETE", f"/Users/{user['id']}").status_code == 204
+    [removal] = AccessRequest.objects.all()
+    assert (removal.operation, removal.account_name) == ("remove_account", "linus")
+    scim_error(send(client, "GET", f"/Users/{user['id']}"), 404)
+    scim_error(send(client, "DELETE", f"/Users/{user['id']}"), 404)
+    # Its account is still there until the removal's ticket is closed: not a User again.
+    assert client.get(f"{BASE}/Users").json()["totalResults"] == 0
+    assert AccessRequest.objects.count() == 1
+
+
 # --- the token never shows ----------------------------------------------------------------------
 
 

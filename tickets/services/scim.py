@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from django.db import IntegrityError, transaction
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from connections.models import Endpoint
@@ -270,10 +271,14 @@ def scim_adopt_inventory(endpoint: Endpoint) -> None:
 
     Idempotent under concurrency: the unique constraints drop a row another call made.
     """
-    known = ScimUser.objects.filter(endpoint=endpoint, deleted_at__isnull=True)
+    # An account a SCIM user manages, or one whose SCIM user was deleted after it was made
+    # (its removal is on its way), is not adopted (again).
+    managed = ScimUser.objects.filter(endpoint=endpoint, identity=OuterRef("identity")).filter(
+        Q(deleted_at__isnull=True) | Q(deleted_at__gte=OuterRef("created_at"))
+    )
     accounts = (
         Account.objects.filter(endpoint=endpoint, active=True)
-        .exclude(identity__in=known.values("identity"))
+        .exclude(Exists(managed))
         .select_related("identity")
     )
     names = set(endpoint.entitlements or [])
