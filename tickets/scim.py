@@ -537,15 +537,18 @@ def _collection(request: ScimRequest, kind: str, search: bool = False) -> HttpRe
     query = _of(SearchRequest, model).model_validate(
         {k: params[k] for k in _SEARCH_PARAMETERS if k in params}
     )
-    rows = _narrowed(kind, request.endpoint, query.filter)
-    found = [render(request, row) for row in rows]
-    if query.filter is not None:
-        found = [r for r in found if query.filter.match(r)]
+    rows, exact = _narrowed(kind, request.endpoint, query.filter)
     start = max(query.start_index or 1, 1)
     count = min(MAX_RESULTS if query.count is None else query.count, MAX_RESULTS)
-    page = found[start - 1 : start - 1 + count]
+    if exact:
+        # The database answered the filter: count there, render one page.
+        total = rows.count()
+        page = [render(request, row) for row in rows[start - 1 : start - 1 + count]]
+    else:
+        found = [r for r in (render(request, row) for row in rows) if query.filter.match(r)]
+        total, page = len(found), found[start - 1 : start - 1 + count]
     listed = _of(ListResponse, model)(
-        total_results=len(found), start_index=start, items_per_page=len(page), resources=page
+        total_results=total, start_index=start, items_per_page=len(page), resources=page
     )
     body = listed.model_dump(scim_ctx=Context.RESOURCE_QUERY_RESPONSE)
     body["Resources"] = [_dump(r, query) for r in page]
@@ -574,30 +577,35 @@ def root_search(request: ScimRequest) -> HttpResponse:
 
 
 # The attributes a filter `eq` is answered from the database for (the others are matched
-# on the resources themselves).
+# on the rendered resources); `userName` and a Group's `displayName` compare without case.
 _COLUMNS = {
     "Users": {"username": "user_name__iexact", "externalid": "external_id", "id": "scim_id"},
-    "Groups": {"displayname": "display_name", "externalid": "external_id", "id": "scim_id"},
+    "Groups": {"displayname": "display_name__iexact", "externalid": "external_id", "id": "scim_id"},
 }
 
 
-def _narrowed(kind: str, endpoint: Endpoint, query_filter: Any) -> list:
+def _narrowed(kind: str, endpoint: Endpoint, query_filter: Any) -> tuple[Any, bool]:
+    """The endpoint's rows the filter can match, and whether they are exactly its answer
+    (no filter, or one `eq` the database answers)."""
     model = ScimUser if kind == "Users" else ScimGroup
     rows = model.objects.filter(endpoint=endpoint, deleted_at__isnull=True).order_by("id")
-    node = query_filter.ast if query_filter is not None else None
+    if query_filter is None:
+        return rows, True
+    node = query_filter.ast
     if (
         isinstance(node, Comparison)
         and node.op == CompareOperator.eq
         and isinstance(node.attr_path, AttrPath)
+        and node.attr_path.uri is None
         and node.attr_path.sub_attr is None
         and isinstance(node.value, str)
     ):
         column = _COLUMNS[kind].get(node.attr_path.attr.lower())
         if column == "scim_id":
-            return list(rows.filter(scim_id__in=service._uuids([node.value])))
+            return rows.filter(scim_id__in=service.valid_uuids([node.value])), True
         if column:
-            return list(rows.filter(**{column: node.value}))
-    return list(rows)
+            return rows.filter(**{column: node.value}), True
+    return rows, False
 
 
 def _one(request: ScimRequest, kind: str, scim_id: str) -> HttpResponse:
@@ -609,7 +617,7 @@ def _one(request: ScimRequest, kind: str, scim_id: str) -> HttpResponse:
         return HttpResponse(status=204)
     if request.method == "GET":
         service.scim_adopt_inventory(endpoint)
-        rows = model_rows(kind, endpoint).filter(scim_id__in=service._uuids([scim_id]))
+        rows = model_rows(kind, endpoint).filter(scim_id__in=service.valid_uuids([scim_id]))
         row = rows.first()
         if row is None:
             raise service.ScimNotFound(f"There is no {kind[:-1]} {scim_id!r} here.")

@@ -236,7 +236,7 @@ def _set_members(
     users = {
         str(u.scim_id): u
         for u in ScimUser.objects.filter(
-            endpoint=group.endpoint, deleted_at__isnull=True, scim_id__in=_uuids(list(members))
+            endpoint=group.endpoint, deleted_at__isnull=True, scim_id__in=valid_uuids(list(members))
         )
     }
     unknown = [m for m in members if m not in users]
@@ -472,7 +472,7 @@ def _tell_open_task(task: Task, *, actor: Actor, why: str) -> None:
 def _locked(model: type[ScimUser] | type[ScimGroup], endpoint: Endpoint, scim_id: str):
     found = (
         model.objects.select_for_update()
-        .filter(endpoint=endpoint, deleted_at__isnull=True, scim_id__in=_uuids([scim_id]))
+        .filter(endpoint=endpoint, deleted_at__isnull=True, scim_id__in=valid_uuids([scim_id]))
         .first()
     )
     if found is None:
@@ -480,7 +480,7 @@ def _locked(model: type[ScimUser] | type[ScimGroup], endpoint: Endpoint, scim_id
     return found
 
 
-def _uuids(values: list[str]) -> list[str]:
+def valid_uuids(values: list[str]) -> list[str]:
     """The values that are UUIDs (a SCIM id here is one); anything else finds nothing."""
     found = []
     for value in values:
