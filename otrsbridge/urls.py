@@ -29,6 +29,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("connections/", include("connections.urls")),
     path("api/v1/", include("tickets.api_urls")),
+    path("scim/v2/", include("tickets.scim_urls")),
     path("", include("tickets.urls")),
 ]
 if settings.OIDC_ENABLED:

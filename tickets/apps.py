@@ -53,3 +53,9 @@ class TicketsConfig(AppConfig):
         services.request_moved.connect(
             services.requests_changed, dispatch_uid="tickets-request-callbacks"
         )
+        # A finished request lets SCIM provisioning submit what waited for it.
+        from .services import completion, scim
+
+        completion.request_finished.connect(
+            scim.scim_reconcile_request, dispatch_uid="tickets-scim-follow-up"
+        )

@@ -113,6 +113,12 @@ class ApiClient(models.Model):
     # signed with the secret (encrypted at rest, shown once when it is made).
     callback_url = models.CharField(max_length=limits.CALLBACK_URL, blank=True)
     callback_secret_encrypted = models.TextField(blank=True, editable=False)
+    scim_endpoints = models.ManyToManyField(
+        Endpoint,
+        blank=True,
+        related_name="scim_clients",
+        help_text="The endpoints this client may provision over SCIM (/scim/v2/<endpoint>/).",
+    )
 
     def __str__(self) -> str:
         return self.name
@@ -697,3 +703,7 @@ class CallbackDelivery(OutboxItem):
 
     def __str__(self) -> str:
         return f"{self.request} {self.get_request_status_display()} to {self.client}"
+
+
+# The desired state SCIM clients push (tickets/models_scim.py), registered with this app.
+from .models_scim import ScimChange, ScimGroup, ScimMember, ScimUser  # noqa: E402, F401

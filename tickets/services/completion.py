@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import logging
 
+from django.db import transaction
+from django.dispatch import Signal
 from django.utils import timezone
 
 from ..models import AccessRequest, Account, AccountEntitlement, Operation
@@ -13,6 +15,10 @@ from ..models import ProvisioningTask as Task
 from .transitions import Actor, _move
 
 log = logging.getLogger(__name__)
+
+# Sent once a request is settled (completed or failed) and committed, with `request_id`:
+# SCIM provisioning submits what waited for it (tickets/apps.py connects it).
+request_finished = Signal()
 
 
 def _record_access(task: Task) -> None:
@@ -72,4 +78,7 @@ def _settle_request(request_id: int, *, actor: Actor) -> None:
         actor=actor,
         result_summary=summary,
         completed_at=timezone.now(),
+    )
+    transaction.on_commit(
+        lambda: request_finished.send(sender=AccessRequest, request_id=request_id)
     )
