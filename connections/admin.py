@@ -413,7 +413,8 @@ class EndpointInline(admin.TabularInline):
 
 @admin.register(SecuritySystem)
 class SecuritySystemAdmin(admin.ModelAdmin):
-    """Application families and the connection that opens their tickets."""
+    """Applications (security systems in Saviynt's terms) and the connection that opens
+    their tickets."""
 
     list_display = [
         "name",
@@ -430,7 +431,8 @@ class SecuritySystemAdmin(admin.ModelAdmin):
 
 @admin.register(Endpoint)
 class EndpointAdmin(admin.ModelAdmin):
-    """Applications; their attributes (e.g. the OTRS queue) feed the ticket templates."""
+    """Endpoints, where accounts live inside an application; their attributes (e.g. the OTRS
+    queue) feed the ticket templates."""
 
     list_display = ["name", "display_name", "security_system"]
     list_filter = ["security_system"]
