@@ -14,7 +14,7 @@ pytestmark = pytest.mark.django_db
 def test_form_offers_the_endpoints_entitlements_as_checkboxes(client, offline, people):
     client.force_login(people.alice)
     page = client.get(reverse("tickets:submit")).content.decode()
-    assert "Choose an application to see the entitlements" in page
+    assert "Choose an endpoint to see the entitlements" in page
     assert 'hx-get="/requests/new/entitlements/"' in page
     partial = client.get(reverse("tickets:submit_entitlements"), {"endpoint": offline.pk})
     html = partial.content.decode()
@@ -51,7 +51,7 @@ def test_service_errors_show_inline_on_their_fields(client, offline, people):
     )
     assert response.status_code == 400
     form = response.context["form"]
-    assert form.errors["operation"] == ["Ada already has the account 'ada' on crm."]
+    assert form.errors["operation"] == ["Ada already has the account 'ada' on CRM."]
     html = response.content.decode()
     assert 'id="id_operation-errors"' in html and "already has the account" in html
     assert AccessRequest.objects.count() == 0

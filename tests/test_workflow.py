@@ -68,7 +68,7 @@ def test_remove_account_without_account_is_refused_with_reason(crm, people):
     with pytest.raises(services.RequestInvalid) as info:
         submit(crm, people.alice, operation="remove_account")
     assert info.value.fields["operation"] == [
-        "ada has no account on crm, so there is nothing to remove."
+        "Ada Lovelace has no account on CRM, so there is nothing to remove."
     ]
 
 
@@ -77,7 +77,7 @@ def test_access_change_needs_offered_entitlements(crm, people):
     Account.objects.create(identity=account_owner, endpoint=crm, name="ada")
     with pytest.raises(services.RequestInvalid) as info:
         submit(crm, people.alice, operation="add_access", entitlements=["crm-read", "root"])
-    assert info.value.fields["entitlements"] == ["not offered by crm: root."]
+    assert info.value.fields["entitlements"] == ["not offered by CRM: root."]
 
 
 def test_approval_creates_one_task_per_entitlement(crm, people):
@@ -307,5 +307,5 @@ def test_an_account_name_held_by_someone_else_is_refused_at_submit(
     with pytest.raises(services.RequestInvalid) as caught:
         submit(crm, people.alice, beneficiary={"username": "bea"}, account_name="shared")
     assert caught.value.fields == {
-        "account_name": [f"'shared' on {crm.name} already belongs to ada."]
+        "account_name": [f"'shared' on {crm} already belongs to Ada Lovelace."]
     }
