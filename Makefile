@@ -9,6 +9,10 @@ export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: run test bench screenshots lint format check chromium demo clean
 
+# axe-core for the browser tests' accessibility check, from npm, pinned by the lock file,
+# into tests/node/node_modules (git ignores it).
+AXE := tests/node/node_modules/axe-core/axe.min.js
+
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
@@ -27,6 +31,14 @@ chromium:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
+$(AXE): tests/node/package.json tests/node/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { \
+	  echo "Installing Debian's npm for the accessibility check"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq npm >/dev/null; }
+	npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
+	touch $@
+
 demo: $(VENV)/.installed
 	DEBUG=True $(PY) manage.py migrate --noinput -v0
 	DEBUG=True $(PY) manage.py collectstatic --noinput -v0
@@ -40,7 +52,7 @@ run: demo
 	@echo
 	DEBUG=True $(VENV)/bin/honcho start -f Procfile
 
-test: $(VENV)/.installed-test chromium
+test: $(VENV)/.installed-test chromium $(AXE)
 	env -u DATABASE_URL -u TEST_DATABASE_URL $(PY) -m pytest $(PYTEST_ARGS)
 	@if [ -n "$${TEST_DATABASE_URL}$${DATABASE_URL}" ]; then \
 	  echo "--- again on $${TEST_DATABASE_URL:-$$DATABASE_URL}"; \
@@ -50,7 +62,7 @@ test: $(VENV)/.installed-test chromium
 bench: $(VENV)/.installed-test
 	$(PY) -m bench
 
-screenshots: $(VENV)/.installed-test chromium
+screenshots: $(VENV)/.installed-test chromium $(AXE)
 	$(PY) -m pytest tests/test_screenshots.py -q -p no:cacheprovider --screenshots
 
 lint: $(VENV)/.installed-test
@@ -65,4 +77,4 @@ format: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) var/*.sqlite3* var/staticfiles
+	rm -rf $(VENV) var/*.sqlite3* var/staticfiles tests/node/node_modules

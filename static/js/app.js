@@ -54,7 +54,7 @@
       : control.value.trim() !== "";
     if (!filled) return;
     field.classList.remove("has-error");
-    field.querySelectorAll(".errorlist").forEach(function (list) { list.remove(); });
+    field.querySelectorAll(".field-errors, .errorlist").forEach(function (list) { list.remove(); });
     field.querySelectorAll("[aria-invalid]").forEach(function (el) {
       el.removeAttribute("aria-invalid");
       const described = (el.getAttribute("aria-describedby") || "").split(" ")
