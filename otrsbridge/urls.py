@@ -2,7 +2,9 @@
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 
 from tickets.api import error_handler
 
@@ -12,6 +14,8 @@ admin.site.index_title = "Connections, applications and jobs"
 admin.site.site_url = "/"
 
 urlpatterns = [
+    # Browsers ask for /favicon.ico on their own (pages link the SVG); no 404 for that.
+    path("favicon.ico", RedirectView.as_view(url=static("favicon.svg"))),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

@@ -31,7 +31,9 @@ RUN = """async () => {
 @lru_cache(maxsize=1)
 def _source() -> str:
     if not AXE.exists():
-        pytest.fail(f"axe-core is not installed at {AXE}: run `make test` (it runs npm ci in tests/node)")
+        pytest.fail(
+            f"axe-core is not installed at {AXE}: run `make test` (it runs npm ci in tests/node)"
+        )
     return AXE.read_text()
 
 

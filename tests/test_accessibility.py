@@ -108,9 +108,6 @@ def test_the_check_finds_a_violation(browser, live_server):  # noqa: F811
     factories.user("olga", "operators")
     page = log_in(browser, live_server.url, "olga")
     # A style attribute set through the DOM API is not an inline style the CSP refuses.
-    page.evaluate(
-        "() => { const h = document.querySelector('h1');"
-        " h.style.color = '#c8ccd2'; }"
-    )
+    page.evaluate("() => { const h = document.querySelector('h1'); h.style.color = '#c8ccd2'; }")
     found = axe.serious(page)
     assert any("color-contrast" in line for line in found), found
