@@ -13,14 +13,17 @@ export PYTHONDONTWRITEBYTECODE := 1
 # into tests/node/node_modules (git ignores it).
 AXE := tests/node/node_modules/axe-core/axe.min.js
 
+# pip shows what it collects and installs: the first install takes a minute or more.
 $(VENV)/.installed: pyproject.toml
+	@echo "==> Creating $(VENV) and installing the project into it (a minute or two the first time)"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e .
+	$(PY) -m pip install --progress-bar on -e .
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PY) -m pip install -q -e ".[test]"
+	@echo "==> Installing the test tools into $(VENV)"
+	$(PY) -m pip install --progress-bar on -e ".[test]"
 	touch $@
 
 # Debian's Chromium for the browser tests (Playwright drives /usr/bin/chromium; it never
@@ -40,17 +43,22 @@ $(AXE): tests/node/package.json tests/node/package-lock.json
 	touch $@
 
 demo: $(VENV)/.installed
-	DEBUG=True $(PY) manage.py migrate --noinput -v0
+	@echo "==> Migrating the database"
+	DEBUG=True $(PY) manage.py migrate --noinput
+	@echo "==> Collecting static files"
 	DEBUG=True $(PY) manage.py collectstatic --noinput -v0
+	@echo "==> Loading the demo data"
 	DEBUG=True $(PY) manage.py load_demo
 
+# honcho answers Ctrl-C by stopping every process and exiting with 130: the normal way to
+# stop, not an error for make to report.
 run: demo
 	@echo
 	@echo "  Console:        http://127.0.0.1:8000/        (setup: http://127.0.0.1:8000/admin/)"
 	@echo "  OTRS simulator: http://127.0.0.1:8089/        (play the OTRS agent here)"
 	@echo "  Stop everything with one Ctrl-C."
 	@echo
-	DEBUG=True $(VENV)/bin/honcho start -f Procfile
+	DEBUG=True $(VENV)/bin/honcho start -f Procfile || [ $$? -eq 130 ]
 
 test: $(VENV)/.installed-test chromium $(AXE)
 	env -u DATABASE_URL -u TEST_DATABASE_URL $(PY) -m pytest $(PYTEST_ARGS)
