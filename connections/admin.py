@@ -414,7 +414,8 @@ class EndpointInline(admin.TabularInline):
 
 @admin.register(SecuritySystem)
 class SecuritySystemAdmin(admin.ModelAdmin):
-    """Application families and the connection that opens their tickets."""
+    """Applications (security systems in Saviynt's terms) and the connection that opens
+    their tickets."""
 
     list_display = [
         "name",
@@ -433,7 +434,8 @@ class SecuritySystemAdmin(admin.ModelAdmin):
 
 @admin.register(Endpoint)
 class EndpointAdmin(admin.ModelAdmin):
-    """Applications; their attributes (e.g. the OTRS queue) feed the ticket templates."""
+    """Endpoints, where accounts live inside an application; their attributes (e.g. the OTRS
+    queue) feed the ticket templates."""
 
     list_display = ["name", "display_name", "security_system", "allow_unknown_accounts"]
     list_filter = ["security_system", "allow_unknown_accounts"]

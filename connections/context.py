@@ -72,11 +72,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("endpoint", "the endpoint's name", "payroll"),
     Variable("endpoint.name", "the same name", "payroll"),
     Variable("endpoint.displayName", "the endpoint's display name, or its name", "Payroll"),
-    Variable("securitySystem", "the security system's name", "sap-hr"),
+    Variable("securitySystem", "the application's name (its security system)", "sap-hr"),
     Variable("securitySystem.name", "the same name", "sap-hr"),
-    Variable(
-        "securitySystem.displayName", "the security system's display name, or its name", "SAP HR"
-    ),
+    Variable("securitySystem.displayName", "the application's display name, or its name", "SAP HR"),
     Variable(
         "entitlements",
         "every entitlement of the request, a list (JSON inside a longer text)",

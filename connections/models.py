@@ -273,7 +273,8 @@ class ConnectionToken(models.Model):
 
 
 class SecuritySystem(models.Model):
-    """An application family whose access is granted by hand through tickets."""
+    """An application whose access is granted by hand through tickets (a security system in
+    Saviynt's terms; the documents keep that name)."""
 
     name = models.SlugField(max_length=100, unique=True)
     display_name = models.CharField(max_length=200, blank=True)
@@ -313,16 +314,21 @@ class SecuritySystem(models.Model):
 
     class Meta:
         ordering = ["name"]
+        verbose_name = "application"
 
     def __str__(self) -> str:
         return self.display_name or self.name
 
 
 class Endpoint(models.Model):
-    """One application (target system) inside a security system."""
+    """An endpoint: where the accounts live inside an application."""
 
     security_system = models.ForeignKey(
-        SecuritySystem, on_delete=models.PROTECT, related_name="endpoints"
+        SecuritySystem,
+        on_delete=models.PROTECT,
+        related_name="endpoints",
+        verbose_name="application",
+        help_text="The application this endpoint belongs to (a security system in Saviynt's terms).",
     )
     name = models.SlugField(max_length=100, unique=True)
     display_name = models.CharField(max_length=200, blank=True)

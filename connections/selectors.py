@@ -25,7 +25,7 @@ class TokenState:
     """A token's state in words, without the token itself."""
 
     auth_name: str
-    state: str  # "valid", "expiring", "expired", "none"
+    state: str  # a key of LABELS
     expires_at: datetime | None
     obtained_at: datetime | None
     last_error: str
@@ -34,8 +34,14 @@ class TokenState:
         "valid": ("Valid", "ok"),
         "expiring": ("Expiring soon", "warn"),
         "expired": ("Expired", "muted"),
+        "failed": ("Login failed", "bad"),  # one was obtained once; the last login failed
         "none": ("No token yet", "neutral"),
     }
+
+    @property
+    def has_token(self) -> bool:
+        """Whether a token is stored: only then does its expiry mean anything."""
+        return self.state in ("valid", "expiring", "expired")
 
     @property
     def label(self) -> str:
@@ -49,8 +55,10 @@ class TokenState:
 def token_state(token: ConnectionToken, now: datetime | None = None) -> TokenState:
     """Describe a stored token by its timestamps only; the token value is never decrypted."""
     now = now or timezone.now()
-    if not token.token_encrypted or token.obtained_at is None:
+    if token.obtained_at is None:
         state = "none"
+    elif not token.token_encrypted:
+        state = "failed"
     elif token.expires_at is None or token.expires_at > now + EXPIRY_WARNING:
         state = "valid"
     elif token.expires_at > now:

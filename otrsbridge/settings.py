@@ -410,9 +410,15 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"answers": {"()": "otrsbridge.log_filters.AnswersWithoutTraceback"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["answers"]}
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
+        # Django's own console handler (DEBUG only) would print each record a second time
+        # beside the root's; its records reach the root handler alone.
+        "django": {"level": "INFO", "handlers": []},
         "django.db.backends": {"level": "WARNING"},
         # otrsbridge.logins writes the one line per failed login; axes' own lines repeat it.
         "axes": {"level": "ERROR"},

@@ -4,7 +4,9 @@
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 
 from tickets import monitoring
 from tickets.api import error_handler
@@ -18,6 +20,8 @@ urlpatterns = [
     path("healthz", monitoring.healthz, name="healthz"),
     path("readyz", monitoring.readyz, name="readyz"),
     path("metrics", monitoring.metrics, name="metrics"),
+    # Browsers ask for /favicon.ico on their own (pages link the SVG); no 404 for that.
+    path("favicon.ico", RedirectView.as_view(url=static("favicon.svg"))),
     path(
         "login/",
         auth_views.LoginView.as_view(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import os
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -17,6 +19,44 @@ from tests.simfixtures import sim  # noqa: F401  (re-exported fixture)
 # failures it finds in .hypothesis/ to replay them.
 hypothesis_settings.register_profile("ci", derandomize=True, database=None)
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+# SQLite files of test databases this run destroyed; their -wal and -shm go at the end.
+DESTROYED_SQLITE: list[Path] = []
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """pytest-django's test databases, with every connection closed before they are dropped.
+
+    Threads of the tests (live server, pollers, provisioning workers) open connections of
+    their own. Left open, PostgreSQL refuses to drop the test database ("being accessed by
+    other users") and SQLite leaves its -wal and -shm files behind.
+    """
+    yield
+    from django.db import connections
+
+    gc.collect()  # connections of finished threads close when their objects go
+    with django_db_blocker.unblock():
+        for alias in connections:
+            db = connections[alias]
+            if db.vendor == "postgresql":
+                with db.cursor() as cursor:  # what a thread still alive holds open
+                    cursor.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+            elif db.vendor == "sqlite" and not db.is_in_memory_db():
+                DESTROYED_SQLITE.append(Path(db.settings_dict["NAME"]))
+        connections.close_all()
+
+
+def pytest_unconfigure(config):
+    """After the test databases are gone: the SQLite write-ahead files they left."""
+    for database in DESTROYED_SQLITE:
+        if not database.exists():
+            for suffix in ("-wal", "-shm"):
+                Path(f"{database}{suffix}").unlink(missing_ok=True)
 
 
 @pytest.fixture

@@ -265,7 +265,7 @@ def test_service_rules_come_back_as_field_errors(client, crm, iga):
     )
     assert answer.status_code == 422
     assert answer.json()["fields"] == {
-        "operation": ["ada has no account on crm, so there is nothing to remove."]
+        "operation": ["Ada Lovelace has no account on CRM, so there is nothing to remove."]
     }
 
 
@@ -276,7 +276,7 @@ def test_endpoint_without_service_desk_connection_is_refused_not_crashed(client,
     answer = submit(client, trusted[1], body)
     assert answer.status_code == 422
     assert answer.json()["fields"]["endpoint"] == [
-        "legacy has no service-desk connection; an admin must set one on its security system."
+        "legacy has no service-desk connection; an admin must set one on its application."
     ]
 
 

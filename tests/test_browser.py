@@ -154,7 +154,7 @@ def test_request_to_ticket_to_completion_and_retry(browser, live_server, sim, in
     # 2. Submit a request as a requester ...
     alice.get_by_role("link", name="New request").first.click()
     alice.get_by_label("For whom").fill("ada")
-    alice.get_by_label("Application").select_option(label="CRM")
+    alice.get_by_label("Endpoint").select_option(label="CRM")
     alice.get_by_text("crm-write").click()  # the checkboxes came with the htmx swap
     alice.get_by_label("Operation").select_option("create_account")
     alice.get_by_label("Justification").fill("New hire in sales")
@@ -298,7 +298,7 @@ def test_no_console_or_admin_page_breaks_its_content_security_policy(
         assert response.headers["content-security-policy"].startswith("default-src 'self'")
     # htmx works under the policy: the entitlements of an application arrive by a swap.
     page.goto(live_server.url + "/requests/new/")
-    page.get_by_label("Application").select_option(label="CRM")
+    page.get_by_label("Endpoint").select_option(label="CRM")
     expect(page.get_by_text("crm-write")).to_be_visible()
     with page.expect_response(lambda r: "fp=" in r.url, timeout=10_000):  # the live region polls
         page.goto(live_server.url + first.get_absolute_url())

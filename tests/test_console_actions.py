@@ -244,7 +244,7 @@ def test_retry_selected_action_calls_the_service(client, failed_task):
         {"action": "retry_selected", "_selected_action": [failed_task.pk]},
         follow=True,
     )
-    assert "1 task(s) queued again." in response.content.decode()
+    assert "1 task queued again." in response.content.decode()
     failed_task.refresh_from_db()
     assert failed_task.status == "new"
     assert failed_task.events.filter(reason="manual retry", actor_label="root").exists()

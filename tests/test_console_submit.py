@@ -14,7 +14,7 @@ pytestmark = pytest.mark.django_db
 def test_form_offers_the_endpoints_entitlements_as_checkboxes(client, offline, people):
     client.force_login(people.alice)
     page = client.get(reverse("tickets:submit")).content.decode()
-    assert "Choose an application to see the entitlements" in page
+    assert "Choose an endpoint to see the entitlements" in page
     assert 'hx-get="/requests/new/entitlements/"' in page
     partial = client.get(reverse("tickets:submit_entitlements"), {"endpoint": offline.pk})
     html = partial.content.decode()

@@ -156,7 +156,7 @@ def test_duplicate_schedules_are_merged_into_one_that_is_up_to_date(connection):
 def test_poll_job_records_its_run(sim, connection, crm, people):
     open_tasks(crm, people, 1)
     run = jobs.poll_job(trigger="test")
-    assert run.status == "ok" and "1 ticket(s) polled" in run.summary
+    assert run.status == "ok" and "1 ticket polled" in run.summary
     sim.configure(fail_rate=1.0)
     Ticket.objects.update(last_polled_at=None)
     run = jobs.poll_job(trigger="test")

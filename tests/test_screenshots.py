@@ -163,7 +163,7 @@ def test_take_screenshots(browser, live_server, sim):  # noqa: F811
     alice = login("alice")
     alice.goto(base + "/requests/new/")
     alice.get_by_label("For whom").fill("grace")
-    alice.get_by_label("Application").select_option(label="HR-PORTAL")
+    alice.get_by_label("Endpoint").select_option(label="HR-PORTAL")
     alice.get_by_text("hr-editor").click()
     alice.get_by_label("Operation").select_option("remove_access")
     alice.get_by_role("button", name="Submit request").click()

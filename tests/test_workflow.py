@@ -68,7 +68,7 @@ def test_remove_account_without_account_is_refused_with_reason(crm, people):
     with pytest.raises(services.RequestInvalid) as info:
         submit(crm, people.bob, operation="remove_account")
     assert info.value.fields["operation"] == [
-        "ada has no account on crm, so there is nothing to remove."
+        "Ada Lovelace has no account on CRM, so there is nothing to remove."
     ]
 
 
@@ -77,7 +77,7 @@ def test_access_change_needs_offered_entitlements(crm, people):
     Account.objects.create(identity=account_owner, endpoint=crm, name="ada")
     with pytest.raises(services.RequestInvalid) as info:
         submit(crm, people.alice, operation="add_access", entitlements=["crm-read", "root"])
-    assert info.value.fields["entitlements"] == ["not offered by crm: root."]
+    assert info.value.fields["entitlements"] == ["not offered by CRM: root."]
 
 
 def test_approval_creates_one_task_per_entitlement(crm, people):
@@ -121,7 +121,7 @@ def test_illegal_transition_is_refused_and_changes_nothing(crm, people):
     r = submit(crm, people.alice)
     services.request_reject(access_request=r, by=people.bob, comment="no")
     events_before = TaskEvent.objects.count()
-    with pytest.raises(services.TransitionError, match="rejected"):
+    with pytest.raises(services.TransitionError, match="is “Rejected”"):
         services.request_approve(access_request=AccessRequest.objects.get(pk=r.pk), by=people.carol)
     assert AccessRequest.objects.get(pk=r.pk).status == "rejected"
     assert TaskEvent.objects.count() == events_before
@@ -307,7 +307,7 @@ def test_an_account_name_held_by_someone_else_is_refused_at_submit(
     with pytest.raises(services.RequestInvalid) as caught:
         submit(crm, people.bob, beneficiary={"username": "bea"}, account_name="shared")
     assert caught.value.fields == {
-        "account_name": [f"'shared' on {crm.name} already belongs to ada."]
+        "account_name": [f"'shared' on {crm} already belongs to Ada Lovelace."]
     }
     # A requester who may not see everyone's access learns the name is taken, not by whom.
     with pytest.raises(services.RequestInvalid) as caught:

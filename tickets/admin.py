@@ -111,12 +111,15 @@ class ProvisioningTaskAdmin(ReadOnlyAdmin):
     def console(self, obj: ProvisioningTask) -> str:
         return console_link(f"{obj.request.get_absolute_url()}#task-{obj.pk}")
 
-    @admin.action(description="Retry selected failed tasks")
+    @admin.action(description="Retry selected tasks (failed or waiting to retry)")
     def retry_selected(self, request, queryset) -> None:
         """The console's Retry button, for many tasks: the service checks role and state."""
         done, refused = services.tasks_retry(tasks=queryset, by=request.user)
         if done:
-            self.message_user(request, f"{len(done)} task(s) queued again.", messages.SUCCESS)
+            n = len(done)
+            self.message_user(
+                request, f"{n} task{'s' if n != 1 else ''} queued again.", messages.SUCCESS
+            )
         for reason in refused:
             self.message_user(request, reason, messages.ERROR)
 

@@ -30,7 +30,7 @@ SERVICE_FIELDS = {
 
 
 def requestable_endpoints():
-    """Endpoints that can take a request: those whose security system has a connection."""
+    """Endpoints that can take a request: those whose application has a connection."""
     return (
         Endpoint.objects.filter(security_system__service_desk_connection__isnull=False)
         .select_related("security_system")
@@ -77,7 +77,10 @@ class SubmitRequestForm(forms.Form):
     )
     beneficiary_email = email_field(label="Email")
     endpoint = forms.ModelChoiceField(
-        queryset=Endpoint.objects.none(), label="Application", empty_label="Choose…"
+        queryset=Endpoint.objects.none(),
+        label="Endpoint",
+        empty_label="Choose…",
+        help_text="Where the account lives, inside an application.",
     )
     operation = forms.ChoiceField(choices=Operation.choices, initial=Operation.CREATE_ACCOUNT)
     account_name = forms.CharField(
@@ -174,8 +177,8 @@ class RequestFilterForm(forms.Form):
     endpoint = forms.ModelChoiceField(
         queryset=Endpoint.objects.order_by("name"),
         required=False,
-        empty_label="Any application",
-        label="Application",
+        empty_label="Any endpoint",
+        label="Endpoint",
     )
     operation = forms.ChoiceField(
         required=False, choices=[("", "Any operation"), *Operation.choices]

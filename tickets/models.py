@@ -83,6 +83,11 @@ class Identity(models.Model):
         full = f"{self.first_name} {self.last_name}".strip()
         return f"{full} ({self.username})" if full else self.username
 
+    @property
+    def display_name(self) -> str:
+        """How a message names the person: "Ada Lovelace", or the username without a name."""
+        return f"{self.first_name} {self.last_name}".strip() or self.username
+
     def get_absolute_url(self) -> str:
         return reverse("tickets:identity", args=[self.username])
 
@@ -442,6 +447,14 @@ class ProvisioningTask(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.status in self.TERMINAL
+
+    @classmethod
+    def count_in_words(cls, counts: dict[str, int]) -> str:
+        """Task states counted in their labels: "1 completed, 2 waiting to retry"."""
+        labels = dict(cls.Status.choices)
+        return ", ".join(
+            f"{n} {labels.get(status, status).lower()}" for status, n in sorted(counts.items()) if n
+        )
 
     @property
     def retryable(self) -> bool:

@@ -262,8 +262,9 @@ class Overview:
     totals: dict[str, int]
     oldest_open: Ticket | None
     open_tickets: int
-    failures_24h: int
-    recent_failures: list[TaskEvent]
+    failed_now: int
+    failed_24h: int
+    recent_failures: list[ProvisioningTask]
     flagged: list[ProvisioningTask]
     flagged_total: int
     jobs: list[JobRun]
@@ -303,10 +304,8 @@ def overview(now: datetime | None = None) -> Overview:
         # walking the primary key stops at the first open one instead of sorting them all.
         open_tickets.select_related("task__request", "connection").order_by("id").first()
     )
-    since = now - timedelta(hours=24)
-    failures = TaskEvent.objects.filter(
-        to_status=ProvisioningTask.Status.FAILED, task__isnull=False, at__gte=since
-    )
+    # What is failed now: a task that failed and was retried since is no failure any more.
+    failed = ProvisioningTask.objects.filter(status=ProvisioningTask.Status.FAILED)
     flagged = (
         ProvisioningTask.objects.exclude(flag="")
         .exclude(status__in=ProvisioningTask.TERMINAL)
@@ -318,9 +317,12 @@ def overview(now: datetime | None = None) -> Overview:
         totals=totals,
         oldest_open=oldest_open,
         open_tickets=open_tickets.count(),
-        failures_24h=failures.count(),
+        failed_now=totals[ProvisioningTask.Group.FAILED],
+        failed_24h=failed.filter(updated_at__gte=now - timedelta(hours=24)).count(),
         recent_failures=list(
-            failures.select_related("task__request__beneficiary").order_by("-at", "-id")[:5]
+            failed.select_related("request__beneficiary", "endpoint").order_by(
+                "-updated_at", "-id"
+            )[:5]
         ),
         flagged=list(flagged[:20]),
         flagged_total=flagged.count(),

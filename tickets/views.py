@@ -139,13 +139,16 @@ def overview(request: ConsoleRequest) -> HttpResponse:
 @permission_required(VIEW_ALL_PERMISSION, raise_exception=True)
 def board(request: HttpRequest) -> HttpResponse:
     connection = filter_text(request.GET, "connection")
+    columns = selectors.board(connection=connection)
     return render_live(
         request,
         page="tickets/board.html",
         partial="tickets/htmx/board.html",
         context={
-            "columns": selectors.board(connection=connection),
+            "columns": columns,
             "connection": connection,
+            # The bulk retry shows only when a card on the board can be ticked.
+            "retryable": any(task.retryable for column in columns for task in column.cards),
         },
     )
 
@@ -422,7 +425,7 @@ def tasks_retry(request: ConsoleRequest) -> HttpResponse:
     for reason in refused:
         messages.error(request, reason)
     if not done and not refused:
-        messages.info(request, "Nothing selected: tick the failed tasks to retry first.")
+        messages.info(request, "Nothing selected: tick the tasks to retry first.")
     return _back(request, reverse("tickets:board"))
 
 

@@ -1,8 +1,8 @@
 /* OTRS Bridge console: the little JavaScript the pages want. Everything works without it;
    htmx does the live updates, and the server chooses how often (it slows down while
    nothing changes). This file only keeps a refresh from wiping out what someone is doing,
-   opens the menu on phones, closes a confirm step with Escape, and sends a poll that
-   finds the session ended to the login page. */
+   opens the menu on phones, closes a confirm step with Escape, sends a poll that finds
+   the session ended to the login page, and takes a field's error away once it is filled. */
 (function () {
   "use strict";
   document.documentElement.classList.add("js");
@@ -42,6 +42,29 @@
     const open = nav.classList.toggle("open");
     toggle.setAttribute("aria-expanded", open ? "true" : "false");
   });
+
+  // A field the server refused keeps its message until the form is sent again; once the
+  // person fills it, the message speaks of a value that is no longer there.
+  function clearAnswered(event) {
+    const control = event.target;
+    const field = control.closest && control.closest(".has-error");
+    if (!field) return;
+    const filled = control.type === "checkbox"
+      ? field.querySelector("input:checked") !== null
+      : control.value.trim() !== "";
+    if (!filled) return;
+    field.classList.remove("has-error");
+    field.querySelectorAll(".field-errors, .errorlist").forEach(function (list) { list.remove(); });
+    field.querySelectorAll("[aria-invalid]").forEach(function (el) {
+      el.removeAttribute("aria-invalid");
+      const described = (el.getAttribute("aria-describedby") || "").split(" ")
+        .filter(function (id) { return id && !id.endsWith("-errors") && document.getElementById(id); });
+      if (described.length) el.setAttribute("aria-describedby", described.join(" "));
+      else el.removeAttribute("aria-describedby");
+    });
+  }
+  document.addEventListener("input", clearAnswered);
+  document.addEventListener("change", clearAnswered);
 
   document.addEventListener("keydown", function (event) {
     if (event.key !== "Escape") return;

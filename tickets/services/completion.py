@@ -64,7 +64,7 @@ def _settle_request(request_id: int, *, actor: Actor) -> None:
     if not statuses or any(s not in Task.TERMINAL for s in statuses):
         return
     counts = {s: statuses.count(s) for s in set(statuses)}
-    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    summary = Task.count_in_words(counts)
     if counts.get(Task.Status.COMPLETED) == len(statuses):
         to = AccessRequest.Status.COMPLETED
     elif counts.get(Task.Status.CANCELLED) == len(statuses):

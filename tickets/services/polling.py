@@ -43,11 +43,12 @@ class PollResult:
     how: str = ""
 
     def __str__(self) -> str:
-        text = f"{self.tickets} ticket(s) polled, {self.changed} changed"
+        text = f"{self.tickets} ticket{'s' if self.tickets != 1 else ''} polled, {self.changed} changed"
         if self.missing:
             text += f", {self.missing} not found"
         if self.errors:
-            text += f", {len(self.errors)} error(s): {self.errors[0]}"
+            errors = len(self.errors)
+            text += f", {errors} error{'s' if errors != 1 else ''}: {self.errors[0]}"
         if self.how:
             text += f" ({self.how})"
         return text

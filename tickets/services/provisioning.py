@@ -292,11 +292,17 @@ class ProvisionResult:
         self.claimed += 1
         self.by_status[status] = self.by_status.get(status, 0) + 1
 
+    @property
+    def errors(self) -> list[str]:
+        """A task this run left failed is a failure of the run (its JobRun says Failed)."""
+        failed = self.by_status.get(Task.Status.FAILED, 0)
+        return [f"{failed} task{'s' if failed != 1 else ''} failed"] if failed else []
+
     def __str__(self) -> str:
         if not self.claimed:
             return "nothing due"
-        parts = ", ".join(f"{n} {s}" for s, n in sorted(self.by_status.items()))
-        return f"{self.claimed} task(s): {parts}"
+        tasks = f"{self.claimed} task{'s' if self.claimed != 1 else ''}"
+        return f"{tasks}: {Task.count_in_words(self.by_status)}"
 
 
 def provision_due(

@@ -86,14 +86,15 @@ def _check_operation_fits(
     account = None
     if identity.pk:
         account = Account.objects.filter(identity=identity, endpoint=endpoint, active=True).first()
-    who = identity.username
+    # People and endpoints by the names a person reads, operations by their labels.
+    who, where = identity.display_name, str(endpoint)
     cannot = "This request cannot be made: "
     if operation == Operation.CREATE_ACCOUNT and account is not None:
         errors.add(
             "operation",
-            f"{who} already has the account {account.name!r} on {endpoint.name}."
+            f"{who} already has the account {account.name!r} on {where}."
             if reveal
-            else f"{cannot}this person already has an account on {endpoint}.",
+            else f"{cannot}this person already has an account on {where}.",
         )
     elif operation == Operation.CREATE_ACCOUNT:
         holder = (
@@ -104,9 +105,9 @@ def _check_operation_fits(
         if holder is not None:
             errors.add(
                 "account_name",
-                f"{account_name!r} on {endpoint.name} already belongs to {holder.identity.username}."
+                f"{account_name!r} on {where} already belongs to {holder.identity.display_name}."
                 if reveal
-                else f"{cannot}the account name {account_name!r} is taken on {endpoint}; choose another.",
+                else f"{cannot}the account name {account_name!r} is taken on {where}; choose another.",
             )
     unknown_allowed = endpoint.allow_unknown_accounts and operation != Operation.CREATE_ACCOUNT
     if (
@@ -117,17 +118,17 @@ def _check_operation_fits(
         verb = "remove" if operation == Operation.REMOVE_ACCOUNT else "change"
         errors.add(
             "operation",
-            f"{who} has no account on {endpoint.name}, so there is nothing to {verb}."
-            + (" Request create_account first." if operation == Operation.ADD_ACCESS else "")
+            f"{who} has no account on {where}, so there is nothing to {verb}."
+            + (f" Request “{Operation.CREATE_ACCOUNT.label}” first." if operation == Operation.ADD_ACCESS else "")
             if reveal
-            else f"{cannot}the bridge knows no account of this person on {endpoint} to {verb}.",
+            else f"{cannot}the bridge knows no account of this person on {where} to {verb}.",
         )
     if operation in ACCESS_OPERATIONS and not entitlements:
         errors.add("entitlements", "name at least one entitlement for an access change.")
     allowed = set(endpoint.entitlements or [])
     unknown = [e for e in entitlements if allowed and e not in allowed]
     if unknown:
-        errors.add("entitlements", f"not offered by {endpoint.name}: {', '.join(unknown)}.")
+        errors.add("entitlements", f"not offered by {where}: {', '.join(unknown)}.")
     if account is not None and operation in ACCESS_OPERATIONS:
         held = set(account.entitlements.values_list("entitlement", flat=True))
         if operation == Operation.ADD_ACCESS:
@@ -183,7 +184,7 @@ def request_submit(
     ):
         errors.add(
             "endpoint",
-            f"{endpoint.name} has no service-desk connection; an admin must set one on its security system.",
+            f"{endpoint} has no service-desk connection; an admin must set one on its application.",
         )
     entitlements = [str(e).strip() for e in entitlements if str(e).strip()]
     if len(set(entitlements)) != len(entitlements):
@@ -255,7 +256,7 @@ def request_submit(
             task_id=None,
             from_status="",
             to=AccessRequest.Status.PENDING_APPROVAL,
-            reason=f"submitted: {access_request.get_operation_display()} on {endpoint.name}",
+            reason=f"submitted: {access_request.get_operation_display()} on {endpoint}",
             actor=actor,
         )
         if api_client is not None and api_client.trusted:
@@ -334,8 +335,8 @@ def _approve(
     system = endpoint.security_system
     if system.service_desk_connection_id is None:
         raise TransitionError(
-            f"{endpoint.name} has no service-desk connection any more; an admin must set one on "
-            f"security system {system.name} before this request can be approved."
+            f"{endpoint} has no service-desk connection any more; an admin must set one on "
+            f"the application {system} before this request can be approved."
         )
     if access_request.operation in ACCESS_OPERATIONS:
         entitlements = list(access_request.entitlements)
@@ -461,6 +462,7 @@ def task_retry(*, task: Task, by: ConsoleUser | None = None, actor: Actor | None
                 reason=f"task {task.pk} retried",
                 actor=actor,
                 completed_at=None,
+                result_summary="",  # the result it had is no longer the result
             )
     connection = task.connection
     if task.endpoint.security_system.instant_provisioning and connection.enabled:

@@ -114,14 +114,21 @@ def _move(
     model = type(obj)
     is_task = model is Task
     label = f"Task {obj.pk}" if is_task else f"Request {obj}"
+    labels = dict(model.Status.choices)  # a message names states as the console shows them
+
+    def said(status: str | None) -> str:
+        return f"“{labels.get(status, status)}”" if status else "gone"
+
     from_status = from_status or obj.status
     if to not in (Task.TRANSITIONS if is_task else AccessRequest.TRANSITIONS)[from_status]:
-        raise TransitionError(f"{label} is {from_status}; it cannot become {to}.")
+        raise TransitionError(f"{label} is {said(from_status)}; it cannot become {said(to)}.")
     now = timezone.now()
     rows = model.objects.filter(pk=obj.pk, status=from_status, **(guard or {}))
     if rows.update(status=to, updated_at=now, **fields) != 1:
         current = model.objects.filter(pk=obj.pk).values_list("status", flat=True).first()
-        raise TransitionError(f"{label} is {current} now, not {from_status}; nothing was changed.")
+        raise TransitionError(
+            f"{label} is {said(current)} now, not {said(from_status)}; nothing was changed."
+        )
     _event(
         request_id=obj.request_id if isinstance(obj, Task) else obj.pk,
         task_id=obj.pk if is_task else None,
