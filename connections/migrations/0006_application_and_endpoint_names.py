@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('connections', '0002_poll_watermark'),
+        ('connections', '0005_poll_health_and_call_totals'),
     ]
 
     operations = [

@@ -10,7 +10,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('connections', '0002_poll_watermark'),
-        ('tickets', '0003_request_text_limits'),
+        ('tickets', '0005_ticket_conversation'),
     ]
 
     operations = [

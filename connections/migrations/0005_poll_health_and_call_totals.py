@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('connections', '0002_poll_watermark'),
+        ('connections', '0004_reopen_watch_days'),
     ]
 
     operations = [
