@@ -274,3 +274,24 @@ def test_readme_lists_every_notification_and_its_variables():
     assert with_table(readme) == readme, "regenerate: manage.py notification_templates --readme"
     for kind in notifications.KINDS:
         assert f"`{kind}`" in readme
+
+
+def test_every_declared_variable_has_a_value_and_nothing_else_is_given(offline, people):
+    """The declaration and the contexts the templates get are the same list."""
+    from django.template import Context, Variable
+
+    r = submit(offline, people.alice)
+    services.request_approve(access_request=r, by=people.bob)
+    task = r.tasks.get()
+    contexts = {
+        "request": notifications._request_message(notifications.REQUEST_APPROVED, r.pk),
+        "operator": notifications._operator_message(notifications.TASK_FAILED, task.pk),
+    }
+    for group, message in contexts.items():
+        context = Context(message.context)
+        kind = message.kind
+        declared = notifications.variable_names(kind)
+        for name in declared:
+            Variable(name).resolve(context)  # raises VariableDoesNotExist when missing
+        roots = {name.split(".")[0] for name in declared}
+        assert set(message.context) == roots, group
