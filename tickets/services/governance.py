@@ -216,7 +216,10 @@ def link_identity(sender, instance: Identity, **kwargs) -> None:
 
 def link_user(sender, instance: User, **kwargs) -> None:
     """After a console user is saved: link the unlinked person with their username or
-    address (post_save)."""
+    address (post_save). A login (which saves only last_login) changes neither."""
+    update_fields = kwargs.get("update_fields")
+    if update_fields is not None and set(update_fields) <= {"last_login", "password"}:
+        return
     if Identity.objects.filter(user=instance).exists():
         return
     match = Q(username__iexact=instance.username)
