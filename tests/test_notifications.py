@@ -295,3 +295,17 @@ def test_every_declared_variable_has_a_value_and_nothing_else_is_given(offline, 
             Variable(name).resolve(context)  # raises VariableDoesNotExist when missing
         roots = {name.split(".")[0] for name in declared}
         assert set(message.context) == roots, group
+
+
+def test_after_the_first_of_two_approvals_the_other_approvers_are_asked(offline, people, sent):
+    system = offline.security_system
+    system.two_approvals = True
+    system.save()
+    system.owners.add(people.carol)
+    r, [mail] = sent(lambda: submit(offline, people.alice))
+    assert recipients(mail) == {"carol@example.com"}  # the owner decides first
+    assert "Owner approval (1 of 2)" in mail.body
+    _, [mail] = sent(lambda: services.request_approve(access_request=r, by=people.carol))
+    assert recipients(mail) == {"bob@example.com"}  # anyone but the first approver
+    assert mail.subject == f"{r.number} waits for your approval"
+    assert "Second approval (2 of 2); first approved by carol" in mail.body
