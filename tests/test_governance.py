@@ -226,3 +226,23 @@ def test_two_approvals_an_owner_first_then_another_approver(client, offline, peo
     reasons = list(r.events.values_list("reason", flat=True))
     assert "first approval: ok from the owner; waits for a second approver" in reasons
     assert "approved: second" in reasons
+
+
+def test_the_inbox_asks_the_same_number_of_queries_for_many_requests(client, offline, people):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    offline.security_system.owners.add(people.carol)  # bob may decide none of them
+    client.force_login(people.bob)
+
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert client.get(reverse("tickets:inbox")).status_code == 200
+        return len(captured.captured_queries)
+
+    for n in range(3):
+        submit(offline, people.alice, username=f"few{n}")
+    few = queries()
+    for n in range(30):
+        submit(offline, people.alice, username=f"many{n}")
+    assert queries() == few

@@ -274,3 +274,38 @@ def test_readme_lists_every_notification_and_its_variables():
     assert with_table(readme) == readme, "regenerate: manage.py notification_templates --readme"
     for kind in notifications.KINDS:
         assert f"`{kind}`" in readme
+
+
+def test_every_declared_variable_has_a_value_and_nothing_else_is_given(offline, people):
+    """The declaration and the contexts the templates get are the same list."""
+    from django.template import Context, Variable
+
+    r = submit(offline, people.alice)
+    services.request_approve(access_request=r, by=people.bob)
+    task = r.tasks.get()
+    contexts = {
+        "request": notifications._request_message(notifications.REQUEST_APPROVED, r.pk),
+        "operator": notifications._operator_message(notifications.TASK_FAILED, task.pk),
+    }
+    for group, message in contexts.items():
+        context = Context(message.context)
+        kind = message.kind
+        declared = notifications.variable_names(kind)
+        for name in declared:
+            Variable(name).resolve(context)  # raises VariableDoesNotExist when missing
+        roots = {name.split(".")[0] for name in declared}
+        assert set(message.context) == roots, group
+
+
+def test_after_the_first_of_two_approvals_the_other_approvers_are_asked(offline, people, sent):
+    system = offline.security_system
+    system.two_approvals = True
+    system.save()
+    system.owners.add(people.carol)
+    r, [mail] = sent(lambda: submit(offline, people.alice))
+    assert recipients(mail) == {"carol@example.com"}  # the owner decides first
+    assert "Owner approval (1 of 2)" in mail.body
+    _, [mail] = sent(lambda: services.request_approve(access_request=r, by=people.carol))
+    assert recipients(mail) == {"bob@example.com"}  # anyone but the first approver
+    assert mail.subject == f"{r.number} waits for your approval"
+    assert "Second approval (2 of 2); first approved by carol" in mail.body

@@ -284,8 +284,8 @@ def test_the_article_check_is_narrow():
             "${account}, ${correlationKey}, ${endpoint}, ${endpoint.*}, ${endpoint.displayName}, "
             "${endpoint.name}, ${entitlement}, ${entitlements}, ${requestor}, ${requestor.email}, "
             "${securitySystem}, ${securitySystem.displayName}, ${securitySystem.name}, ${task}, "
-            "${task.accountName}, ${task.entitlement}, ${task.id}, ${task.justification}, "
-            "${task.operation}, ${task.operationLabel}, ${task.requestNumber}, ${user}, ${user.*}, "
+            "${task.accountName}, ${task.entitlement}, ${task.id}, ${task.inventoryNote}, "
+            "${task.justification}, ${task.operation}, ${task.operationLabel}, ${task.requestNumber}, ${user}, ${user.*}, "
             "${user.displayname}, ${user.email}, ${user.firstname}, ${user.lastname}, ${user.manager}, "
             "${user.username}, ${connection.password}, ${connection.userName}",
         ),

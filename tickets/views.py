@@ -259,10 +259,11 @@ def inbox(request: ConsoleRequest) -> HttpResponse:
         .filter(pk__in=[r.pk for r in pending])
         .values_list("pk", flat=True)
     )
+    memo: dict = {}
     for r in pending:
         r.step = governance.approval_step(r)  # type: ignore[attr-defined]
         r.refusal = (  # type: ignore[attr-defined]
-            "" if r.pk in mine else governance.decision_refusal(r, request.user)
+            "" if r.pk in mine else governance.decision_refusal(r, request.user, memo=memo)
         )
     return render(
         request,

@@ -73,8 +73,18 @@ def display_name(user: ConsoleUser | None) -> str:
     return user.get_full_name() or user.get_username()
 
 
-def decision_refusal(access_request: AccessRequest, user: ConsoleUser, verb: str = "decide") -> str:
-    """Why `user` may not approve or reject this request, as a sentence; "" when they may."""
+def decision_refusal(
+    access_request: AccessRequest,
+    user: ConsoleUser,
+    verb: str = "decide",
+    memo: dict | None = None,
+) -> str:
+    """Why `user` may not approve or reject this request, as a sentence; "" when they may.
+
+    `memo` (any dict, kept by the caller) remembers who is an admin and who owns which
+    application, so a page that asks for many requests asks the database once for each.
+    """
+    memo = {} if memo is None else memo
     number = access_request.number or f"request {access_request.pk}"
     beneficiary = access_request.beneficiary
     if beneficiary.user_id is not None and beneficiary.user_id == user.pk:
@@ -86,9 +96,16 @@ def decision_refusal(access_request: AccessRequest, user: ConsoleUser, verb: str
     if access_request.first_approved_by_id == user.pk:
         return f"You gave {number} its first approval; another approver must give the second."
     system = access_request.endpoint.security_system
-    if second_approval_due(access_request) or is_admin(user):
+    if second_approval_due(access_request):
         return ""
-    if has_owners(system) and not is_owner(user, system):
+    if "admin" not in memo:
+        memo["admin"] = is_admin(user)
+    if memo["admin"]:
+        return ""
+    key = ("system", system.pk)
+    if key not in memo:
+        memo[key] = has_owners(system) and not is_owner(user, system)
+    if memo[key]:
         return (
             f"Only the owners of {system} (or an admin) may decide {number}; "
             "you are not one of them."
@@ -199,7 +216,10 @@ def link_identity(sender, instance: Identity, **kwargs) -> None:
 
 def link_user(sender, instance: User, **kwargs) -> None:
     """After a console user is saved: link the unlinked person with their username or
-    address (post_save)."""
+    address (post_save). A login (which saves only last_login) changes neither."""
+    update_fields = kwargs.get("update_fields")
+    if update_fields is not None and set(update_fields) <= {"last_login", "password"}:
+        return
     if Identity.objects.filter(user=instance).exists():
         return
     match = Q(username__iexact=instance.username)

@@ -278,9 +278,9 @@ def finished_kind(access_request: AccessRequest, statuses: list[str]) -> str:
         return REQUEST_COMPLETED
     if access_request.status == AccessRequest.Status.CANCELLED:
         return REQUEST_CANCELLED
-    if Task.Status.FAILED in statuses:
-        return REQUEST_COMPLETED_WITH_FAILURES
-    return REQUEST_DISCONTINUED
+    if Task.Status.DISCONTINUED in statuses and Task.Status.FAILED not in statuses:
+        return REQUEST_DISCONTINUED
+    return REQUEST_COMPLETED_WITH_FAILURES  # a task failed, or some were cancelled
 
 
 def request_context(access_request: AccessRequest, tasks: list[Task]) -> dict:

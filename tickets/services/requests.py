@@ -295,6 +295,10 @@ def request_approve(
     system = access_request.endpoint.security_system
     with transaction.atomic():
         if system.two_approvals:
+            # Asked again with the row locked: the same person's second click, sent while
+            # the first was being recorded, must not become the second approval.
+            AccessRequest.objects.select_for_update().filter(pk=access_request.pk).first()
+            _check_decider(access_request, by, "approve")
             now = timezone.now()
             claimed = AccessRequest.objects.filter(
                 pk=access_request.pk,
