@@ -18,7 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connections.models import ApiCall
-from tickets import api
+from tests import factories
+from tickets import api, services
 from tickets.models import (
     AccessRequest,
     Account,
@@ -416,3 +417,33 @@ def test_concurrent_posts_of_one_user_make_one_request(live_scim):
         thread.join()
     assert sorted(answers) == [201] + [409] * 5
     assert AccessRequest.objects.count() == 1 and ScimUser.objects.count() == 1
+
+
+# --- a request that fails -----------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_request_reads_failed_and_is_asked_again_only_by_the_clients_next_write(sim):
+    wrong = factories.otrs_connection(sim, name="wrong", password="not-the-password-1")
+    endpoint = factories.endpoint(wrong, name="crm")
+    client, token = api.api_client_create(name="entra", trusted=True)
+    client.scim_endpoints.set([endpoint])
+    scim = Client(HTTP_AUTHORIZATION=f"Bearer {token}", raise_request_exception=False)
+    user = new_user(scim, "ada")
+    services.provision_due(owner="scim-test")
+    assert AccessRequest.objects.get().status == "failed"
+    status = "urn:ietf:params:scim:schemas:extension:otrsbridge:2.0:User:status"
+    shown = scim.get(f"{BASE}/Users/{user['id']}", {"attributes": status}).json()
+    assert shown["urn:ietf:params:scim:schemas:extension:otrsbridge:2.0:User"] == {
+        "status": "failed"
+    }
+    assert AccessRequest.objects.count() == 1  # not submitted again by itself
+    touch = {
+        "schemas": [PATCH],
+        "Operations": [{"op": "replace", "path": "displayName", "value": "Ada"}],
+    }
+    assert send(scim, "PATCH", f"/Users/{user['id']}", touch).status_code == 200
+    assert list(AccessRequest.objects.values_list("operation", "status").order_by("id")) == [
+        ("create_account", "failed"),
+        ("create_account", "approved"),
+    ]
