@@ -81,6 +81,11 @@ def test_a_call_without_a_token_of_this_endpoint_is_refused_in_scims_shape(scim,
     _, other = api.api_client_create(name="other", trusted=True)
     outsider = Client(HTTP_AUTHORIZATION=f"Bearer {other}")
     scim_error(outsider.get(f"{BASE}/Users"), 404)
+    # An untrusted client's changes would wait for an approver: refused.
+    doubtful, doubtful_token = api.api_client_create(name="doubtful")
+    doubtful.scim_endpoints.set([offline])
+    refused = Client(HTTP_AUTHORIZATION=f"Bearer {doubtful_token}").get(f"{BASE}/Users")
+    assert "must be trusted" in scim_error(refused, 403)["detail"]
     client, _ = scim
     scim_error(client.get("/scim/v2/nowhere/Users"), 404)
     scim_error(client.get(f"{BASE}/Elsewhere"), 404)

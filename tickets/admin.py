@@ -208,7 +208,15 @@ class ApiClientAdmin(admin.ModelAdmin):
     list_display = ["name", "trusted", "active", "token_prefix", "created_at", "last_used_at"]
     list_filter = ["trusted", "active"]
     readonly_fields = ["token_prefix", "created_at", "last_used_at"]
-    fields = ["name", "trusted", "active", "token_prefix", "created_at", "last_used_at"]
+    fields = [
+        "name",
+        "trusted",
+        "active",
+        "scim_endpoints",
+        "token_prefix",
+        "created_at",
+        "last_used_at",
+    ]
 
     def save_model(self, request, obj, form, change):
         if change:

@@ -216,6 +216,11 @@ def _endpoint_for(client: ApiClient, name: str) -> Endpoint:
     )
     if found is None:
         raise ApiError(404, "not_found", "This token has no SCIM service at this address.")
+    if not client.trusted:
+        # Its changes would wait for an approver the identity provider knows nothing of.
+        raise ApiError(
+            403, "forbidden", "A SCIM client must be trusted: an admin marks its API client so."
+        )
     return found
 
 
