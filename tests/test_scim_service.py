@@ -260,6 +260,8 @@ def test_users_filter_by_username_external_id_and_page_with_start_index_and_coun
     page = client.get(f"{BASE}/Users", {"startIndex": 2, "count": 2}).json()
     assert (page["totalResults"], page["startIndex"], page["itemsPerPage"]) == (5, 2, 2)
     assert [r["userName"] for r in page["Resources"]] == ["user1", "user2"]
+    far = client.get(f"{BASE}/Users", {"startIndex": 10**30, "count": 10**30}).json()
+    assert (far["totalResults"], far.get("Resources", [])) == (5, [])
     starts = client.get(f"{BASE}/Users", {"filter": 'userName sw "user" and externalId ew "4"'})
     assert [r["userName"] for r in starts.json()["Resources"]] == ["user4"]
     bad = scim_error(client.get(f"{BASE}/Users", {"filter": "userName eq"}), 400)

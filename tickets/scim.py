@@ -59,6 +59,7 @@ from connections.paths import loads_strict
 from .api import authenticate
 from .api_schemas import ApiError, read_body
 from .models import (
+    MAX_DB_INT,
     AccessRequest,
     Account,
     AccountEntitlement,
@@ -580,7 +581,8 @@ def _collection(request: ScimRequest, kind: str, search: bool = False) -> HttpRe
         {k: params[k] for k in _SEARCH_PARAMETERS if k in params}
     )
     rows, exact = _narrowed(kind, request.endpoint, query.filter)
-    start = max(query.start_index or 1, 1)
+    # Past any row there can be (an OFFSET the database could not hold), a page is empty.
+    start = min(max(query.start_index or 1, 1), MAX_DB_INT)
     count = min(MAX_RESULTS if query.count is None else query.count, MAX_RESULTS)
     if exact:
         # The database answered the filter: count there, render one page.
