@@ -142,6 +142,8 @@ def test_entra_provisioning_sequence_through_tickets_closed_by_an_agent(otrs_ser
     group_path = f"/Groups/{groups['Resources'][0]['id']}"
     entra.patch(group_path, {"op": "Add", "path": "members", "value": [{"value": user["id"]}]})
     assert AccessRequest.objects.count() == 1
+    waiting = [c for c in entra.bridge(path)["changes"] if c["operation"] == "Add access"]
+    assert [(c["entitlement"], c["status"]) for c in waiting] == [("crm-write", "pending")]
 
     # 3. The provisioning job opens the ticket; the resource shows it.
     [task] = provision()

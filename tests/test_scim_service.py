@@ -18,7 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connections.models import ApiCall
-from tickets import api
+from tests import factories
+from tickets import api, services
 from tickets.models import (
     AccessRequest,
     Account,
@@ -80,6 +81,11 @@ def test_a_call_without_a_token_of_this_endpoint_is_refused_in_scims_shape(scim,
     _, other = api.api_client_create(name="other", trusted=True)
     outsider = Client(HTTP_AUTHORIZATION=f"Bearer {other}")
     scim_error(outsider.get(f"{BASE}/Users"), 404)
+    # An untrusted client's changes would wait for an approver: refused.
+    doubtful, doubtful_token = api.api_client_create(name="doubtful")
+    doubtful.scim_endpoints.set([offline])
+    refused = Client(HTTP_AUTHORIZATION=f"Bearer {doubtful_token}").get(f"{BASE}/Users")
+    assert "must be trusted" in scim_error(refused, 403)["detail"]
     client, _ = scim
     scim_error(client.get("/scim/v2/nowhere/Users"), 404)
     scim_error(client.get(f"{BASE}/Elsewhere"), 404)
@@ -217,7 +223,10 @@ def test_any_body_gets_an_answer_never_a_500_and_errors_in_scims_shape(scim, bod
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
-    query=st.dictionaries(st.sampled_from(["filter", "startIndex", "count", "attributes"]), texts)
+    query=st.dictionaries(
+        st.sampled_from(["filter", "startIndex", "count", "attributes"]),
+        texts | st.integers().map(str),
+    )
 )
 def test_any_query_gets_a_list_or_a_scim_error(scim, query):
     client, _ = scim
@@ -254,6 +263,8 @@ def test_users_filter_by_username_external_id_and_page_with_start_index_and_coun
     page = client.get(f"{BASE}/Users", {"startIndex": 2, "count": 2}).json()
     assert (page["totalResults"], page["startIndex"], page["itemsPerPage"]) == (5, 2, 2)
     assert [r["userName"] for r in page["Resources"]] == ["user1", "user2"]
+    far = client.get(f"{BASE}/Users", {"startIndex": 10**30, "count": 10**30}).json()
+    assert (far["totalResults"], far.get("Resources", [])) == (5, [])
     starts = client.get(f"{BASE}/Users", {"filter": 'userName sw "user" and externalId ew "4"'})
     assert [r["userName"] for r in starts.json()["Resources"]] == ["user4"]
     bad = scim_error(client.get(f"{BASE}/Users", {"filter": "userName eq"}), 400)
@@ -416,3 +427,33 @@ def test_concurrent_posts_of_one_user_make_one_request(live_scim):
         thread.join()
     assert sorted(answers) == [201] + [409] * 5
     assert AccessRequest.objects.count() == 1 and ScimUser.objects.count() == 1
+
+
+# --- a request that fails -----------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_request_reads_failed_and_is_asked_again_only_by_the_clients_next_write(sim):
+    wrong = factories.otrs_connection(sim, name="wrong", password="not-the-password-1")
+    endpoint = factories.endpoint(wrong, name="crm")
+    client, token = api.api_client_create(name="entra", trusted=True)
+    client.scim_endpoints.set([endpoint])
+    scim = Client(HTTP_AUTHORIZATION=f"Bearer {token}", raise_request_exception=False)
+    user = new_user(scim, "ada")
+    services.provision_due(owner="scim-test")
+    assert AccessRequest.objects.get().status == "failed"
+    status = "urn:ietf:params:scim:schemas:extension:otrsbridge:2.0:User:status"
+    shown = scim.get(f"{BASE}/Users/{user['id']}", {"attributes": status}).json()
+    assert shown["urn:ietf:params:scim:schemas:extension:otrsbridge:2.0:User"] == {
+        "status": "failed"
+    }
+    assert AccessRequest.objects.count() == 1  # not submitted again by itself
+    touch = {
+        "schemas": [PATCH],
+        "Operations": [{"op": "replace", "path": "displayName", "value": "Ada"}],
+    }
+    assert send(scim, "PATCH", f"/Users/{user['id']}", touch).status_code == 200
+    assert list(AccessRequest.objects.values_list("operation", "status").order_by("id")) == [
+        ("create_account", "failed"),
+        ("create_account", "approved"),
+    ]

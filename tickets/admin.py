@@ -358,6 +358,7 @@ class ApiClientAdmin(admin.ModelAdmin):
         "name",
         "trusted",
         "active",
+        "scim_endpoints",
         "token_prefix",
         "callback_url",
         "created_at",

@@ -122,7 +122,9 @@ class ApiClient(models.Model):
         Endpoint,
         blank=True,
         related_name="scim_clients",
-        help_text="The endpoints this client may provision over SCIM (/scim/v2/<endpoint>/).",
+        verbose_name="SCIM endpoints",
+        help_text="The endpoints this client may provision over SCIM, each at /scim/v2/ and "
+        "the endpoint's name. A SCIM client must be trusted.",
     )
 
     def __str__(self) -> str:

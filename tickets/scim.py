@@ -58,7 +58,18 @@ from connections.paths import loads_strict
 
 from .api import authenticate
 from .api_schemas import ApiError, read_body
-from .models import AccessRequest, ApiClient, ProvisioningTask, ScimChange, ScimGroup, ScimUser
+from .models import (
+    MAX_DB_INT,
+    AccessRequest,
+    Account,
+    AccountEntitlement,
+    ApiClient,
+    Operation,
+    ProvisioningTask,
+    ScimChange,
+    ScimGroup,
+    ScimUser,
+)
 from .services import scim as service
 
 log = logging.getLogger(__name__)
@@ -206,6 +217,11 @@ def _endpoint_for(client: ApiClient, name: str) -> Endpoint:
     )
     if found is None:
         raise ApiError(404, "not_found", "This token has no SCIM service at this address.")
+    if not client.trusted:
+        # Its changes would wait for an approver the identity provider knows nothing of.
+        raise ApiError(
+            403, "forbidden", "A SCIM client must be trusted: an admin marks its API client so."
+        )
     return found
 
 
@@ -390,7 +406,7 @@ def user_resource(request: ScimRequest, user: ScimUser) -> Any:
     for change in changes:
         latest[change.group_id] = change
     shown = resource[BridgeUser] or BridgeUser()
-    shown.changes = [_change(c) for c in latest.values()] or None
+    shown.changes = [_change(c) for c in latest.values()] + _waiting(user, latest) or None
     if account:
         last = _change(account[-1])
         shown.status, shown.operation = last.status, last.operation
@@ -400,6 +416,33 @@ def user_resource(request: ScimRequest, user: ScimUser) -> Any:
     resource[BridgeUser] = shown
     resource.meta = _meta(request, "Users", user, changes)
     return resource
+
+
+def _waiting(user: ScimUser, latest: dict[int | None, ScimChange]) -> list[ProvisioningChange]:
+    """The access the client wants for this user that no request asks for yet (it waits
+    for the account): pending too."""
+    if not user.active or user.deleted_at is not None:
+        return []
+    account = Account.objects.filter(identity=user.identity, endpoint=user.endpoint, active=True)
+    held = set(
+        AccountEntitlement.objects.filter(account__in=account).values_list("entitlement", flat=True)
+    )
+    waiting = []
+    for member in user.memberships.filter(
+        wanted=True, group__deleted_at__isnull=True
+    ).select_related("group"):
+        last = latest.get(member.group_id)
+        asked = last is not None and last.request.operation == Operation.ADD_ACCESS
+        if member.group.display_name not in held and not asked:
+            waiting.append(
+                ProvisioningChange(
+                    operation=Operation.ADD_ACCESS.label,
+                    entitlement=member.group.display_name,
+                    user=str(user.scim_id),
+                    status=PENDING,
+                )
+            )
+    return waiting
 
 
 def group_resource(request: ScimRequest, group: ScimGroup) -> Any:
@@ -538,7 +581,8 @@ def _collection(request: ScimRequest, kind: str, search: bool = False) -> HttpRe
         {k: params[k] for k in _SEARCH_PARAMETERS if k in params}
     )
     rows, exact = _narrowed(kind, request.endpoint, query.filter)
-    start = max(query.start_index or 1, 1)
+    # Past any row there can be (an OFFSET the database could not hold), a page is empty.
+    start = min(max(query.start_index or 1, 1), MAX_DB_INT)
     count = min(MAX_RESULTS if query.count is None else query.count, MAX_RESULTS)
     if exact:
         # The database answered the filter: count there, render one page.

@@ -344,7 +344,7 @@ def scim_adopt_inventory(endpoint: Endpoint) -> None:
 
 
 def scim_reconcile_request(request_id: int, **signal) -> None:
-    """A request finished: submit what its SCIM user was waiting for (the access of a
+    """A request completed: submit what its SCIM user was waiting for (the access of a
     user whose account now exists, the removal of one deleted meanwhile). Runs after the
     commit that finished it; a failure is logged, never raised into the poll that got there."""
     change = (
@@ -352,7 +352,9 @@ def scim_reconcile_request(request_id: int, **signal) -> None:
         .select_related("user__identity", "user__endpoint", "request__api_client")
         .first()
     )
-    if change is None or change.request.status not in AccessRequest.TERMINAL:
+    if change is None or change.request.status != AccessRequest.Status.COMPLETED:
+        # A failed request is not submitted again here (it would fail again, and again):
+        # the resource reads "failed", and the client's next write asks once more.
         return
     client = change.request.api_client
     if client is None or not client.active:
