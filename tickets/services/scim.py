@@ -47,6 +47,7 @@ from ..models import (
 )
 from ..models import ProvisioningTask as Task
 from ..validators import email_problem, username_problem
+from . import conversation
 from .requests import request_submit
 from .transitions import Actor, RequestInvalid, _event
 
@@ -456,8 +457,8 @@ def _tell_open_tasks(user: ScimUser, changed: list[str], actor: Actor) -> None:
 
 def _tell_open_task(task: Task, *, actor: Actor, why: str) -> None:
     """The one place that tells the agent working `task` that the beneficiary's name or
-    email changed: an event on the task's timeline. This is where a note on the task's open
-    ticket (the `identity_changed` note) is added too."""
+    email changed: an event on the task's timeline, and the `identity_changed` note on its
+    open ticket (queued; a task without an open ticket yet gets only the event)."""
     _event(  # no move: the timeline shows the state it stays in
         request_id=task.request_id,
         task_id=task.pk,
@@ -466,6 +467,7 @@ def _tell_open_task(task: Task, *, actor: Actor, why: str) -> None:
         reason=f"the identity changed: {why}",
         actor=actor,
     )
+    conversation.note_ticket(task=task, kind="identity_changed", actor=actor, why=why)
 
 
 # --- helpers ----------------------------------------------------------------------------------
