@@ -38,7 +38,15 @@ def _source() -> str:
 
 
 def violations(page) -> list[dict]:
-    """Every axe violation of the page as it is now (open popovers and all)."""
+    """Every axe violation of the page as it is now (open popovers and all).
+
+    The page is checked at rest: no live-region swap in flight, and no colour halfway
+    through the badge fade that follows a swap (reduced motion turns the fade off).
+    """
+    page.emulate_media(reduced_motion="reduce")
+    page.wait_for_function(
+        "() => !document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling')"
+    )
     if not page.evaluate("() => typeof axe !== 'undefined'"):
         page.evaluate(_source())
     return page.evaluate(RUN)
