@@ -136,6 +136,7 @@ def test_a_note_otrs_refuses_with_an_error_in_http_200_fails_visibly_and_can_be_
     assert note.status == "failed"  # OTRS's InvalidParameter is permanent: no blind retries
     assert "TicketUpdate.InvalidParameter" in note.last_error
     assert fresh(task).flag == 'the ticket was not told: the "Cancelled" note failed'
+    assert [t.pk for t in selectors.overview().flagged] == [task.pk]  # though it is finished
     assert timeline(task)[-1].startswith('note "Cancelled" could not be added to the OTRS ticket')
     assert otrs_server.ticket(task.ticket.ticket_id)["State"] == "new"
 

@@ -172,8 +172,8 @@ def _failed(note: TicketNote, exc: OTRSError) -> str:
         )
         _note_event(
             note,
-            f'note "{_label(note)}" could not be added to the OTRS ticket: {message}. '
-            "Send it again from the request's page once the cause is fixed",
+            f'note "{_label(note)}" could not be added to the OTRS ticket (send it again '
+            f"from the request's page once the cause is fixed): {message}",
         )
         flag = f'{_FLAG}: the "{_label(note)}" note failed'
         Task.objects.filter(pk=note.task_id).update(flag=flag[:200])
