@@ -26,7 +26,7 @@ from tickets.models import (
     TicketNote,
 )
 
-pytestmark = [pytest.mark.django_db, pytest.mark.slow]
+pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
@@ -358,3 +358,54 @@ def test_a_note_while_otrs_is_down_waits_and_is_tried_again(sim, connection, peo
         'note "Cancelled" not added yet (try 1 of 8), will try again in 60 s: '
     )
     assert services.notes_send_due() == "no notes due"  # not before its time
+
+
+# --- the documents ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            {"notes": {"bye": {"subject": "s", "body": "b"}}},
+            "TicketStatusJSON: notes.bye: unknown kind of note; the kinds are cancelled, "
+            "sibling_failed, beneficiary_left, identity_changed",
+        ),
+        (
+            {"notes": {"cancelled": {"subject": "s", "body": "${access_token}"}}},
+            "TicketStatusJSON: notes.cancelled.body: ${access_token}: unknown variable here",
+        ),
+        (
+            {"notes": {"cancelled": {"subject": "s"}}},
+            "TicketStatusJSON: notes.cancelled: body is required",
+        ),
+        ({"cancelState": 3}, "TicketStatusJSON: cancelState: must be a string, not a number"),
+        (
+            {"updateTicketCall": None, "cancelState": "closed unsuccessful"},
+            "TicketStatusJSON: cancelState: needs an updateTicketCall to send it",
+        ),
+        (
+            {"closingArticleCall": {"name": "x", "connection": "otrsSession", "url": "http://h/"}},
+            "TicketStatusJSON: closingArticleCall: must use ${ticketID}",
+        ),
+    ],
+)
+def test_a_wrong_conversation_document_is_refused_naming_the_place(otrs_offline, change, message):
+    from connections.spec import SpecError, validate_documents
+
+    status = {**otrs_offline.ticket_status_json, **change}
+    status = {key: value for key, value in status.items() if value is not None}
+    with pytest.raises(SpecError) as refused:
+        validate_documents(
+            connection_json=otrs_offline.connection_json,
+            create_ticket_json=otrs_offline.create_ticket_json,
+            ticket_status_json=status,
+        )
+    assert any(line.startswith(message) for line in refused.value.errors), refused.value.errors
+
+
+@pytest.fixture
+def otrs_offline(db) -> Connection:
+    from types import SimpleNamespace
+
+    return factories.otrs_connection(SimpleNamespace(base_url="http://127.0.0.1:9/otrs"))
