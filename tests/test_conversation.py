@@ -409,3 +409,34 @@ def otrs_offline(db) -> Connection:
     from types import SimpleNamespace
 
     return factories.otrs_connection(SimpleNamespace(base_url="http://127.0.0.1:9/otrs"))
+
+
+@pytest.mark.parametrize(
+    "state, state_type, outcome, reopened",
+    [
+        ("in progress (renamed)", "open", None, True),  # a state an admin added: its type counts
+        ("new", "new", "open", True),
+        ("pending auto close+", "pending auto", "pending", False),
+        ("pending reminder", "pending reminder", "pending", False),
+        ("merged", "merged", "open", False),
+        ("removed", "removed", "discontinued", False),
+    ],
+)
+def test_only_a_state_of_type_new_or_open_reopens_a_finished_task(
+    sim, connection, people, state, state_type, outcome, reopened
+):
+    from connections.errors import TicketStatus
+
+    crm = factories.endpoint(connection, name="crm")
+    [task] = provisioned(crm, people)
+    ticket = task.ticket
+    closed = TicketStatus(
+        ticket.ticket_id, "1", "closed successful", "closed", None, "completed", None
+    )
+    services.ticket_apply_status(ticket=ticket, status=closed, actor=services.Actor.job("test"))
+    assert fresh(task).status == "completed"
+    ticket.refresh_from_db()
+    later = TicketStatus(ticket.ticket_id, "1", state, state_type, None, outcome, None)
+    services.ticket_apply_status(ticket=ticket, status=later, actor=services.Actor.job("test"))
+    assert fresh(task).status == ("ticket_open" if reopened else "completed")
+    assert fresh(task).request.status == ("in_progress" if reopened else "completed")
