@@ -60,7 +60,7 @@ def note_ticket(*, task: Task, kind: str, actor: Actor, why: str = "") -> Ticket
         note = TicketNote.objects.create(
             task=task,
             kind=kind,
-            why=why[: limits.NOTE_WHY],
+            why=why.replace("\x00", "")[: limits.NOTE_WHY],
             actor_label=actor.label[: limits.ACTOR_LABEL],
             next_attempt_at=timezone.now(),
         )
