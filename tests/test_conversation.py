@@ -78,6 +78,8 @@ def test_a_cancel_adds_a_note_saying_who_and_why_and_sets_the_cancel_state(
 ):
     [task] = provisioned(crm, people)
     ticket_id = task.ticket.ticket_id
+    people.olga.first_name, people.olga.last_name = "Olga", "Ivanova"
+    people.olga.save()
     services.task_cancel(task=task, by=people.olga, why="Wrong application, see REQ-9")
 
     # The cancel itself made no call: the note is queued.
@@ -94,7 +96,7 @@ def test_a_cancel_adds_a_note_saying_who_and_why_and_sets_the_cancel_state(
     [article] = newest_articles(otrs_server, ticket_id)
     assert int(article["ArticleID"]) == note.article_id
     assert article["Subject"] == "Cancelled: Create account for user0 on CRM"
-    assert "Cancelled by: olga" in article["Body"]
+    assert "Cancelled by: Olga Ivanova" in article["Body"]  # the person, by name
     assert "Why: Wrong application, see REQ-9" in article["Body"]
     assert timeline(task)[-2:] == [
         f'note "Cancelled" queued for OTRS ticket {task.ticket}',

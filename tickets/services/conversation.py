@@ -61,7 +61,10 @@ def note_ticket(*, task: Task, kind: str, actor: Actor, why: str = "") -> Ticket
             task=task,
             kind=kind,
             why=why.replace("\x00", "")[: limits.NOTE_WHY],
-            actor_label=actor.label[: limits.ACTOR_LABEL],
+            # A person by their name, as the agent reads it; a job or client by its label.
+            actor_label=(
+                (actor.user.get_full_name() if actor.user is not None else "") or actor.label
+            )[: limits.ACTOR_LABEL],
             next_attempt_at=timezone.now(),
         )
         _task_event(task, f'note "{NOTE_KINDS[kind].label}" queued for OTRS ticket {ticket}', actor)
