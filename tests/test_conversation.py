@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from connections.models import ApiCall, Connection
-from tests import factories
+from tests import factories, test_browser
 from tests.test_znuny_contract import poll, provisioned
 from tickets import api, selectors, services
 from tickets.models import (
@@ -27,6 +27,10 @@ from tickets.models import (
 )
 
 pytestmark = pytest.mark.django_db
+
+# The browser test's fixtures: Debian's Chromium, and django-q2 running jobs inline.
+browser = test_browser.browser
+inline_jobs = test_browser.inline_jobs
 
 
 @pytest.fixture
@@ -442,3 +446,58 @@ def test_only_a_state_of_type_new_or_open_reopens_a_finished_task(
     services.ticket_apply_status(ticket=ticket, status=later, actor=services.Actor.job("test"))
     assert fresh(task).status == ("ticket_open" if reopened else "completed")
     assert fresh(task).request.status == ("in_progress" if reopened else "completed")
+
+
+# --- in the browser ---------------------------------------------------------------------------
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_an_operator_cancels_in_the_browser_and_sends_a_refused_note_again(
+    browser,
+    live_server,
+    sim,
+    inline_jobs,  # noqa: F811
+):
+    """The operator cancels a task; OTRS refuses the note (a state it does not know); the
+    operator sees why on the request's page, the admin fixes the state, and "Send note
+    again" gets the note and the state onto the ticket."""
+    from playwright.sync_api import expect
+
+    connection = factories.otrs_connection(sim)
+    Connection.objects.filter(pk=connection.pk).update(
+        ticket_status_json=dict(connection.ticket_status_json, cancelState="no such state")
+    )
+    crm = factories.endpoint(connection, name="crm")
+    factories.user("olga", "operators")
+    r = services.request_submit(
+        beneficiary={"username": "grace"},
+        endpoint=crm,
+        operation="create_account",
+        requester=factories.user("alice", "requesters"),
+    )
+    services.request_approve(access_request=r, by=factories.user("carol", "approvers"))
+    services.provision_due(owner="test")
+    task = ProvisioningTask.objects.get(request=r)
+    assert task.status == "ticket_open", task.last_error
+
+    base = live_server.url
+    olga = test_browser.log_in(browser, base, "olga")
+    olga.goto(base + r.get_absolute_url())
+    olga.locator(f"#task-{task.pk}").get_by_text("Cancel task", exact=True).click()
+    olga.get_by_role("button", name="Yes, cancel task").click()
+    card = olga.locator(f"#task-{task.pk}")
+    expect(card).to_contain_text("the ticket was not told", timeout=20_000)
+    expect(card).to_contain_text("Ticket->StateID or Ticket->State parameter is invalid")
+
+    Connection.objects.filter(pk=connection.pk).update(
+        ticket_status_json=dict(connection.ticket_status_json, cancelState="closed unsuccessful")
+    )
+    card.get_by_text("Send note again", exact=True).click()
+    olga.get_by_role("button", name="Yes, send it again").click()
+    expect(olga.locator(".message-success")).to_contain_text("queued again")
+    expect(olga.locator(".timeline")).to_contain_text(
+        "note \"Cancelled\" added and set its state to 'closed unsuccessful'", timeout=20_000
+    )
+    expect(olga.locator(f"#task-{task.pk}")).not_to_contain_text("the ticket was not told")
+    assert TicketNote.objects.get(task=task).status == "sent"
