@@ -54,6 +54,7 @@ def _form_data(connection: Connection, **changes) -> dict:
         "provision_minutes": connection.provision_minutes,
         "batch_size": connection.batch_size,
         "max_status_check_days": connection.max_status_check_days,
+        "reopen_watch_days": connection.reopen_watch_days,
         "completion_email_subject": connection.completion_email_subject,
         "completion_email_template": connection.completion_email_template,
     }

@@ -94,7 +94,8 @@ def test_a_quiet_cycle_makes_one_call_and_a_change_costs_one_batch(sim, connecti
     set_state(sim, done.ticket.ticket_id, "closed successful")
     before = calls(sim)
     busy = poll(connection)
-    assert _delta(before, calls(sim)) == {"TicketSearch": 1, "TicketGet": 1}
+    # One batch of ours, and the closing ticket's newest articles (the agent's reason).
+    assert _delta(before, calls(sim)) == {"TicketSearch": 1, "TicketGet": 2}
     assert (busy.tickets, busy.changed) == (1, 1)
     assert ProvisioningTask.objects.get(pk=done.pk).status == "completed"
 
@@ -334,7 +335,8 @@ def test_a_ticket_closed_by_an_agent_between_two_cycles_is_found(server, people)
         .order_by("id")
         .values_list("call_name", flat=True)
     )
-    assert made == ["changedTickets", "call1"]  # one search, one batch of ours
+    # One search, one batch of ours, and the closed ticket's newest articles (its reason).
+    assert made == ["changedTickets", "call1", "closingArticle"]
     assert Ticket.objects.get(pk=done.ticket_id).is_open is False
 
 

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from connections.models import ApiCall, Connection
-from tests import factories
+from tests import factories, test_browser
 from tests.test_znuny_contract import poll, provisioned
 from tickets import api, selectors, services
 from tickets.models import (
@@ -26,7 +26,11 @@ from tickets.models import (
     TicketNote,
 )
 
-pytestmark = [pytest.mark.django_db, pytest.mark.slow]
+pytestmark = pytest.mark.django_db
+
+# The browser test's fixtures: Debian's Chromium, and django-q2 running jobs inline.
+browser = test_browser.browser
+inline_jobs = test_browser.inline_jobs
 
 
 @pytest.fixture
@@ -78,6 +82,8 @@ def test_a_cancel_adds_a_note_saying_who_and_why_and_sets_the_cancel_state(
 ):
     [task] = provisioned(crm, people)
     ticket_id = task.ticket.ticket_id
+    people.olga.first_name, people.olga.last_name = "Olga", "Ivanova"
+    people.olga.save()
     services.task_cancel(task=task, by=people.olga, why="Wrong application, see REQ-9")
 
     # The cancel itself made no call: the note is queued.
@@ -94,7 +100,7 @@ def test_a_cancel_adds_a_note_saying_who_and_why_and_sets_the_cancel_state(
     [article] = newest_articles(otrs_server, ticket_id)
     assert int(article["ArticleID"]) == note.article_id
     assert article["Subject"] == "Cancelled: Create account for user0 on CRM"
-    assert "Cancelled by: olga" in article["Body"]
+    assert "Cancelled by: Olga Ivanova" in article["Body"]  # the person, by name
     assert "Why: Wrong application, see REQ-9" in article["Body"]
     assert timeline(task)[-2:] == [
         f'note "Cancelled" queued for OTRS ticket {task.ticket}',
@@ -136,6 +142,7 @@ def test_a_note_otrs_refuses_with_an_error_in_http_200_fails_visibly_and_can_be_
     assert note.status == "failed"  # OTRS's InvalidParameter is permanent: no blind retries
     assert "TicketUpdate.InvalidParameter" in note.last_error
     assert fresh(task).flag == 'the ticket was not told: the "Cancelled" note failed'
+    assert [t.pk for t in selectors.overview().flagged] == [task.pk]  # though it is finished
     assert timeline(task)[-1].startswith('note "Cancelled" could not be added to the OTRS ticket')
     assert otrs_server.ticket(task.ticket.ticket_id)["State"] == "new"
 
@@ -357,3 +364,140 @@ def test_a_note_while_otrs_is_down_waits_and_is_tried_again(sim, connection, peo
         'note "Cancelled" not added yet (try 1 of 8), will try again in 60 s: '
     )
     assert services.notes_send_due() == "no notes due"  # not before its time
+
+
+# --- the documents ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            {"notes": {"bye": {"subject": "s", "body": "b"}}},
+            "TicketStatusJSON: notes.bye: unknown kind of note; the kinds are cancelled, "
+            "sibling_failed, beneficiary_left, identity_changed",
+        ),
+        (
+            {"notes": {"cancelled": {"subject": "s", "body": "${access_token}"}}},
+            "TicketStatusJSON: notes.cancelled.body: ${access_token}: unknown variable here",
+        ),
+        (
+            {"notes": {"cancelled": {"subject": "s"}}},
+            "TicketStatusJSON: notes.cancelled: body is required",
+        ),
+        ({"cancelState": 3}, "TicketStatusJSON: cancelState: must be a string, not a number"),
+        (
+            {"updateTicketCall": None, "cancelState": "closed unsuccessful"},
+            "TicketStatusJSON: cancelState: needs an updateTicketCall to send it",
+        ),
+        (
+            {"closingArticleCall": {"name": "x", "connection": "otrsSession", "url": "http://h/"}},
+            "TicketStatusJSON: closingArticleCall: must use ${ticketID}",
+        ),
+    ],
+)
+def test_a_wrong_conversation_document_is_refused_naming_the_place(otrs_offline, change, message):
+    from connections.spec import SpecError, validate_documents
+
+    status = {**otrs_offline.ticket_status_json, **change}
+    status = {key: value for key, value in status.items() if value is not None}
+    with pytest.raises(SpecError) as refused:
+        validate_documents(
+            connection_json=otrs_offline.connection_json,
+            create_ticket_json=otrs_offline.create_ticket_json,
+            ticket_status_json=status,
+        )
+    assert any(line.startswith(message) for line in refused.value.errors), refused.value.errors
+
+
+@pytest.fixture
+def otrs_offline(db) -> Connection:
+    from types import SimpleNamespace
+
+    return factories.otrs_connection(SimpleNamespace(base_url="http://127.0.0.1:9/otrs"))
+
+
+@pytest.mark.parametrize(
+    "state, state_type, outcome, reopened",
+    [
+        ("in progress (renamed)", "open", None, True),  # a state an admin added: its type counts
+        ("new", "new", "open", True),
+        ("pending auto close+", "pending auto", "pending", False),
+        ("pending reminder", "pending reminder", "pending", False),
+        ("merged", "merged", "open", False),
+        ("removed", "removed", "discontinued", False),
+    ],
+)
+def test_only_a_state_of_type_new_or_open_reopens_a_finished_task(
+    sim, connection, people, state, state_type, outcome, reopened
+):
+    from connections.errors import TicketStatus
+
+    crm = factories.endpoint(connection, name="crm")
+    [task] = provisioned(crm, people)
+    ticket = task.ticket
+    closed = TicketStatus(
+        ticket.ticket_id, "1", "closed successful", "closed", None, "completed", None
+    )
+    services.ticket_apply_status(ticket=ticket, status=closed, actor=services.Actor.job("test"))
+    assert fresh(task).status == "completed"
+    ticket.refresh_from_db()
+    later = TicketStatus(ticket.ticket_id, "1", state, state_type, None, outcome, None)
+    services.ticket_apply_status(ticket=ticket, status=later, actor=services.Actor.job("test"))
+    assert fresh(task).status == ("ticket_open" if reopened else "completed")
+    assert fresh(task).request.status == ("in_progress" if reopened else "completed")
+
+
+# --- in the browser ---------------------------------------------------------------------------
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_an_operator_cancels_in_the_browser_and_sends_a_refused_note_again(
+    browser,
+    live_server,
+    sim,
+    inline_jobs,  # noqa: F811
+):
+    """The operator cancels a task; OTRS refuses the note (a state it does not know); the
+    operator sees why on the request's page, the admin fixes the state, and "Send note
+    again" gets the note and the state onto the ticket."""
+    from playwright.sync_api import expect
+
+    connection = factories.otrs_connection(sim)
+    Connection.objects.filter(pk=connection.pk).update(
+        ticket_status_json=dict(connection.ticket_status_json, cancelState="no such state")
+    )
+    crm = factories.endpoint(connection, name="crm")
+    factories.user("olga", "operators")
+    r = services.request_submit(
+        beneficiary={"username": "grace"},
+        endpoint=crm,
+        operation="create_account",
+        requester=factories.user("alice", "requesters"),
+    )
+    services.request_approve(access_request=r, by=factories.user("carol", "approvers"))
+    services.provision_due(owner="test")
+    task = ProvisioningTask.objects.get(request=r)
+    assert task.status == "ticket_open", task.last_error
+
+    base = live_server.url
+    olga = test_browser.log_in(browser, base, "olga")
+    olga.goto(base + r.get_absolute_url())
+    olga.locator(f"#task-{task.pk}").get_by_text("Cancel task", exact=True).click()
+    olga.get_by_role("button", name="Yes, cancel task").click()
+    card = olga.locator(f"#task-{task.pk}")
+    expect(card).to_contain_text("the ticket was not told", timeout=20_000)
+    expect(card).to_contain_text("Ticket->StateID or Ticket->State parameter is invalid")
+
+    Connection.objects.filter(pk=connection.pk).update(
+        ticket_status_json=dict(connection.ticket_status_json, cancelState="closed unsuccessful")
+    )
+    card.get_by_text("Send note again", exact=True).click()
+    olga.get_by_role("button", name="Yes, send it again").click()
+    expect(olga.locator(".message-success")).to_contain_text("queued again")
+    expect(olga.locator(".timeline")).to_contain_text(
+        "note \"Cancelled\" added and set its state to 'closed unsuccessful'", timeout=20_000
+    )
+    expect(olga.locator(f"#task-{task.pk}")).not_to_contain_text("the ticket was not told")
+    assert TicketNote.objects.get(task=task).status == "sent"

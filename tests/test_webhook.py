@@ -190,6 +190,23 @@ def test_ticket_id_may_be_a_string_or_number_in_event_or_ticket(client, ticket, 
 
 
 @pytest.mark.django_db
+def test_a_closed_ticket_is_refreshed_while_it_is_watched_for_a_reopen(client, ticket, queued):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    Ticket.objects.filter(pk=ticket.pk).update(
+        is_open=False, watch_until=timezone.now() + timedelta(days=1)
+    )
+    assert hook(client, event()).status_code == 200
+    assert queued.call_args.args == (jobs.job_path(jobs.refresh_ticket), ticket.pk, "offline")
+    queued.reset_mock()
+    Ticket.objects.filter(pk=ticket.pk).update(watch_until=timezone.now())
+    assert hook(client, event()).status_code == 200
+    queued.assert_not_called()
+
+
+@pytest.mark.django_db
 def test_unknown_ticket_is_ignored_and_logged(client, ticket, queued, caplog):
     with caplog.at_level(logging.INFO, logger="tickets.api"):
         answer = hook(client, event("999"))

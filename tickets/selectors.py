@@ -308,7 +308,11 @@ def overview(now: datetime | None = None) -> Overview:
     failed = ProvisioningTask.objects.filter(status=ProvisioningTask.Status.FAILED)
     flagged = (
         ProvisioningTask.objects.exclude(flag="")
-        .exclude(status__in=ProvisioningTask.TERMINAL)
+        # Finished tasks only while a note to their ticket failed (the ticket was not told).
+        .filter(
+            ~Q(status__in=ProvisioningTask.TERMINAL) | Q(notes__status=TicketNote.Status.FAILED)
+        )
+        .distinct()
         .select_related("request__beneficiary", "ticket", "connection")
         .order_by("id")
     )

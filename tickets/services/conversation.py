@@ -60,8 +60,11 @@ def note_ticket(*, task: Task, kind: str, actor: Actor, why: str = "") -> Ticket
         note = TicketNote.objects.create(
             task=task,
             kind=kind,
-            why=why[: limits.NOTE_WHY],
-            actor_label=actor.label[: limits.ACTOR_LABEL],
+            why=why.replace("\x00", "")[: limits.NOTE_WHY],
+            # A person by their name, as the agent reads it; a job or client by its label.
+            actor_label=(
+                (actor.user.get_full_name() if actor.user is not None else "") or actor.label
+            )[: limits.ACTOR_LABEL],
             next_attempt_at=timezone.now(),
         )
         _task_event(task, f'note "{NOTE_KINDS[kind].label}" queued for OTRS ticket {ticket}', actor)
@@ -172,8 +175,8 @@ def _failed(note: TicketNote, exc: OTRSError) -> str:
         )
         _note_event(
             note,
-            f'note "{_label(note)}" could not be added to the OTRS ticket: {message}. '
-            "Send it again from the request's page once the cause is fixed",
+            f'note "{_label(note)}" could not be added to the OTRS ticket (send it again '
+            f"from the request's page once the cause is fixed): {message}",
         )
         flag = f'{_FLAG}: the "{_label(note)}" note failed'
         Task.objects.filter(pk=note.task_id).update(flag=flag[:200])

@@ -72,6 +72,7 @@ def task_reopen(task: Task, status: TicketStatus, *, ticket: Ticket, actor: Acto
             reason=f"OTRS ticket {ticket} of task {task.pk} was reopened",
             actor=actor,
             completed_at=None,
+            result_summary="",
         )
     return task
 

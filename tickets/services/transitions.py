@@ -88,7 +88,8 @@ def _event_row(
         task_id=task_id,
         from_status=from_status,
         to_status=to,
-        reason=reason[: limits.EVENT_REASON],
+        # NUL is the one character PostgreSQL cannot store; a reason may quote anything.
+        reason=reason.replace("\x00", "")[: limits.EVENT_REASON],
         actor_kind=actor.kind,
         actor_user=actor.user if actor.user is not None and actor.user.pk else None,
         actor_label=actor.label[: limits.ACTOR_LABEL],
