@@ -294,7 +294,7 @@ def test_an_unknown_account_is_refused_unless_the_endpoint_allows_it(otrs_server
         account_name=legacy,
         requester=people.bob,
     )
-    with pytest.raises(services.RequestInvalid, match="has no account on crm"):
+    with pytest.raises(services.RequestInvalid, match="has no account on CRM"):
         services.request_submit(**ask)
     desk.allow_unknown_accounts = True
     desk.save()

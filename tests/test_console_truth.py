@@ -236,7 +236,7 @@ def test_messages_and_pages_use_display_names_and_labels(
         for wrong in ("until in", "the last 0", "security system", "Passed."):
             assert wrong not in text, (path, wrong)
     # The inbox's empty state is words only: no emoji to show as a box without emoji fonts.
-    expect(page.locator("main .empty")).to_have_text("Nothing waits for approval.")
+    expect(page.locator("main .empty")).to_have_text("Nothing waits for your decision.")
 
     admin_index = page.goto(live_server.url + "/admin/")
     assert admin_index is not None and admin_index.ok

@@ -138,4 +138,4 @@ def test_the_requester_sees_the_details_for_what_their_requests_concern(client, 
         reverse("tickets:submit"),
         {"beneficiary": "ada", "endpoint": crm.pk, "operation": "create_account"},
     ).content.decode()
-    assert "Ada already has the account &#x27;ada.crm&#x27; on crm." in html
+    assert "Ada already has the account &#x27;ada.crm&#x27; on CRM." in html
