@@ -6,6 +6,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.templatetags.static import static
 from django.urls import include, path
+from django.utils.functional import lazy
 from django.views.generic import RedirectView
 
 from tickets import monitoring
@@ -20,8 +21,10 @@ urlpatterns = [
     path("healthz", monitoring.healthz, name="healthz"),
     path("readyz", monitoring.readyz, name="readyz"),
     path("metrics", monitoring.metrics, name="metrics"),
-    # Browsers ask for /favicon.ico on their own (pages link the SVG); no 404 for that.
-    path("favicon.ico", RedirectView.as_view(url=static("favicon.svg"))),
+    # Browsers ask for /favicon.ico on their own (pages link the SVG); no 404 for that. The
+    # URL is looked up at the first request: at import, the manifest of hashed static names
+    # may not exist yet (`manage.py check` before `collectstatic`).
+    path("favicon.ico", RedirectView.as_view(url=lazy(static, str)("favicon.svg"))),
     path(
         "login/",
         auth_views.LoginView.as_view(
