@@ -59,6 +59,8 @@ def refresh_ticket(ticket_pk: int, connection_name: str = ""):
 def send_notification(kind: str, ref: int):
     """Send one notification email (queued when the change it tells of commits)."""
     return services.notifications.notification_send(kind=kind, ref=ref)
+
+
 def send_ticket_notes(trigger: str = "schedule"):
     """Add the due notes to their tickets (cancels, failed siblings, …)."""
     return record_job_run("notes", trigger, services.notes_send_due).summary
@@ -117,6 +119,8 @@ def queue_provisioning(sender, task_ids: list[int], **kwargs) -> None:
 def queue_notification(sender, kind: str, ref: int, **kwargs) -> None:
     """Queue send_notification (connected to services.notifications.notification_wanted)."""
     enqueue(send_notification, kind, ref, task_name=f"notify-{kind}-{ref}-{uuid.uuid4().hex[:6]}")
+
+
 def queue_notes(sender, note_ids: list[int], **kwargs) -> None:
     """Queue send_ticket_note for each note (connected to services.notes_wanted)."""
     for note_id in note_ids:

@@ -119,7 +119,11 @@ def _check_operation_fits(
         errors.add(
             "operation",
             f"{who} has no account on {where}, so there is nothing to {verb}."
-            + (f" Request “{Operation.CREATE_ACCOUNT.label}” first." if operation == Operation.ADD_ACCESS else "")
+            + (
+                f" Request “{Operation.CREATE_ACCOUNT.label}” first."
+                if operation == Operation.ADD_ACCESS
+                else ""
+            )
             if reveal
             else f"{cannot}the bridge knows no account of this person on {where} to {verb}.",
         )
