@@ -270,3 +270,29 @@ def test_metrics_show_no_secret(client, sim, connection, crm, people):
     assert factories.SIM_PASSWORD not in text
     for token in connection.tokens.all():
         assert token.token not in text
+
+
+def test_the_grafana_dashboard_asks_only_for_metrics_that_exist(
+    client, sim, connection, crm, people
+):
+    import json
+    import re
+    from pathlib import Path
+
+    from tickets import jobs
+
+    open_tasks(crm, people, 1)
+    jobs.poll_job(trigger="test")
+    services.task_cancel(task=ProvisioningTask.objects.first(), by=people.olga)
+    exposed = {name for name, _ in samples(client)}
+    dashboard = json.loads(
+        (Path(__file__).parent.parent / "docs/grafana-dashboard.json").read_text()
+    )
+    asked = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"otrsbridge_\w+", target["expr"])
+    }
+    assert len(dashboard["panels"]) >= 10
+    assert asked <= exposed, asked - exposed
