@@ -6,7 +6,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from tickets import monitoring
+from otrsbridge import monitoring
 from tickets.api import error_handler
 
 admin.site.site_header = "OTRS Bridge setup"

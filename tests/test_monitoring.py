@@ -98,7 +98,7 @@ def test_readiness_fails_when_a_connection_stops_polling(
     reason = body["checks"]["connections"][connection.name]["reason"]
     assert reason.startswith("last poll without an error 16 min ago (at most 15 min allowed")
     assert "is the worker cluster running, and does OTRS answer?" in reason
-    logged = [r.getMessage() for r in caplog.records if r.name == "tickets.monitoring"]
+    logged = [r.getMessage() for r in caplog.records if r.name == "otrsbridge.monitoring"]
     assert logged[-1] == f"not ready: connection {connection.name}: {reason}"
     assert not [r for r in caplog.records if r.name == "django.request"]
     assert body["checks"]["database"]["ok"] and body["checks"]["broker"]["ok"]
