@@ -458,10 +458,13 @@ class ApiCallAdmin(admin.ModelAdmin):
         "duration_ms",
         "ref",
     ]
-    list_filter = ["outcome", "connection"]
+    # Filters that cost no query of their own: a date hierarchy's list of years and months
+    # read every row (7 s at 5 million rows, see README "Measured").
+    list_filter = ["outcome", "connection", "created_at"]
     list_select_related = ["connection"]
     search_fields = ["ref", "call_name", "url", "error"]
-    date_hierarchy = "created_at"
+    # One count per page, of what the filters select; not a second one of every row.
+    show_full_result_count = False
 
     def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None):
         """The call with its texts masked again, as the console shows them: a row written

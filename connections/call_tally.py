@@ -92,6 +92,9 @@ def add_to_tallies(rows: Iterable[CallFacts]) -> None:
 
 def count_new_calls(limit: int = FOLD_BATCH) -> int:
     """Fold up to `limit` uncounted ApiCall rows into the totals; how many were folded."""
+    # A read first: with nothing to fold, no write lock (SQLite takes it at BEGIN).
+    if not ApiCall.objects.filter(counted=False).exists():
+        return 0
     with transaction.atomic():
         lock_tallies()
         rows = list(

@@ -399,6 +399,13 @@ class ApiCall(models.Model):
             models.Index(fields=["connection", "-created_at"], name="apicall_conn_recent"),
             # Only the rows not yet counted: small whenever /metrics is scraped.
             models.Index(fields=["id"], condition=Q(counted=False), name="apicall_uncounted"),
+            # The failed calls, newest first: what an operator filters the call log for. Only
+            # the few failures are in it, so writing the many good calls costs nothing more.
+            models.Index(
+                fields=["outcome", "-created_at"],
+                condition=~Q(outcome="ok"),
+                name="apicall_failures",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -9,7 +9,7 @@ from django.urls import include, path
 from django.utils.functional import lazy
 from django.views.generic import RedirectView
 
-from tickets import monitoring
+from otrsbridge import monitoring
 from tickets.api import error_handler
 
 admin.site.site_header = "OTRS Bridge setup"

@@ -197,7 +197,10 @@ def test_a_status_document_without_a_change_search_sweeps_every_cycle(sim, conne
         result = poll(connection)
         assert result.how == "" and result.tickets == 2
         assert _delta(before, calls(sim)) == {"TicketGet": 1}
-    assert not PollWatermark.objects.filter(connection=connection).exists()
+    # No watermark: only when the last good poll ended (for readiness and /metrics).
+    mark = PollWatermark.objects.get(connection=connection)
+    assert mark.changed_since is None and mark.full_sweep_at is None
+    assert mark.polled_ok_at is not None
 
 
 # --- the variables and the document -------------------------------------------------------

@@ -98,7 +98,7 @@ def test_readiness_fails_when_a_connection_stops_polling(
     reason = body["checks"]["connections"][connection.name]["reason"]
     assert reason.startswith("last poll without an error 16 min ago (at most 15 min allowed")
     assert "is the worker cluster running, and does OTRS answer?" in reason
-    logged = [r.getMessage() for r in caplog.records if r.name == "tickets.monitoring"]
+    logged = [r.getMessage() for r in caplog.records if r.name == "otrsbridge.monitoring"]
     assert logged[-1] == f"not ready: connection {connection.name}: {reason}"
     assert not [r for r in caplog.records if r.name == "django.request"]
     assert body["checks"]["database"]["ok"] and body["checks"]["broker"]["ok"]
@@ -270,3 +270,29 @@ def test_metrics_show_no_secret(client, sim, connection, crm, people):
     assert factories.SIM_PASSWORD not in text
     for token in connection.tokens.all():
         assert token.token not in text
+
+
+def test_the_grafana_dashboard_asks_only_for_metrics_that_exist(
+    client, sim, connection, crm, people
+):
+    import json
+    import re
+    from pathlib import Path
+
+    from tickets import jobs
+
+    open_tasks(crm, people, 1)
+    jobs.poll_job(trigger="test")
+    services.task_cancel(task=ProvisioningTask.objects.first(), by=people.olga)
+    exposed = {name for name, _ in samples(client)}
+    dashboard = json.loads(
+        (Path(__file__).parent.parent / "docs/grafana-dashboard.json").read_text()
+    )
+    asked = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"otrsbridge_\w+", target["expr"])
+    }
+    assert len(dashboard["panels"]) >= 10
+    assert asked <= exposed, asked - exposed

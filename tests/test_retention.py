@@ -103,3 +103,16 @@ def test_retention_days_must_be_at_least_one():
     result = _manage("check", env={"DEBUG": "True", "APICALL_RETENTION_DAYS": "0"})
     assert result.returncode != 0
     assert "APICALL_RETENTION_DAYS is 0; it must be at least 1 (days)." in result.stderr
+
+
+def test_the_command_runs_the_job_once(offline):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    connection = offline.security_system.service_desk_connection
+    call(connection, "poll:x", 40)
+    out = StringIO()
+    call_command("prune_api_calls", stdout=out)
+    assert out.getvalue().startswith("1 call log row(s) older than 30 days deleted")
+    assert JobRun.objects.get(name="prune-api-calls").trigger == "command"

@@ -255,6 +255,9 @@ def console_urls(world) -> dict[str, str]:
         "connections:detail": reverse("connections:detail", args=[connection]),
         "connections:test": reverse("connections:test", args=[connection]),
         "login": reverse("login"),
+        "healthz": reverse("healthz"),
+        "readyz": reverse("readyz"),
+        "metrics": reverse("metrics"),
     }
 
 

@@ -6,7 +6,6 @@ name; its accounts carry the groups that map to the console's roles."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -20,7 +19,11 @@ import requests
 from django.contrib.auth.models import User
 
 from tests import factories
-from tests.test_browser import PASSWORD, log_in
+from tests.test_browser import (
+    PASSWORD,
+    browser,  # noqa: F401  (a fixture, used under its name)
+    log_in,
+)
 from tests.test_reliability import _worker_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -131,12 +134,12 @@ def sites(tmp_path) -> Iterator[Sites]:
             stderr=subprocess.STDOUT,
         )
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while True:
             try:
-                requests.get(f"{bridge}/healthz", timeout=2)
+                requests.get(f"{bridge}/healthz", timeout=5)
                 break
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or still starting up
                 if time.monotonic() > deadline or server.poll() is not None:
                     pytest.fail(f"the bridge did not start: {log.read_text()[-3000:]}")
                 time.sleep(0.2)
@@ -152,29 +155,9 @@ def sites(tmp_path) -> Iterator[Sites]:
                 proc.wait()
 
 
-@pytest.fixture
-def browser():
-    from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
-
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed: run `make chromium`")
-    from playwright.sync_api import sync_playwright
-
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    try:
-        with sync_playwright() as playwright:
-            chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-            try:
-                yield chromium
-            finally:
-                chromium.close()
-    finally:
-        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-
-
-def sign_in(browser, sites: Sites, login: str, pages: list[str]):
+def sign_in(chromium, sites: Sites, login: str, pages: list[str]):
     """Press "Sign in with Test IdP", sign in at the provider as `login`, allow the bridge."""
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context = chromium.new_context(viewport={"width": 1280, "height": 800})
     page = context.new_page()
     page.set_default_timeout(15_000)
     page.on("load", lambda p: pages.append(p.content()))
@@ -198,7 +181,9 @@ def roles(username: str) -> list[str]:
 
 
 def test_sign_in_through_the_identity_provider_gives_the_roles_of_its_groups(
-    browser, sites, tmp_path
+    browser,  # noqa: F811  (the fixture of tests.test_browser)
+    sites,
+    tmp_path,
 ):
     factories.ensure_roles()
     pages: list[str] = []
@@ -233,7 +218,7 @@ def test_sign_in_through_the_identity_provider_gives_the_roles_of_its_groups(
     assert "signed in through Test IdP: 'ada' with roles requesters, approvers" in everything
 
 
-def test_someone_in_no_mapped_group_is_refused_with_the_reason(browser, sites):
+def test_someone_in_no_mapped_group_is_refused_with_the_reason(browser, sites):  # noqa: F811
     factories.ensure_roles()
     pages: list[str] = []
     page = sign_in(browser, sites, "nobody", pages)
@@ -246,7 +231,7 @@ def test_someone_in_no_mapped_group_is_refused_with_the_reason(browser, sites):
     assert CLIENT_SECRET not in "\n".join(pages) + sites.bridge_log.read_text()
 
 
-def test_a_local_break_glass_admin_is_never_taken_over_and_still_logs_in(browser, sites):
+def test_a_local_break_glass_admin_is_never_taken_over_and_still_logs_in(browser, sites):  # noqa: F811
     factories.user("root", "admins", superuser=True)
     pages: list[str] = []
     page = sign_in(browser, sites, "root", pages)

@@ -247,7 +247,7 @@ def schedules_sync() -> int:
         )
     # The retention job, once an hour: each run has only an hour's rows to delete.
     wanted[PRUNE_SCHEDULE] = (job_path(prune_api_calls), None, 60)
-    for name, (func, connection, minutes) in wanted.items():
+    for name, (func, target, minutes) in wanted.items():
         # Duplicates (left by an older version, say) go first, so the one kept is updated.
         keep = Schedule.objects.filter(name=name).order_by("id").values_list("pk", flat=True)[:1]
         Schedule.objects.filter(name=name).exclude(pk__in=list(keep)).delete()
@@ -255,7 +255,7 @@ def schedules_sync() -> int:
             name=name,
             defaults={
                 "func": func,
-                "args": f"({connection.pk},)" if connection else "()",
+                "args": f"({target.pk},)" if target else "()",
                 "schedule_type": Schedule.MINUTES,
                 "minutes": minutes,
                 "repeats": -1,

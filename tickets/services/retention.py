@@ -94,7 +94,11 @@ def api_calls_prune(
             return result
         old = ApiCall.objects.filter(created_at__lt=cutoff)
         if after is not None:
-            old = old.filter(Q(created_at__gt=after[0]) | Q(created_at=after[0], id__gt=after[1]))
+            # After the last row looked at; the plain lower bound on created_at keeps this an
+            # index range scan (an OR alone made PostgreSQL read the table in every batch).
+            old = old.filter(
+                Q(created_at__gte=after[0]) & (Q(created_at__gt=after[0]) | Q(id__gt=after[1]))
+            )
         with transaction.atomic():
             lock_tallies()
             rows = list(

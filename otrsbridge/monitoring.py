@@ -38,8 +38,7 @@ from prometheus_client.core import (
 from connections.call_tally import count_new_calls
 from connections.models import ApiCallTally, Connection, ConnectionToken
 from otrsbridge.logins import client_address
-
-from .models import JobRun, ProvisioningTask, Ticket
+from tickets.models import JobRun, ProvisioningTask, Ticket
 
 log = logging.getLogger(__name__)
 
