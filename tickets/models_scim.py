@@ -19,7 +19,6 @@ from django.db.models.functions import Lower
 from connections.models import Endpoint
 
 from . import limits
-from .models import AccessRequest, ApiClient, Identity
 
 
 class ScimUser(models.Model):
@@ -27,7 +26,9 @@ class ScimUser(models.Model):
 
     scim_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     endpoint = models.ForeignKey(Endpoint, on_delete=models.PROTECT, related_name="scim_users")
-    identity = models.ForeignKey(Identity, on_delete=models.PROTECT, related_name="scim_users")
+    identity = models.ForeignKey(
+        "tickets.Identity", on_delete=models.PROTECT, related_name="scim_users"
+    )
     user_name = models.CharField(max_length=limits.ACCOUNT_NAME)
     external_id = models.CharField(max_length=limits.ACCOUNT_NAME, blank=True)
     display_name = models.CharField(max_length=limits.PERSON_NAME, blank=True)
@@ -37,7 +38,7 @@ class ScimUser(models.Model):
     justification = models.TextField(max_length=limits.JUSTIFICATION, blank=True)
     version = models.PositiveIntegerField(default=1)
     client = models.ForeignKey(
-        ApiClient, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        "tickets.ApiClient", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -119,7 +120,7 @@ class ScimChange(models.Model):
         ScimGroup, on_delete=models.CASCADE, null=True, blank=True, related_name="changes"
     )
     request = models.OneToOneField(
-        AccessRequest, on_delete=models.CASCADE, related_name="scim_change"
+        "tickets.AccessRequest", on_delete=models.CASCADE, related_name="scim_change"
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
