@@ -31,6 +31,9 @@ EXCERPT_CHARS = 4096
 class CreatedTicket:
     ticket_id: int
     ticket_number: str
+    # The id of the article TicketCreate wrote (the bridge's own text); None when the
+    # answer gives none or the ticket was found by search rather than created.
+    article_id: int | None = None
 
 
 @dataclass(frozen=True)

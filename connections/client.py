@@ -80,6 +80,9 @@ USER_AGENT = "OTRS-Bridge/0.1"
 # What a connection test may take in all, logins and retries included: it runs inside a web
 # request, and gunicorn ends a worker that has not answered in 30 s.
 CHECK_SECONDS = 20.0
+# Where the answer of the call that gives the ticket id carries the id of the article
+# TicketCreate wrote (OTRS and Znuny answer {"TicketID", "TicketNumber", "ArticleID"}).
+CREATED_ARTICLE_ID_PATH = "ArticleID"
 
 
 # --- one HTTP exchange ----------------------------------------------------------------------
@@ -267,7 +270,12 @@ class TicketClient:
             number = value_at(
                 responses[create.ticket_number_call]["message"], create.ticket_number_path
             )
-        return CreatedTicket(ticket_id, str(number or "") or self._number_of(ticket_id, ref))
+        article_id = as_ticket_id(
+            value_at(responses[create.ticket_id_call]["message"], CREATED_ARTICLE_ID_PATH)
+        )
+        return CreatedTicket(
+            ticket_id, str(number or "") or self._number_of(ticket_id, ref), article_id
+        )
 
     def find_ticket(self, context: dict, *, ref: str = "") -> CreatedTicket | None:
         """The ticket carrying `context["correlationKey"]`; None when OTRS has none."""

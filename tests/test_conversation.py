@@ -236,7 +236,7 @@ def test_a_reopened_grant_flags_its_entitlement_and_a_pending_state_is_no_reopen
 
 
 def test_the_agents_closing_article_is_the_tasks_reason_on_the_timeline_and_in_the_api(
-    otrs_server, otrs, crm, people, client, mailoutbox, django_capture_on_commit_callbacks
+    otrs_server, otrs, crm, people, client, q_sync, mailoutbox, django_capture_on_commit_callbacks
 ):
     iga, token = api.api_client_create(name=otrs_server.unique("iga"), trusted=True)
     answer = client.post(
@@ -272,7 +272,10 @@ def test_the_agents_closing_article_is_the_tasks_reason_on_the_timeline_and_in_t
     task = fresh(task)
     assert task.status == "discontinued"
     [email] = mailoutbox
-    assert "The agent wrote: closed unsuccessful: no licence left: We have no CRM" in email.body
+    assert f"{ProvisioningTask.OUTCOME_LABEL}: closed unsuccessful: no licence left: We" in (
+        email.body
+    )
+    assert ProvisioningTask.OUTCOME_LABEL == "The agent wrote"
     assert task.outcome_subject == "closed unsuccessful: no licence left"
     assert task.outcome_reason == (
         "We have no CRM licence left. Ask procurement; <b>reopen</b> when one is bought."
@@ -289,10 +292,37 @@ def test_the_agents_closing_article_is_the_tasks_reason_on_the_timeline_and_in_t
         "subject": "closed unsuccessful: no licence left",
         "excerpt": task.outcome_reason,
     }
-    # The console escapes what the agent wrote.
+    # The console escapes what the agent wrote, under the same words.
     client.force_login(people.olga)
     page = client.get(task.request.get_absolute_url()).content.decode()
     assert "no licence left" in page and "<b>reopen</b>" not in page
+    assert "<strong>The agent wrote:</strong>" in page
+
+
+def test_a_close_with_no_agent_article_leaves_the_reason_empty(
+    otrs_server, otrs, crm, people, client, q_sync, mailoutbox, django_capture_on_commit_callbacks
+):
+    """The article TicketCreate wrote is the bridge's own text (sent as an agent's): an
+    agent who closes the ticket without writing gives no reason."""
+    [task] = provisioned(crm, people)
+    ticket_id = task.ticket.ticket_id
+    [first] = otrs_server.ticket(ticket_id, AllArticles=1)["Article"]
+    assert first["SenderType"] == "agent"  # what makes it look like the agent's
+    assert task.ticket.create_article_id == int(first["ArticleID"])  # from TicketCreate's answer
+    poll(otrs)
+    otrs_server.set_state(ticket_id, "closed successful")
+    with django_capture_on_commit_callbacks(execute=True):
+        poll(otrs)
+    task = fresh(task)
+    assert task.status == "completed"
+    assert (task.outcome_subject, task.outcome_reason) == ("", "")
+    assert timeline(task)[-1] == "OTRS state 'closed successful' → completed"
+    [email] = [m for m in mailoutbox if "completed" in m.subject]
+    assert ProvisioningTask.OUTCOME_LABEL not in email.body
+    client.force_login(people.olga)
+    assert ProvisioningTask.OUTCOME_LABEL not in client.get(
+        task.request.get_absolute_url()
+    ).content.decode()
 
 
 # --- hostile input ----------------------------------------------------------------------------

@@ -193,10 +193,8 @@ class RequestFilterForm(forms.Form):
         return {k: v for k, v in getattr(self, "cleaned_data", {}).items() if v}
 
 
-class DecisionForm(forms.Form):
-    comment = forms.CharField(
-        required=False, max_length=limits.DECISION_COMMENT, widget=forms.Textarea({"rows": 2})
-    )
+class _ButtonForm(forms.Form):
+    """The few fields a confirm button carries (a comment, a reason)."""
 
     def error_lines(self) -> list[str]:
         """Each error as "<label>: <message>", for a message above the page (the form is a
@@ -208,3 +206,27 @@ class DecisionForm(forms.Form):
             for name, errors in self.errors.items()
             for message in errors
         ]
+
+
+class DecisionForm(_ButtonForm):
+    comment = forms.CharField(
+        required=False, max_length=limits.DECISION_COMMENT, widget=forms.Textarea({"rows": 2})
+    )
+
+
+def _one_line(value: str) -> None:
+    if "\r" in value or "\n" in value:
+        raise forms.ValidationError("Write it on one line (no line breaks).")
+
+
+class CancelForm(_ButtonForm):
+    """Why a request or a task is cancelled: optional, one line, put into the note that
+    tells the OTRS ticket (a NUL is refused by the field itself)."""
+
+    reason = forms.CharField(
+        required=False,
+        max_length=limits.CANCEL_REASON,
+        validators=[_one_line],
+        label="Reason",
+        help_text="optional; it goes into the note to the OTRS ticket",
+    )

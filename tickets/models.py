@@ -278,6 +278,8 @@ class Ticket(models.Model):
     # A closed ticket is still followed (change search, webhook) until then: an agent may
     # reopen it (Connection.reopen_watch_days).
     watch_until = models.DateTimeField(null=True, blank=True)
+    # The article TicketCreate wrote: the bridge's own text, never the agent's reason.
+    create_article_id = models.BigIntegerField(null=True, blank=True)
     agent_url = models.URLField(max_length=500, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -392,6 +394,9 @@ class ProvisioningTask(models.Model):
     REOPENABLE = (Status.COMPLETED, Status.DISCONTINUED)
     # The flag of a task whose ticket was reopened after completion (cleared when it closes).
     REOPENED_FLAG = "reopened in OTRS: the access it recorded is unconfirmed"
+    # What introduces the agent's closing article (outcome_subject/outcome_reason) on the
+    # request page, the timeline and the emails.
+    OUTCOME_LABEL = "The agent wrote"
     # A ticket's outcome, as a connection's status mapping names it (connections.spec
     # OUTCOMES), and the state it moves the task to.
     OUTCOME_STATUS: dict[str, str] = {

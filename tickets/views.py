@@ -30,7 +30,7 @@ from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_POST
 
 from . import jobs, selectors, services
-from .forms import DecisionForm, RequestFilterForm, SubmitRequestForm, filter_text
+from .forms import CancelForm, DecisionForm, RequestFilterForm, SubmitRequestForm, filter_text
 from .models import (
     APPROVE_PERMISSION,
     OPERATE_PERMISSION,
@@ -207,6 +207,8 @@ def request_detail(request: ConsoleRequest, pk: int) -> HttpResponse:
             if access_request.awaits_decision
             else "",
             "deliveries": deliveries,
+            # The reason field of the cancel dialogs (no id: there is one per task).
+            "cancel_form": CancelForm(auto_id=False),
         },
         polling=not finished or bool(notes),
     )
@@ -349,12 +351,26 @@ def request_decide(request: ConsoleRequest, pk: int, decision: str) -> HttpRespo
 @require_POST
 def request_cancel(request: ConsoleRequest, pk: int) -> HttpResponse:
     access_request = get_object_or_404(selectors.visible_requests(request.user), pk=pk)
-    _apply_and_report(
-        request,
-        lambda: services.request_cancel(access_request=access_request, by=request.user),
-        f"{access_request} cancelled.",
-    )
+    reason = _cancel_reason(request, f"{access_request} was not cancelled")
+    if reason is not None:
+        _apply_and_report(
+            request,
+            lambda: services.request_cancel(
+                access_request=access_request, by=request.user, reason=reason
+            ),
+            f"{access_request} cancelled.",
+        )
     return _back(request, access_request.get_absolute_url())
+
+
+def _cancel_reason(request: ConsoleRequest, refused: str) -> str | None:
+    """The reason a cancel dialog gave; None (and the errors shown) when it is refused."""
+    form = CancelForm(request.POST)
+    if form.is_valid():
+        return form.cleaned_data["reason"]
+    for message in form.error_lines():
+        messages.error(request, f"{refused}: {message}")
+    return None
 
 
 # What the per-task buttons do: the service to call and what to say afterwards.
@@ -399,9 +415,15 @@ def task_action(request: ConsoleRequest, pk: int, action: str) -> HttpResponse:
     """Retry or cancel one task (the buttons on a request's page)."""
     task = get_object_or_404(ProvisioningTask.objects.select_related("request"), pk=pk)
     service, done = TASK_ACTIONS[action]
+    extra = {}
+    if action == "cancel":
+        why = _cancel_reason(request, f"Task {task.pk} of {task.request} was not cancelled")
+        if why is None:
+            return _back(request, task.request.get_absolute_url())
+        extra["why"] = why
     _apply_and_report(
         request,
-        lambda: service(task=task, by=request.user),
+        lambda: service(task=task, by=request.user, **extra),
         f"Task {task.pk} of {task.request} {done}.",
     )
     return _back(request, task.request.get_absolute_url())

@@ -21,11 +21,13 @@ from django.utils import timezone
 from connections import templating
 from connections.client import TicketClient
 from connections.errors import Article, OTRSError
+from connections.models import Endpoint
 from connections.spec_conversation import NOTE_KINDS
 
 from .. import limits
-from ..models import ConsoleUser, Ticket, TicketNote
+from ..models import ConsoleUser, Identity, Operation, Ticket, TicketNote
 from ..models import ProvisioningTask as Task
+from . import notifications
 from .context import CONTEXT_RELATIONS, task_context
 from .transitions import SYSTEM, Actor, TransitionError, _event
 
@@ -61,10 +63,8 @@ def note_ticket(*, task: Task, kind: str, actor: Actor, why: str = "") -> Ticket
             task=task,
             kind=kind,
             why=why.replace("\x00", "")[: limits.NOTE_WHY],
-            # A person by their name, as the agent reads it; a job or client by its label.
-            actor_label=(
-                (actor.user.get_full_name() if actor.user is not None else "") or actor.label
-            )[: limits.ACTOR_LABEL],
+            # Who it was, as the agent reads it.
+            actor_label=actor.display[: limits.ACTOR_LABEL],
             next_attempt_at=timezone.now(),
         )
         _task_event(task, f'note "{NOTE_KINDS[kind].label}" queued for OTRS ticket {ticket}', actor)
@@ -84,6 +84,23 @@ def note_siblings_failed(*, task: Task, actor: Actor, why: str) -> int:
             note_ticket(task=sibling, kind="sibling_failed", actor=actor, why=reason) is not None
         )
     return told
+
+
+def note_beneficiary_left(*, identity: Identity, endpoint: Endpoint, actor: Actor, why: str) -> int:
+    """Tell the open tickets of the person's unfinished tasks on the endpoint that they left
+    (all but the removal of their account); each ticket once, however often it is asked."""
+    told = TicketNote.objects.filter(kind="beneficiary_left").values("task_id")
+    tasks = (
+        Task.objects.filter(request__beneficiary=identity, endpoint=endpoint, ticket__is_open=True)
+        .exclude(status__in=Task.TERMINAL)
+        .exclude(operation=Operation.REMOVE_ACCOUNT)
+        .exclude(pk__in=told)
+        .order_by("id")
+    )
+    return sum(
+        note_ticket(task=task, kind="beneficiary_left", actor=actor, why=why) is not None
+        for task in tasks
+    )
 
 
 def notes_send_due(*, limit: int = 100) -> str:
@@ -180,6 +197,7 @@ def _failed(note: TicketNote, exc: OTRSError) -> str:
         )
         flag = f'{_FLAG}: the "{_label(note)}" note failed'
         Task.objects.filter(pk=note.task_id).update(flag=flag[:200])
+        notifications.notify_soon(notifications.TASK_FLAGGED, note.task_id)
     return TicketNote.Status.FAILED
 
 
@@ -224,18 +242,20 @@ def _task_event(task: Task, reason: str, actor: Actor) -> None:
 
 def closing_article(client: TicketClient, ticket: Ticket) -> Article | None:
     """The newest article of a closing ticket that the bridge did not write itself (the
-    agent's reason), or None when there is none or it cannot be read now. Best effort: a
+    agent's reason), or None when there is none (an agent who closed without writing) or it
+    cannot be read now. Best effort: a
     failed read is logged as its ApiCall and never holds up the close."""
     try:
         articles = client.closing_articles(ticket.ticket_id, ref=f"refresh:{ticket.pk}")
     except OTRSError as exc:
         log.warning("ticket %s: its closing article could not be read: %s", ticket, exc.message)
         return None
+    # The bridge's own: the article TicketCreate wrote and the notes it added since.
     ours = set(
         TicketNote.objects.filter(task__ticket=ticket, article_id__isnull=False).values_list(
             "article_id", flat=True
         )
-    )
+    ) | {ticket.create_article_id}
     for article in articles:
         if article.article_id is None or article.article_id not in ours:
             return article

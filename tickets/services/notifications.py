@@ -117,7 +117,8 @@ VARIABLES: dict[str, dict[str, str]] = {
     "tasks": {
         "tasks": "the request's tasks, a list; each has get_operation_display, entitlement, "
         "get_status_display, ticket_number, outcome_subject and outcome_reason (the subject "
-        "and the start of the agent's closing article, when the ticket system gave them)",
+        "and the start of the agent's closing article, when the ticket system gave them) "
+        "and outcome_label (the words that introduce them)",
     },
     "operator": {
         "subject": "what went wrong, in one line",
@@ -191,7 +192,8 @@ KINDS: dict[str, Kind] = {
         ),
         Kind(
             TASK_FLAGGED,
-            "a task was flagged for an operator (unmapped state, merge, stale ticket)",
+            "a task was flagged for an operator (unmapped state, merge, stale ticket, ticket "
+            "reopened, a note its ticket did not get)",
             "the operators, at most once an hour per connection",
             "Tickets on {{ connection }} need an operator",
             ("operator",),
@@ -327,6 +329,7 @@ def request_context(access_request: AccessRequest, tasks: list[Task]) -> dict:
                 and {"ticket_number": t.ticket.ticket_number, "ticket_id": t.ticket.ticket_id},
                 "ticket_number": t.ticket.ticket_number if t.ticket else "",
                 # The agent's closing article: its subject and the start of its text.
+                "outcome_label": Task.OUTCOME_LABEL,
                 "outcome_subject": t.outcome_subject,
                 "outcome_reason": t.outcome_reason,
             }

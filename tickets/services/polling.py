@@ -357,7 +357,10 @@ def ticket_apply_status(
         kept = conversation.outcome_fields(article) if closing else {}
         if kept:
             extra.update(kept)
-            reason += f'; the agent wrote "{kept["outcome_subject"]}": {kept["outcome_reason"]}'
+            reason += (
+                f'; {Task.OUTCOME_LABEL.lower()} "{kept["outcome_subject"]}": '
+                f"{kept['outcome_reason']}"
+            )
         if to != task.status:
             task = _move(task, to, reason=reason, actor=actor, flag="", **extra)
         elif task.flag.startswith("unmapped"):

@@ -129,6 +129,7 @@ def _store_ticket(task: Task, created, *, how: str, owner: str, actor: Actor) ->
         ticket_id=created.ticket_id,
         defaults={
             "ticket_number": created.ticket_number,
+            "create_article_id": created.article_id,
             "agent_url": agent_link(connection, created.ticket_id),
         },
     )
@@ -324,6 +325,7 @@ def _store_tickets(created: list[tuple[Task, CreatedTicket, str]], owner: str) -
             connection_id=task.connection_id,
             ticket_id=made.ticket_id,
             ticket_number=made.ticket_number,
+            create_article_id=made.article_id,
             agent_url=agent_link(task.connection, made.ticket_id),
         )
         for task, made, _ in created

@@ -16,6 +16,7 @@ from connections.errors import TicketStatus
 
 from ..models import AccessRequest, Account, AccountEntitlement, Operation, Ticket
 from ..models import ProvisioningTask as Task
+from . import notifications
 from .transitions import Actor, _move
 
 # The OTRS state types that mean "someone works on it again". Pending, merged and removed
@@ -64,6 +65,7 @@ def task_reopen(task: Task, status: TicketStatus, *, ticket: Ticket, actor: Acto
     )
     if was_completed:
         _mark_inventory(task, unconfirmed_by=task)
+        notifications.notify_soon(notifications.TASK_FLAGGED, task.pk)
     access_request = AccessRequest.objects.select_for_update().get(pk=task.request_id)
     if AccessRequest.Status.IN_PROGRESS in AccessRequest.TRANSITIONS[access_request.status]:
         _move(

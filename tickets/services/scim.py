@@ -380,6 +380,13 @@ def _reconcile(user: ScimUser, client: ApiClient, *, strict: bool) -> None:
         .exclude(request__status__in=AccessRequest.TERMINAL)
         .select_related("request")
     )
+    want_account = user.active and user.deleted_at is None
+    if not want_account:  # the person left: the agents of their other open tickets are told
+        gone = "deleted" if user.deleted_at else "deactivated"
+        why = f"the SCIM client {client.name} {gone} the user {user.user_name} on {user.endpoint}"
+        conversation.note_beneficiary_left(
+            identity=user.identity, endpoint=user.endpoint, actor=Actor.api(client), why=why
+        )
     account_busy = any(c.request.operation not in _ACCESS for c in changes)
     busy = {e for c in changes if c.request.operation in _ACCESS for e in c.request.entitlements}
     if account_busy:
@@ -387,7 +394,6 @@ def _reconcile(user: ScimUser, client: ApiClient, *, strict: bool) -> None:
     account = Account.objects.filter(
         identity=user.identity, endpoint=user.endpoint, active=True
     ).first()
-    want_account = user.active and user.deleted_at is None
     if want_account and account is None:
         _submit(user, client, Operation.CREATE_ACCOUNT, strict=strict)
         return

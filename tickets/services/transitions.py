@@ -56,6 +56,15 @@ class Actor:
     def api(cls, client: ApiClient) -> Actor:
         return cls(TaskEvent.Actor.API, f"api:{client.name}")
 
+    @property
+    def display(self) -> str:
+        """Who it was, as a person reads it: a name, "API client iga", a job's label."""
+        if self.user is not None:
+            return self.user.get_full_name() or self.label
+        if self.kind == TaskEvent.Actor.API:
+            return f"API client {self.label.removeprefix('api:')}"
+        return self.label
+
 
 SYSTEM = Actor(TaskEvent.Actor.SYSTEM, "system")
 
