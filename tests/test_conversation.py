@@ -13,7 +13,8 @@ import pytest
 import requests
 
 from connections.models import ApiCall, Connection
-from tests import factories, test_browser
+from tests import factories, simfixtures, test_browser
+from tests.otrs_servers import OtrsServer
 from tests.test_znuny_contract import poll, provisioned
 from tickets import api, selectors, services
 from tickets.models import (
@@ -56,6 +57,11 @@ def fresh(task: ProvisioningTask) -> ProvisioningTask:
 def newest_articles(otrs_server, ticket_id, n: int = 1) -> list[dict]:
     ticket = otrs_server.ticket(ticket_id, AllArticles=1, ArticleOrder="DESC", ArticleLimit=n)
     return ticket["Article"]
+
+
+def sim_server(sim) -> OtrsServer:
+    """The simulator seen through the helper the both-servers tests use."""
+    return OtrsServer(sim.base_url, simfixtures.USER, simfixtures.PASSWORD)
 
 
 def agent_writes(otrs_server, ticket_id, subject: str, body: str) -> None:
@@ -306,9 +312,6 @@ def test_a_close_with_no_agent_article_leaves_the_reason_empty(
     agent who closes the ticket without writing gives no reason."""
     [task] = provisioned(crm, people)
     ticket_id = task.ticket.ticket_id
-    [first] = otrs_server.ticket(ticket_id, AllArticles=1)["Article"]
-    assert first["SenderType"] == "agent"  # what makes it look like the agent's
-    assert task.ticket.create_article_id == int(first["ArticleID"])  # from TicketCreate's answer
     poll(otrs)
     otrs_server.set_state(ticket_id, "closed successful")
     with django_capture_on_commit_callbacks(execute=True):
@@ -317,12 +320,16 @@ def test_a_close_with_no_agent_article_leaves_the_reason_empty(
     assert task.status == "completed"
     assert (task.outcome_subject, task.outcome_reason) == ("", "")
     assert timeline(task)[-1] == "OTRS state 'closed successful' → completed"
+    [first] = otrs_server.ticket(ticket_id, AllArticles=1)["Article"]
+    assert first["SenderType"] == "agent"  # what made it look like the agent's
+    assert task.ticket.create_article_id == int(first["ArticleID"])  # from TicketCreate's answer
     [email] = [m for m in mailoutbox if "completed" in m.subject]
     assert ProvisioningTask.OUTCOME_LABEL not in email.body
     client.force_login(people.olga)
-    assert ProvisioningTask.OUTCOME_LABEL not in client.get(
-        task.request.get_absolute_url()
-    ).content.decode()
+    assert (
+        ProvisioningTask.OUTCOME_LABEL
+        not in client.get(task.request.get_absolute_url()).content.decode()
+    )
 
 
 # --- hostile input ----------------------------------------------------------------------------
@@ -489,8 +496,8 @@ def test_an_operator_cancels_in_the_browser_and_sends_a_refused_note_again(
     sim,
     inline_jobs,  # noqa: F811
 ):
-    """The operator cancels a task; OTRS refuses the note (a state it does not know); the
-    operator sees why on the request's page, the admin fixes the state, and "Send note
+    """The operator cancels a task, saying why; OTRS refuses the note (a state it does not
+    know); the operator sees why on the request's page, the admin fixes the state, and "Send note
     again" gets the note and the state onto the ticket."""
     from playwright.sync_api import expect
 
@@ -515,6 +522,7 @@ def test_an_operator_cancels_in_the_browser_and_sends_a_refused_note_again(
     olga = test_browser.log_in(browser, base, "olga")
     olga.goto(base + r.get_absolute_url())
     olga.locator(f"#task-{task.pk}").get_by_text("Cancel task", exact=True).click()
+    olga.locator(f"#task-{task.pk}").get_by_role("textbox").fill("Wrong application, see REQ-9")
     olga.get_by_role("button", name="Yes, cancel task").click()
     card = olga.locator(f"#task-{task.pk}")
     expect(card).to_contain_text("the ticket was not told", timeout=20_000)
@@ -531,3 +539,6 @@ def test_an_operator_cancels_in_the_browser_and_sends_a_refused_note_again(
     )
     expect(olga.locator(f"#task-{task.pk}")).not_to_contain_text("the ticket was not told")
     assert TicketNote.objects.get(task=task).status == "sent"
+    # The reason typed in the dialog is in the ticket's article.
+    [article] = newest_articles(sim_server(sim), task.ticket.ticket_id)
+    assert "Why: Wrong application, see REQ-9" in article["Body"]
