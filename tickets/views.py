@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from functools import partial
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
@@ -415,15 +416,14 @@ def task_action(request: ConsoleRequest, pk: int, action: str) -> HttpResponse:
     """Retry or cancel one task (the buttons on a request's page)."""
     task = get_object_or_404(ProvisioningTask.objects.select_related("request"), pk=pk)
     service, done = TASK_ACTIONS[action]
-    extra = {}
     if action == "cancel":
         why = _cancel_reason(request, f"Task {task.pk} of {task.request} was not cancelled")
         if why is None:
             return _back(request, task.request.get_absolute_url())
-        extra["why"] = why
+        service = partial(services.task_cancel, why=why)
     _apply_and_report(
         request,
-        lambda: service(task=task, by=request.user, **extra),
+        lambda: service(task=task, by=request.user),
         f"Task {task.pk} of {task.request} {done}.",
     )
     return _back(request, task.request.get_absolute_url())
