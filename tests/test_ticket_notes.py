@@ -13,13 +13,16 @@ import json
 import pytest
 from django.test import Client
 
-from tests import factories
+from tests import factories, test_notifications
 from tests.test_conversation import fresh, newest_articles, sim_server, timeline
 from tests.test_znuny_contract import poll, provisioned
 from tickets import api, limits, services
 from tickets.models import AccessRequest, Account, Identity, ProvisioningTask, TicketNote
 
 pytestmark = pytest.mark.django_db
+
+# Run an action as one committed change with jobs inline; the mails it sent.
+sent = test_notifications.sent
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
@@ -30,19 +33,6 @@ def otrs(otrs_server):
     return factories.otrs_connection(
         otrs_server, user=otrs_server.user, password=otrs_server.password
     )
-
-
-@pytest.fixture
-def sent(q_sync, mailoutbox, django_capture_on_commit_callbacks):
-    """Run `action` as one committed change; the mails it sent (jobs run inline)."""
-
-    def run(action):
-        before = len(mailoutbox)
-        with django_capture_on_commit_callbacks(execute=True):
-            action()
-        return mailoutbox[before:]
-
-    return run
 
 
 # --- the console's cancel dialogs -------------------------------------------------------------
@@ -196,7 +186,7 @@ def test_a_note_the_ticket_did_not_get_mails_the_operators(otrs_server, otrs, pe
     otrs.save(update_fields=["ticket_status_json"])
     [task] = provisioned(factories.endpoint(otrs, name="crm"), people)
     services.task_cancel(task=task, by=people.olga)
-    [mail] = sent(services.notes_send_due)
+    _, [mail] = sent(services.notes_send_due)
     assert mail.subject == f"Tickets on {otrs} need an operator"
     assert 'the ticket was not told: the "Cancelled" note failed' in mail.body
     assert set(mail.to) | set(mail.bcc) == {"olga@example.com"}
@@ -209,6 +199,7 @@ def test_a_ticket_reopened_after_completion_mails_the_operators(otrs_server, otr
     sent(lambda: poll(otrs))
     assert fresh(task).status == "completed"
     otrs_server.set_state(task.ticket.ticket_id, "open")
-    [mail] = [m for m in sent(lambda: poll(otrs)) if "need an operator" in m.subject]
+    _, mails = sent(lambda: poll(otrs))
+    [mail] = [m for m in mails if "need an operator" in m.subject]
     assert ProvisioningTask.REOPENED_FLAG in mail.body
     assert set(mail.to) | set(mail.bcc) == {"olga@example.com"}
