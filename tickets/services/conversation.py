@@ -243,8 +243,8 @@ def _task_event(task: Task, reason: str, actor: Actor) -> None:
 def closing_article(client: TicketClient, ticket: Ticket) -> Article | None:
     """The newest article of a closing ticket that the bridge did not write itself (the
     agent's reason), or None when there is none (an agent who closed without writing) or it
-    cannot be read now. Best effort: a
-    failed read is logged as its ApiCall and never holds up the close."""
+    cannot be read now. Best effort: a failed read is logged as its ApiCall and never holds
+    up the close."""
     try:
         articles = client.closing_articles(ticket.ticket_id, ref=f"refresh:{ticket.pk}")
     except OTRSError as exc:
