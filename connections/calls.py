@@ -32,8 +32,9 @@ class CreatedTicket:
     ticket_id: int
     ticket_number: str
     # The id of the article TicketCreate wrote (the bridge's own text); None when the
-    # answer gives none or the ticket was found by search rather than created.
-    article_id: int | None = None
+    # answer gives none or the ticket was found by search rather than created. Not part of
+    # which ticket it is: a ticket found by search equals the one created.
+    article_id: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
