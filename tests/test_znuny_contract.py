@@ -184,7 +184,7 @@ def test_polling_reads_the_open_tickets_in_batches_and_skips_a_missing_one(
 
 
 def test_an_agents_states_reach_the_tasks_through_the_poll(
-    otrs_server, otrs, crm, people, mailoutbox, django_capture_on_commit_callbacks
+    otrs_server, otrs, crm, people, mailoutbox, django_capture_on_commit_callbacks, q_sync
 ):
     done, dropped, waiting = provisioned(crm, people, 3)
     otrs_server.set_state(done.ticket.ticket_id, "closed successful")
