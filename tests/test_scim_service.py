@@ -19,21 +19,27 @@ from hypothesis import strategies as st
 
 from connections.models import ApiCall
 from tests import factories
-from tickets import api, services
+from tickets import api, limits, services
 from tickets.models import (
     AccessRequest,
     Account,
     AccountEntitlement,
     ApiClient,
     Identity,
+    ProvisioningTask,
+    ScimGroup,
     ScimMember,
     ScimUser,
+    TaskEvent,
+    TicketNote,
 )
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
 PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
+BRIDGE_USER = "urn:ietf:params:scim:schemas:extension:otrsbridge:2.0:User"
+BRIDGE_GROUP = "urn:ietf:params:scim:schemas:extension:otrsbridge:2.0:Group"
 BASE = "/scim/v2/crm"
 
 
@@ -61,8 +67,8 @@ def scim_error(answer, status: int) -> dict:
     return body
 
 
-def new_user(client, name="ada", **extra) -> dict:
-    answer = send(client, "POST", "/Users", {"schemas": [USER], "userName": name, **extra})
+def new_user(client, user_name="ada", **extra) -> dict:
+    answer = send(client, "POST", "/Users", {"schemas": [USER], "userName": user_name, **extra})
     assert answer.status_code == 201, answer.content
     return answer.json()
 
@@ -151,6 +157,61 @@ def test_a_group_the_endpoint_does_not_offer_or_an_unknown_member_is_refused(sci
     assert "no User 'nobody'" in scim_error(refused, 400)["detail"]
 
 
+def _too_long(limit: int) -> str:
+    return "x" * (limit + 1)
+
+
+# Every attribute the bridge stores in a column, one character over that column's limit.
+TOO_LONG = {
+    "Users": [
+        ("userName", {"userName": _too_long(limits.USERNAME)}),
+        ("externalId", {"externalId": _too_long(limits.SCIM_EXTERNAL_ID)}),
+        ("displayName", {"displayName": _too_long(limits.PERSON_NAME)}),
+        ("name.givenName", {"name": {"givenName": _too_long(limits.PERSON_NAME)}}),
+        ("name.familyName", {"name": {"familyName": _too_long(limits.PERSON_NAME)}}),
+        ("emails", {"emails": [{"value": "a" * limits.EMAIL + "@example.com"}]}),
+        ("justification", {BRIDGE_USER: {"justification": _too_long(limits.JUSTIFICATION)}}),
+    ],
+    "Groups": [
+        ("displayName", {"displayName": _too_long(limits.ENTITLEMENT)}),
+        ("externalId", {"externalId": _too_long(limits.SCIM_EXTERNAL_ID)}),
+        ("justification", {BRIDGE_GROUP: {"justification": _too_long(limits.JUSTIFICATION)}}),
+    ],
+}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("kind", "attribute", "value"),
+    [(kind, attribute, value) for kind, cases in TOO_LONG.items() for attribute, value in cases],
+)
+def test_a_value_longer_than_its_column_is_refused_naming_the_attribute(
+    scim, kind, attribute, value
+):
+    client, _ = scim
+    schema, extension = (USER, BRIDGE_USER) if kind == "Users" else (GROUP, BRIDGE_GROUP)
+    base = {"schemas": [schema, extension]}
+    base |= {"userName": "ada"} if kind == "Users" else {"displayName": "crm-read"}
+    created = send(client, "POST", f"/{kind}", base)
+    assert created.status_code == 201, created.content
+    path = f"/{kind}/{created.json()['id']}"
+    model = ScimUser if kind == "Users" else ScimGroup
+    stored = list(model.objects.values())
+    requests_before = AccessRequest.objects.count()
+    other = {"userName": "grace"} if kind == "Users" else {"displayName": "crm-write"}
+    patch = {"schemas": [PATCH], "Operations": [{"op": "replace", "value": value}]}
+    for method, where, body in (
+        ("POST", f"/{kind}", base | other | value),
+        ("PUT", path, base | value),
+        ("PATCH", path, patch),
+    ):
+        refused = scim_error(send(client, method, where, body), 400)
+        assert refused["scimType"] == "invalidValue", (method, refused)
+        assert attribute in refused["detail"], (method, refused)
+    assert list(model.objects.values()) == stored
+    assert AccessRequest.objects.count() == requests_before
+
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
     lambda inner: (
@@ -158,9 +219,34 @@ json_values = st.recursive(
     ),
     max_leaves=15,
 )
-texts = st.text(max_size=40) | st.sampled_from(["ada", "a@b.example", "", "x" * 300, "é\u200b"])
+# Besides short texts: one over each length the bridge stores (see TOO_LONG).
+long_texts = st.sampled_from(
+    sorted(
+        {
+            _too_long(limit)
+            for limit in (
+                limits.USERNAME,
+                limits.PERSON_NAME,
+                limits.SCIM_EXTERNAL_ID,
+                limits.ENTITLEMENT,
+                limits.EMAIL,
+                limits.JUSTIFICATION,
+            )
+        }
+    )
+    + ["a" * limits.EMAIL + "@example.com"]
+)
+texts = (
+    st.text(max_size=40)
+    | st.sampled_from(["ada", "a@b.example", "", "crm-read", "é\u200b"])
+    | long_texts
+)
+justifications = st.fixed_dictionaries({}, optional={"justification": texts}) | json_values
 users = st.fixed_dictionaries(
-    {"schemas": st.just([USER]) | json_values},
+    {
+        "schemas": st.sampled_from([[USER], [USER, BRIDGE_USER], [GROUP, BRIDGE_GROUP]])
+        | json_values
+    },
     optional={
         "userName": texts | json_values,
         "active": st.booleans() | texts,
@@ -171,8 +257,13 @@ users = st.fixed_dictionaries(
             st.fixed_dictionaries({"value": texts}, optional={"primary": st.booleans()}), max_size=3
         )
         | json_values,
-        "members": st.lists(st.fixed_dictionaries({"value": texts}), max_size=3) | json_values,
+        "members": st.lists(
+            st.fixed_dictionaries({"value": texts}, optional={"display": texts}), max_size=3
+        )
+        | json_values,
         "displayName": texts,
+        BRIDGE_USER: justifications,
+        BRIDGE_GROUP: justifications,
     },
 )
 operations = st.fixed_dictionaries(
@@ -196,6 +287,8 @@ patches = st.fixed_dictionaries(
 )
 @given(body=users | json_values, patch=patches | json_values, where=st.sampled_from(["u", "g"]))
 def test_any_body_gets_an_answer_never_a_500_and_errors_in_scims_shape(scim, body, patch, where):
+    """On SQLite and on PostgreSQL (which, unlike SQLite, refuses a value longer than its
+    column): the over-long texts reach every stored attribute."""
     client, _ = scim
     user = ScimUser.objects.filter(user_name="fuzz").first()
     if user is None:
@@ -317,6 +410,119 @@ def test_deleting_a_user_with_an_account_removes_it_and_the_user_is_gone(scim, o
     # Its account is still there until the removal's ticket is closed: not a User again.
     assert client.get(f"{BASE}/Users").json()["totalResults"] == 0
     assert AccessRequest.objects.count() == 1
+
+
+# --- the person behind a User ------------------------------------------------------------------
+
+
+def identity_events() -> list[str]:
+    return list(
+        TaskEvent.objects.filter(reason__startswith="the identity changed")
+        .order_by("id")
+        .values_list("reason", flat=True)
+    )
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("elsewhere", ["account", "request", "console user"])
+def test_a_client_never_rewrites_a_person_used_outside_its_endpoints(
+    scim, offline, django_user_model, elsewhere
+):
+    client, _ = scim
+    erp = factories.endpoint(offline.security_system.service_desk_connection, name="erp")
+    grace = Identity.objects.create(
+        username="grace", first_name="Grace", last_name="", email="grace@corp.example"
+    )
+    if elsewhere == "account":
+        Account.objects.create(identity=grace, endpoint=erp, name="grace")
+    elif elsewhere == "request":
+        services.request_submit(
+            beneficiary=grace,
+            endpoint=erp,
+            operation="create_account",
+            account_name="grace",
+            justification="needs the ledger",
+        )
+    else:
+        Identity.objects.filter(pk=grace.pk).update(
+            user=django_user_model.objects.create(username="ghopper")
+        )
+    before = Identity.objects.filter(pk=grace.pk).values().get()
+    mallory = {
+        "name": {"givenName": "Mallory", "familyName": "Evil"},
+        "emails": [{"value": "mallory@evil.example", "primary": True}],
+    }
+    user = new_user(client, "grace", **mallory)
+    # The account on crm is asked for; the person stays who they are everywhere.
+    [create] = AccessRequest.objects.filter(endpoint=offline)
+    assert (create.operation, create.beneficiary_id) == ("create_account", grace.pk)
+    assert Identity.objects.filter(pk=grace.pk).values().get() == before
+    # What the client pushed is kept on its User, and read back as it pushed it.
+    shown = send(client, "GET", f"/Users/{user['id']}").json()
+    assert shown["emails"][0]["value"] == "mallory@evil.example"
+    patch = {
+        "schemas": [PATCH],
+        "Operations": [{"op": "replace", "path": "name.familyName", "value": "Hopper-Evil"}],
+    }
+    assert send(client, "PATCH", f"/Users/{user['id']}", patch).status_code == 200
+    assert Identity.objects.filter(pk=grace.pk).values().get() == before
+    assert identity_events() == [] and not TicketNote.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_person_only_this_client_provisions_follows_it_and_every_open_ticket_hears(sim):
+    connection = factories.otrs_connection(sim)
+    crm = factories.endpoint(connection, name="crm")
+    erp = factories.endpoint(connection, name="erp")
+    client, token = api.api_client_create(name="entra", trusted=True)
+    client.scim_endpoints.set([crm, erp])
+    scim = Client(HTTP_AUTHORIZATION=f"Bearer {token}", raise_request_exception=False)
+    ada = {"name": {"givenName": "Ada"}, "emails": [{"value": "ada@corp.example"}]}
+    on_crm = new_user(scim, "ada", **ada)
+    # The same person on the client's other endpoint: an empty family name is filled.
+    answer = scim.post(
+        "/scim/v2/erp/Users",
+        data=json.dumps(
+            {"schemas": [USER], "userName": "ada", "name": {"givenName": "Ada", "familyName": "L"}}
+        ),
+        content_type="application/scim+json",
+    )
+    assert answer.status_code == 201, answer.content
+    assert identity_events() == ["the identity changed: family name (none) → L"] * 2
+    services.provision_due(owner="scim-test")
+    tasks = {t.endpoint.name: t for t in ProvisioningTask.objects.select_related("endpoint")}
+    assert {name: t.status for name, t in tasks.items()} == {
+        "crm": "ticket_open",
+        "erp": "ticket_open",
+    }
+    # A new name and email on crm: the person changes, and both open tickets hear of it.
+    patch = {
+        "schemas": [PATCH],
+        "Operations": [
+            {"op": "replace", "path": "name.givenName", "value": "Augusta"},
+            {"op": "replace", "path": "userName", "value": "augusta"},
+            {"op": "replace", "path": "emails", "value": [{"value": "augusta@corp.example"}]},
+        ],
+    }
+    assert send(scim, "PATCH", f"/Users/{on_crm['id']}", patch).status_code == 200
+    person = Identity.objects.get(username="ada")
+    assert (person.first_name, person.last_name, person.email) == (
+        "Augusta",
+        "L",
+        "augusta@corp.example",
+    )
+    new = "given name Ada → Augusta; email ada@corp.example → augusta@corp.example"
+    notes = {n.task.endpoint.name: n for n in TicketNote.objects.select_related("task__endpoint")}
+    assert {name: (n.kind, n.why) for name, n in notes.items()} == {
+        # The account name is crm's: only crm's ticket hears of it.
+        "crm": ("identity_changed", f"{new}; userName ada → augusta"),
+        "erp": ("identity_changed", new),
+    }
+    assert sorted(identity_events()[2:]) == sorted(
+        f"the identity changed: {n.why}" for n in notes.values()
+    )
+    services.notes_send_due()
+    assert set(TicketNote.objects.values_list("status", flat=True)) == {"sent"}
 
 
 # --- the token never shows ----------------------------------------------------------------------
