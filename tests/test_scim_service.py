@@ -469,6 +469,34 @@ def test_a_client_never_rewrites_a_person_used_outside_its_endpoints(
     assert identity_events() == [] and not TicketNote.objects.exists()
 
 
+@pytest.mark.django_db
+def test_a_change_to_a_person_without_an_open_task_is_on_their_newest_requests_timeline(
+    scim, offline
+):
+    client, _ = scim
+    linus = Identity.objects.create(username="linus", email="linus@old.example")
+    Account.objects.create(identity=linus, endpoint=offline, name="linus")
+    waiting = services.request_submit(
+        beneficiary=linus,
+        endpoint=offline,
+        operation="add_access",
+        account_name="linus",
+        entitlements=["crm-read"],
+        justification="reports",
+    )
+    assert not waiting.tasks.exists()  # waits for an approver: no task yet
+    [user] = client.get(f"{BASE}/Users").json()["Resources"]
+    patch = {
+        "schemas": [PATCH],
+        "Operations": [{"op": "replace", "path": "emails", "value": [{"value": "l@new.example"}]}],
+    }
+    assert send(client, "PATCH", f"/Users/{user['id']}", patch).status_code == 200
+    assert Identity.objects.get(pk=linus.pk).email == "l@new.example"
+    [event] = TaskEvent.objects.filter(reason__startswith="the identity changed")
+    assert (event.request_id, event.task_id, event.actor_label) == (waiting.pk, None, "api:entra")
+    assert event.reason == "the identity changed: email linus@old.example → l@new.example"
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_person_only_this_client_provisions_follows_it_and_every_open_ticket_hears(sim):
     connection = factories.otrs_connection(sim)
