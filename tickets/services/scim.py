@@ -464,8 +464,10 @@ def _tell_open_tasks(
         if why:
             _tell_open_task(task, actor=actor, why="; ".join(why))
             told = True
+    if not changed or told:
+        return
     newest = AccessRequest.objects.filter(beneficiary=identity).order_by("-pk").first()
-    if changed and not told and newest is not None:
+    if newest is not None:
         _event(
             request_id=newest.pk,
             task_id=None,
