@@ -96,6 +96,18 @@ def offline(db):
     return factories.endpoint(Connection.objects.create(name="offline"), name="crm")
 
 
+@pytest.fixture
+def scim(offline):
+    """A SCIM client of the `crm` endpoint (whose connection is never called), and its token."""
+    from django.test import Client
+
+    from tickets import api
+
+    client, token = api.api_client_create(name="entra", trusted=True)
+    client.scim_endpoints.set([offline])
+    return Client(HTTP_AUTHORIZATION=f"Bearer {token}", raise_request_exception=False), token
+
+
 def pytest_collection_modifyitems(items):
     """A test that uses the real Znuny carries the `znuny` marker, however it asked for it."""
     for item in items:

@@ -21,6 +21,7 @@ from tickets.models import (
     ProvisioningTask,
     ScimChange,
     TaskEvent,
+    TicketNote,
 )
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -167,6 +168,19 @@ def test_entra_provisioning_sequence_through_tickets_closed_by_an_agent(otrs_ser
     assert "given name Ada → Augusta" in told.reason
     assert "email ada@contoso.example → augusta@contoso.example" in told.reason
     assert (told.actor_kind, told.actor_label) == ("api", "api:entra")
+    # The notes job adds it to the ticket: the agent reads the new name and address there.
+    [note] = TicketNote.objects.filter(task=task, kind="identity_changed")
+    assert note.why == told.reason.removeprefix("the identity changed: ")
+    services.notes_send_due()
+    note.refresh_from_db()
+    assert (note.status, note.last_error) == ("sent", "")
+    [article] = otrs_server.ticket(
+        task.ticket.ticket_id, AllArticles=1, ArticleOrder="DESC", ArticleLimit=1
+    )["Article"]
+    assert str(article["ArticleID"]) == str(note.article_id)
+    assert article["Subject"] == f"Details of {name} changed"
+    assert "given name Ada → Augusta" in article["Body"]
+    assert "Now: Augusta Lovelace <augusta@contoso.example>" in article["Body"]
 
     # 5. The agent closes the ticket: the account exists, the waiting access is requested.
     agent_closes(otrs_server, connection, task)

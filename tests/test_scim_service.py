@@ -14,18 +14,19 @@ import requests
 from django.core.management import call_command
 from django.db import connection as db
 from django.test import Client
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from connections.models import ApiCall
 from tests import factories
-from tickets import api, services
+from tickets import api, limits, services
 from tickets.models import (
     AccessRequest,
     Account,
     AccountEntitlement,
     ApiClient,
     Identity,
+    ScimGroup,
     ScimMember,
     ScimUser,
 )
@@ -34,15 +35,9 @@ USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
 PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
+BRIDGE_USER = "urn:ietf:params:scim:schemas:extension:otrsbridge:2.0:User"
+BRIDGE_GROUP = "urn:ietf:params:scim:schemas:extension:otrsbridge:2.0:Group"
 BASE = "/scim/v2/crm"
-
-
-@pytest.fixture
-def scim(offline):
-    """A SCIM client of the `crm` endpoint (whose connection is never called)."""
-    client, token = api.api_client_create(name="entra", trusted=True)
-    client.scim_endpoints.set([offline])
-    return Client(HTTP_AUTHORIZATION=f"Bearer {token}", raise_request_exception=False), token
 
 
 def send(client: Client, method: str, path: str, body=None, raw: str | None = None):
@@ -61,8 +56,8 @@ def scim_error(answer, status: int) -> dict:
     return body
 
 
-def new_user(client, name="ada", **extra) -> dict:
-    answer = send(client, "POST", "/Users", {"schemas": [USER], "userName": name, **extra})
+def new_user(client, user_name="ada", **extra) -> dict:
+    answer = send(client, "POST", "/Users", {"schemas": [USER], "userName": user_name, **extra})
     assert answer.status_code == 201, answer.content
     return answer.json()
 
@@ -151,6 +146,64 @@ def test_a_group_the_endpoint_does_not_offer_or_an_unknown_member_is_refused(sci
     assert "no User 'nobody'" in scim_error(refused, 400)["detail"]
 
 
+def _too_long(limit: int) -> str:
+    return "x" * (limit + 1)
+
+
+# Every attribute the bridge stores in a column, one character over that column's limit.
+TOO_LONG = {
+    "Users": [
+        ("userName", {"userName": _too_long(limits.USERNAME)}),
+        ("externalId", {"externalId": _too_long(limits.SCIM_EXTERNAL_ID)}),
+        ("displayName", {"displayName": _too_long(limits.PERSON_NAME)}),
+        ("name.givenName", {"name": {"givenName": _too_long(limits.PERSON_NAME)}}),
+        ("name.familyName", {"name": {"familyName": _too_long(limits.PERSON_NAME)}}),
+        ("emails", {"emails": [{"value": "a" * limits.EMAIL + "@example.com"}]}),
+        ("justification", {BRIDGE_USER: {"justification": _too_long(limits.JUSTIFICATION)}}),
+    ],
+    "Groups": [
+        ("displayName", {"displayName": _too_long(limits.ENTITLEMENT)}),
+        ("externalId", {"externalId": _too_long(limits.SCIM_EXTERNAL_ID)}),
+        ("justification", {BRIDGE_GROUP: {"justification": _too_long(limits.JUSTIFICATION)}}),
+    ],
+}
+# A body each kind accepts, that one over-long value spoils.
+VALID = {
+    "Users": {"schemas": [USER, BRIDGE_USER], "userName": "ada"},
+    "Groups": {"schemas": [GROUP, BRIDGE_GROUP], "displayName": "crm-read"},
+}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("kind", "attribute", "value"),
+    [(kind, attribute, value) for kind, cases in TOO_LONG.items() for attribute, value in cases],
+)
+def test_a_value_longer_than_its_column_is_refused_naming_the_attribute(
+    scim, kind, attribute, value
+):
+    client, _ = scim
+    base = VALID[kind]
+    created = send(client, "POST", f"/{kind}", base)
+    assert created.status_code == 201, created.content
+    path = f"/{kind}/{created.json()['id']}"
+    model = ScimUser if kind == "Users" else ScimGroup
+    stored = list(model.objects.values())
+    requests_before = AccessRequest.objects.count()
+    other = {"userName": "grace"} if kind == "Users" else {"displayName": "crm-write"}
+    patch = {"schemas": [PATCH], "Operations": [{"op": "replace", "value": value}]}
+    for method, where, body in (
+        ("POST", f"/{kind}", base | other | value),
+        ("PUT", path, base | value),
+        ("PATCH", path, patch),
+    ):
+        refused = scim_error(send(client, method, where, body), 400)
+        assert refused["scimType"] == "invalidValue", (method, refused)
+        assert attribute in refused["detail"], (method, refused)
+    assert list(model.objects.values()) == stored
+    assert AccessRequest.objects.count() == requests_before
+
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
     lambda inner: (
@@ -158,22 +211,60 @@ json_values = st.recursive(
     ),
     max_leaves=15,
 )
-texts = st.text(max_size=40) | st.sampled_from(["ada", "a@b.example", "", "x" * 300, "é\u200b"])
+# Besides short texts: one over each length the bridge stores (see TOO_LONG).
+long_texts = st.sampled_from(
+    sorted(
+        {
+            _too_long(limit)
+            for limit in (
+                limits.USERNAME,
+                limits.PERSON_NAME,
+                limits.SCIM_EXTERNAL_ID,
+                limits.ENTITLEMENT,
+                limits.EMAIL,
+                limits.JUSTIFICATION,
+            )
+        }
+    )
+    + ["a" * limits.EMAIL + "@example.com"]
+)
+texts = (
+    st.text(max_size=40)
+    | st.sampled_from(["ada", "a@b.example", "", "crm-read", "é\u200b"])
+    | long_texts
+)
+# A stored attribute: over-long as often as not.
+stored = long_texts | texts
+justifications = st.fixed_dictionaries({}, optional={"justification": stored}) | json_values
+members = (
+    st.lists(st.fixed_dictionaries({"value": texts}, optional={"display": stored}), max_size=3)
+    | json_values
+)
 users = st.fixed_dictionaries(
-    {"schemas": st.just([USER]) | json_values},
+    {"schemas": st.sampled_from([[USER], [USER, BRIDGE_USER]]) | json_values},
     optional={
         "userName": texts | json_values,
         "active": st.booleans() | texts,
-        "externalId": texts,
-        "name": st.fixed_dictionaries({}, optional={"givenName": texts, "familyName": texts})
+        "externalId": stored,
+        "name": st.fixed_dictionaries({}, optional={"givenName": stored, "familyName": stored})
         | json_values,
         "emails": st.lists(
-            st.fixed_dictionaries({"value": texts}, optional={"primary": st.booleans()}), max_size=3
+            st.fixed_dictionaries({"value": stored}, optional={"primary": st.booleans()}),
+            max_size=3,
         )
         | json_values,
-        "members": st.lists(st.fixed_dictionaries({"value": texts}), max_size=3) | json_values,
-        "displayName": texts,
+        "members": members,
+        "displayName": stored,
+        BRIDGE_USER: justifications,
     },
+)
+groups = st.fixed_dictionaries(
+    {
+        "schemas": st.just([GROUP, BRIDGE_GROUP]) | json_values,
+        # Mostly an entitlement of crm, so the other attributes are reached.
+        "displayName": st.sampled_from(["crm-read", "crm-write"]) | stored,
+    },
+    optional={"externalId": stored, "members": members, BRIDGE_GROUP: justifications},
 )
 operations = st.fixed_dictionaries(
     {"op": st.sampled_from(["add", "Replace", "remove", "bogus"]) | json_values},
@@ -182,7 +273,7 @@ operations = st.fixed_dictionaries(
             ["active", "members", 'emails[type eq "work"].value', "name.givenName", "x[", ""]
         )
         | texts,
-        "value": json_values | users,
+        "value": json_values | users | groups,
     },
 )
 patches = st.fixed_dictionaries(
@@ -190,13 +281,30 @@ patches = st.fixed_dictionaries(
 )
 
 
+def too_long_examples(test):
+    """Run the fuzz on an over-long value of every stored attribute, whatever it draws."""
+    for kind, cases in TOO_LONG.items():
+        for _, value in cases:
+            patch = {"schemas": [PATCH], "Operations": [{"op": "replace", "value": value}]}
+            test = example(case=(kind[0].lower(), VALID[kind] | value), patch=patch)(test)
+    return test
+
+
 @pytest.mark.django_db
 @settings(
     max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(body=users | json_values, patch=patches | json_values, where=st.sampled_from(["u", "g"]))
-def test_any_body_gets_an_answer_never_a_500_and_errors_in_scims_shape(scim, body, patch, where):
+@too_long_examples
+@given(
+    case=st.tuples(st.just("u"), users | json_values)
+    | st.tuples(st.just("g"), groups | json_values),
+    patch=patches | json_values,
+)
+def test_any_body_gets_an_answer_never_a_500_and_errors_in_scims_shape(scim, case, patch):
+    """On SQLite and on PostgreSQL (which, unlike SQLite, refuses a value longer than its
+    column): the over-long texts reach every stored attribute."""
     client, _ = scim
+    where, body = case
     user = ScimUser.objects.filter(user_name="fuzz").first()
     if user is None:
         user_id = new_user(client, "fuzz")["id"]

@@ -33,6 +33,9 @@ ENTITLEMENT = 200
 ENTITLEMENTS_PER_REQUEST = 100  # one task each; far above any real request
 JUSTIFICATION = 5000
 
+# A SCIM client's own id for a User or a Group (its externalId).
+SCIM_EXTERNAL_ID = 200
+
 # Who decided and why.
 UPSTREAM_APPROVER = 200
 DECISION_COMMENT = 2000

@@ -30,7 +30,7 @@ class ScimUser(models.Model):
         "tickets.Identity", on_delete=models.PROTECT, related_name="scim_users"
     )
     user_name = models.CharField(max_length=limits.ACCOUNT_NAME)
-    external_id = models.CharField(max_length=limits.ACCOUNT_NAME, blank=True)
+    external_id = models.CharField(max_length=limits.SCIM_EXTERNAL_ID, blank=True)
     display_name = models.CharField(max_length=limits.PERSON_NAME, blank=True)
     active = models.BooleanField(default=True)
     # The resource as the client last pushed it (without id and meta), returned on reads.
@@ -67,7 +67,7 @@ class ScimGroup(models.Model):
     display_name = models.CharField(max_length=limits.ENTITLEMENT)
     # The entitlements this group named before a rename: its members are to lose them.
     former_names = models.JSONField(default=list, blank=True)
-    external_id = models.CharField(max_length=limits.ENTITLEMENT, blank=True)
+    external_id = models.CharField(max_length=limits.SCIM_EXTERNAL_ID, blank=True)
     document = models.JSONField(default=dict)
     justification = models.TextField(max_length=limits.JUSTIFICATION, blank=True)
     version = models.PositiveIntegerField(default=1)

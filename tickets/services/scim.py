@@ -7,8 +7,9 @@ the state it computed and changes rows. What a change becomes:
 - a User wanted active without an account → `create_account` (its userName is the account
   name); active false or deleted with an account → `remove_account`;
 - a user added to a Group → `add_access` for that entitlement; removed → `remove_access`;
-- a new name or email → the identity is updated and every open task of that account hears
-  of it (see `_tell_open_task`).
+- a new name or email → the identity is updated, when it is the client's to write (see
+  `_write_identity`), and every open task of that person, on every endpoint, hears of it
+  (see `_tell_open_task`).
 
 One request at a time per account and per entitlement: while one is in flight, the next
 change waits, and `scim_reconcile_request` takes it up when the request finishes (and so
@@ -108,14 +109,19 @@ def scim_user_create(*, client: ApiClient, endpoint: Endpoint, wanted: UserState
     try:
         with transaction.atomic():
             identity = Identity.objects.filter(username=wanted.user_name).first()
+            changed = []
             if identity is None:
                 identity = Identity(username=wanted.user_name)
-            _fill_identity(identity, wanted)
-            identity.save()
+                _fill_identity(identity, wanted)
+                identity.save()
+            else:
+                changed = _write_identity(identity, wanted, client)
             user = ScimUser.objects.create(
                 endpoint=endpoint, identity=identity, client=client, **_user_columns(wanted)
             )
             _reconcile(user, client, strict=True)
+            # After the request: its new task's timeline records the change too.
+            _tell_open_tasks(identity, endpoint, changed, [], Actor.api(client))
     except IntegrityError:
         # A concurrent POST of the same userName won the unique constraint.
         raise ScimConflict(f"userName {wanted.user_name!r} already exists on {endpoint}.") from None
@@ -142,14 +148,11 @@ def scim_user_update(
                     endpoint, wanted.user_name, besides=user.identity_id
                 ):
                     raise ScimConflict(f"userName {wanted.user_name!r} already exists.")
-            before = _identity_values(user.identity)
-            _fill_identity(user.identity, wanted)
-            changed = _differences(before, _identity_values(user.identity))
+            changed = _write_identity(user.identity, wanted, client)
+            renamed = []
             if wanted.user_name != user.user_name:
-                changed.append(f"userName {user.user_name} → {wanted.user_name}")
-            if changed:
-                user.identity.save()
-                _tell_open_tasks(user, changed, Actor.api(client))
+                renamed.append(f"userName {user.user_name} → {wanted.user_name}")
+            _tell_open_tasks(user.identity, endpoint, changed, renamed, Actor.api(client))
             for name, value in _user_columns(wanted).items():
                 setattr(user, name, value)
             user.version += 1
@@ -178,8 +181,8 @@ def scim_user_delete(*, client: ApiClient, endpoint: Endpoint, scim_id: str) -> 
 def scim_group_create(*, client: ApiClient, endpoint: Endpoint, wanted: GroupState) -> ScimGroup:
     """Record a Group, an entitlement of the endpoint, and submit `add_access` for its
     members. A name the endpoint does not offer is refused; one that exists is a conflict."""
+    _check_group_state(wanted)
     _check_group(endpoint, wanted.display_name)
-    _check_justification(wanted.justification)
     try:
         with transaction.atomic():
             group = ScimGroup.objects.create(endpoint=endpoint, **_group_columns(wanted))
@@ -204,7 +207,7 @@ def scim_group_update(
         with transaction.atomic():
             group = _locked(ScimGroup, endpoint, scim_id)
             wanted = change(group)
-            _check_justification(wanted.justification)
+            _check_group_state(wanted)
             renamed = wanted.display_name != group.display_name
             if renamed:
                 # Another entitlement: the members lose the old one and get the new one.
@@ -452,13 +455,33 @@ def _submit(
 # --- telling the agent about a new name or email ----------------------------------------------
 
 
-def _tell_open_tasks(user: ScimUser, changed: list[str], actor: Actor) -> None:
-    why = "; ".join(changed)
-    open_tasks = Task.objects.filter(
-        request__beneficiary=user.identity, endpoint=user.endpoint
-    ).exclude(status__in=Task.TERMINAL)
-    for task in open_tasks:
-        _tell_open_task(task, actor=actor, why=why)
+def _tell_open_tasks(
+    identity: Identity, endpoint: Endpoint, changed: list[str], renamed: list[str], actor: Actor
+) -> None:
+    """Tell every open task of the person, on every endpoint, that their name or email
+    changed (`changed`); the tasks on `endpoint` also hear of a new account name (`renamed`).
+    With no open task, the change goes on the timeline of the person's newest request."""
+    told = False
+    open_tasks = Task.objects.filter(request__beneficiary=identity).exclude(
+        status__in=Task.TERMINAL
+    )
+    for task in open_tasks.order_by("pk"):
+        why = changed + (renamed if task.endpoint_id == endpoint.pk else [])
+        if why:
+            _tell_open_task(task, actor=actor, why="; ".join(why))
+            told = True
+    if not changed or told:
+        return
+    newest = AccessRequest.objects.filter(beneficiary=identity).order_by("-pk").first()
+    if newest is not None:
+        _event(
+            request_id=newest.pk,
+            task_id=None,
+            from_status="",
+            to=newest.status,
+            reason=f"the identity changed: {'; '.join(changed)}",
+            actor=actor,
+        )
 
 
 def _tell_open_task(task: Task, *, actor: Actor, why: str) -> None:
@@ -523,8 +546,6 @@ def _group_named(endpoint: Endpoint, name: str) -> ScimGroup | None:
 
 def _check_group(endpoint: Endpoint, name: str) -> None:
     """A group name must be an entitlement the endpoint offers, and not taken."""
-    if len(name) > limits.ENTITLEMENT:
-        raise ScimRefused(f"displayName: is longer than {limits.ENTITLEMENT} characters.")
     if _group_named(endpoint, name) is not None:
         raise ScimConflict(f"displayName {name!r} already exists on {endpoint}.")
     offered = endpoint.entitlements or []
@@ -544,15 +565,33 @@ def _check_user(wanted: UserState) -> None:
         raise ScimRefused(f"userName: {problem}")
     if wanted.email and email_problem(wanted.email):
         raise ScimRefused(f"emails: {email_problem(wanted.email)}")
-    for name in ("first_name", "last_name", "display_name", "external_id"):
-        if len(getattr(wanted, name)) > limits.PERSON_NAME:
-            raise ScimRefused(f"{name}: is longer than {limits.PERSON_NAME} characters.")
-    _check_justification(wanted.justification)
+    _check_lengths(wanted, _USER_LENGTHS)
 
 
-def _check_justification(text: str) -> None:
-    if len(text) > limits.JUSTIFICATION:
-        raise ScimRefused(f"justification: is longer than {limits.JUSTIFICATION} characters.")
+def _check_group_state(wanted: GroupState) -> None:
+    _check_lengths(wanted, _GROUP_LENGTHS)
+
+
+# Each stored attribute with the field of the state that carries it and its column's limit.
+_USER_LENGTHS = (
+    ("externalId", "external_id", limits.SCIM_EXTERNAL_ID),
+    ("displayName", "display_name", limits.PERSON_NAME),
+    ("name.givenName", "first_name", limits.PERSON_NAME),
+    ("name.familyName", "last_name", limits.PERSON_NAME),
+    ("justification", "justification", limits.JUSTIFICATION),
+)
+_GROUP_LENGTHS = (
+    ("displayName", "display_name", limits.ENTITLEMENT),
+    ("externalId", "external_id", limits.SCIM_EXTERNAL_ID),
+    ("justification", "justification", limits.JUSTIFICATION),
+)
+
+
+def _check_lengths(wanted: UserState | GroupState, lengths: tuple) -> None:
+    """Refuse a value longer than its column holds, naming the attribute."""
+    for attribute, name, limit in lengths:
+        if len(getattr(wanted, name)) > limit:
+            raise ScimRefused(f"{attribute}: is longer than {limit} characters.")
 
 
 def _user_columns(wanted: UserState) -> dict:
@@ -580,6 +619,46 @@ _IDENTITY_FIELDS = {"first_name": "given name", "last_name": "family name", "ema
 
 def _identity_values(identity: Identity) -> dict[str, str]:
     return {name: getattr(identity, name) for name in _IDENTITY_FIELDS}
+
+
+def _write_identity(identity: Identity, wanted: UserState, client: ApiClient) -> list[str]:
+    """Give an existing identity the name and email the client pushed, when it is the
+    client's to write; the changes made, as the timeline and the ticket note say them.
+
+    The identity is the person on every application: its email receives their
+    notifications and links them to a console user. So a client writes it only while the
+    person is used nowhere but on the endpoints it provisions (see `_used_elsewhere`);
+    otherwise the identity stays as it is and the client's values live on its User only.
+    """
+    before = _identity_values(identity)
+    after = {name: getattr(wanted, name) or value for name, value in before.items()}
+    changed = _differences(before, after)
+    if not changed:
+        return []
+    if _used_elsewhere(identity, client):
+        log.info(
+            "SCIM %s: %s is used outside its endpoints; their name and email stay as they are",
+            client.name,
+            identity.username,
+        )
+        return []
+    for name, value in after.items():
+        setattr(identity, name, value)
+    identity.save()
+    return changed
+
+
+def _used_elsewhere(identity: Identity, client: ApiClient) -> bool:
+    """The person signs in to the console, or has an account, a request or a SCIM user on
+    an endpoint the client does not provision."""
+    if identity.user_id is not None:
+        return True
+    scope = client.scim_endpoints.values("pk")
+    return (
+        Account.objects.filter(identity=identity).exclude(endpoint__in=scope).exists()
+        or AccessRequest.objects.filter(beneficiary=identity).exclude(endpoint__in=scope).exists()
+        or ScimUser.objects.filter(identity=identity).exclude(endpoint__in=scope).exists()
+    )
 
 
 def _fill_identity(identity: Identity, wanted: UserState) -> None:
