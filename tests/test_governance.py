@@ -135,6 +135,57 @@ def test_an_upstream_approval_by_the_beneficiary_is_refused_in_the_api(
     assert not AccessRequest.objects.exists()
 
 
+@pytest.mark.parametrize(
+    "second",
+    [{"username": "bob.admin", "email": "BOB@example.com"}, {"username": "BOB", "email": ""}],
+)
+def test_a_second_identity_with_the_approvers_name_is_still_their_own_access(
+    client, offline, people, second
+):
+    """The link is one-to-one: bob's first identity takes it, a second one carrying his
+    address or username stays unlinked, and is still bob in every place that asks."""
+    submit(offline, people.alice, username="bob")  # bob's first identity, linked to him
+    r = submit(offline, people.alice, username="x")
+    r.beneficiary = Identity.objects.create(**second)
+    r.save()
+    assert r.beneficiary.user is None
+    refusal = f"You are the beneficiary of {r.number}; another approver must decide."
+    with pytest.raises(PermissionDenied, match=refusal):
+        services.request_approve(access_request=r, by=people.bob)
+    client.force_login(people.bob)
+    inbox = client.get(reverse("tickets:inbox")).content.decode()
+    assert refusal in inbox and reverse("tickets:request_approve", args=[r.pk]) not in inbox
+    assert nav_badge(inbox) == ""  # neither of bob's own two
+    forced = client.post(reverse("tickets:request_approve", args=[r.pk]))
+    assert forced.status_code == 403 and refusal in forced.content.decode()
+    assert people.bob not in services.governance.deciders(r)
+    assert people.carol in services.governance.deciders(r)
+    assert AccessRequest.objects.get(pk=r.pk).status == "pending_approval"
+
+
+def test_the_api_refuses_an_upstream_approver_whose_address_the_beneficiary_carries(
+    client, offline, people
+):
+    submit(offline, people.alice, username="bob")  # bob's first identity, linked to him
+    _, token = services_api_client(trusted=True)
+    response = client.post(
+        "/api/v1/requests",
+        {
+            "beneficiary": {"username": "bob.admin", "email": "Bob@Example.com"},
+            "endpoint": offline.name,
+            "operation": "create_account",
+            "upstream_approver": "bob",
+        },
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+    )
+    assert response.status_code == 422, response.content
+    assert response.json()["fields"]["upstream_approver"] == [
+        "bob is the beneficiary of this request; another approver must decide."
+    ]
+    assert not Identity.objects.filter(username="bob.admin").exists()
+
+
 def test_a_requester_forcing_a_decision_on_their_own_request_hears_the_real_reason(
     client, offline, people
 ):

@@ -206,7 +206,11 @@ class EntitlementInline(admin.TabularInline):
     extra = 0
     fields = ("entitlement", "granted_at", "granted_by", "confirmed")
     readonly_fields = fields
-    confirmed = admin.display(description="Confirmed")(_confirmed)
+
+    @admin.display(description="Confirmed")
+    def confirmed(self, obj: Account | AccountEntitlement) -> str:
+        return _confirmed(obj)
+
     can_delete = False
 
     def has_add_permission(self, request, obj=None) -> bool:
@@ -253,7 +257,11 @@ class AccountAdmin(ReadOnlyAdmin):
         "removed_at",
     ]
     list_filter = ["active", "origin", "endpoint"]
-    confirmed = admin.display(description="Confirmed")(_confirmed)
+
+    @admin.display(description="Confirmed")
+    def confirmed(self, obj: Account | AccountEntitlement) -> str:
+        return _confirmed(obj)
+
     list_select_related = ["identity", "endpoint"]
     search_fields = ["name", "identity__username"]
     inlines = [EntitlementInline]
