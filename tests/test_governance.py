@@ -261,7 +261,15 @@ def test_two_approvals_an_owner_first_then_another_approver(client, offline, peo
     inbox = client.get(reverse("tickets:inbox")).content.decode()
     assert "Owner approval (1 of 2), then a second approver" in inbox
     assert f"Only the owners of {system}" in inbox  # bob is not an owner: not the first
-    services.request_approve(access_request=r, by=people.carol, comment="ok from the owner")
+    client.force_login(people.carol)
+    response = client.post(
+        reverse("tickets:request_approve", args=[r.pk]), {"comment": "ok from the owner"}
+    )
+    flashed = [str(m) for m in response.wsgi_request._messages]
+    assert flashed == [
+        f"First approval of {r.number} recorded; it now waits for a second approver."
+    ]
+    client.force_login(people.bob)
     r.refresh_from_db()
     assert r.status == "pending_approval" and r.first_approved_by == people.carol
     assert not r.tasks.exists()
@@ -272,11 +280,35 @@ def test_two_approvals_an_owner_first_then_another_approver(client, offline, peo
     assert nav_badge(inbox) == "1"
     response = client.post(reverse("tickets:request_approve", args=[r.pk]), {"comment": "second"})
     assert response.status_code == 302
+    flashed = [str(m) for m in response.wsgi_request._messages]
+    assert flashed == [f"{r.number} approved. Its tasks are queued for the service desk."]
     r.refresh_from_db()
     assert r.status == "approved" and r.decided_by == people.bob and r.tasks.count() == 1
     reasons = list(r.events.values_list("reason", flat=True))
     assert "first approval: ok from the owner; waits for a second approver" in reasons
     assert "approved: second" in reasons
+
+
+def test_without_owners_the_first_of_two_approvals_is_not_called_the_owners(
+    client, offline, people
+):
+    system = offline.security_system
+    system.two_approvals = True
+    system.save()
+    first, waiting = submit(offline, people.alice), submit(offline, people.alice, username="bea")
+    submit(offline, people.alice, username="cid")
+    client.force_login(people.bob)
+    inbox = client.get(reverse("tickets:inbox")).content.decode()
+    assert "First approval (1 of 2), then a second approver" in inbox
+    assert "Owner approval" not in inbox
+    services.request_approve(access_request=first, by=people.carol)
+    services.request_approve(access_request=waiting, by=people.carol)
+    services.request_approve(access_request=first, by=people.bob)  # approved: waits no more
+    client.force_login(factories.user("olga", "operators"))
+    card = client.get(reverse("tickets:overview")).content.decode()
+    card = card.split("Waiting for approval", 1)[1].split("</a>", 1)[0]
+    assert ">2<" in card
+    assert "requests waiting for a decision, 1 of them for the second of two approvals" in card
 
 
 def test_the_inbox_asks_the_same_number_of_queries_for_many_requests(client, offline, people):
