@@ -41,6 +41,7 @@ from .models import (
     TaskEvent,
     Ticket,
     TicketNote,
+    notification_kind_label,
 )
 from .services import accounts, notifications
 
@@ -411,15 +412,21 @@ class NotificationTemplateForm(forms.ModelForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["kind"].choices = [
-            (k.name, f"{k.name}: {k.when}") for k in notifications.KINDS.values()
+            (k.name, f"{notification_kind_label(k.name)}: {k.when}")
+            for k in notifications.KINDS.values()
         ]
         request_kinds = [k for k in notifications.KINDS.values() if not k.operators]
         operator_kinds = [k for k in notifications.KINDS.values() if k.operators]
+        self.fields["subject"].required = False
+        self.fields[
+            "subject"
+        ].help_text = "A Django template, one line. Left empty, the built-in subject is sent."
+        self.fields["body"].required = False
         self.fields["body"].help_text = (
-            "A Django template. Request notifications see "
+            "A Django template; left empty, the built-in text is sent. Request notifications see "
             + ", ".join(notifications.variable_names(request_kinds[0].name))
             + ". Operator notifications ("
-            + ", ".join(k.name for k in operator_kinds)
+            + ", ".join(notification_kind_label(k.name) for k in operator_kinds)
             + ") see "
             + ", ".join(notifications.variable_names(operator_kinds[0].name))
             + ". README lists what each means."
@@ -445,7 +452,11 @@ class NotificationTemplateAdmin(admin.ModelAdmin):
     """The wording of notification emails; a kind without a row is sent in its built-in words."""
 
     form = NotificationTemplateForm
-    list_display = ["kind", "subject", "updated_at"]
+    list_display = ["kind_label", "subject", "updated_at"]
+
+    @admin.display(description="Kind", ordering="kind")
+    def kind_label(self, obj: NotificationTemplate) -> str:
+        return str(obj)
 
 
 @admin.register(TicketNote)
