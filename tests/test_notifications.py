@@ -250,6 +250,7 @@ def test_the_templates_admin_names_kinds_in_words_and_empty_means_built_in(
     )
     assert mail.subject == f"{r.number} was rejected"
     assert "why" in mail.body and r.number in mail.body
+    assert "\nEndpoint:    CRM (application: CRM system)\n" in mail.body
 
 
 def test_an_address_with_a_line_break_is_refused_at_the_form_and_never_mailed(
