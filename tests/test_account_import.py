@@ -313,3 +313,12 @@ def test_imported_people_are_linked_to_their_console_users(offline, people):
     assert report.written
     links = dict(Identity.objects.values_list("username", "user__username"))
     assert links == {"bob": "bob", "bea": "carol", "zed": None}
+
+
+def test_the_identity_page_without_accounts_says_where_they_come_from(client, offline, people):
+    grace = Identity.objects.create(username="grace")
+    client.force_login(factories.user("root", superuser=True))
+    html = client.get(reverse("tickets:identity", args=[grace.username])).content.decode()
+    assert "No accounts recorded yet." in html and "imports the accounts" in html
+    assert 'class="accounts"' not in html  # the message spans the panel, not a grid column
+    assert "create-account" not in html
