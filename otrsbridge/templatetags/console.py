@@ -13,8 +13,8 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from connections.models import ApiCall
-from tickets.models import OUTBOX_TONES, AccessRequest, JobRun, Outbox, ProvisioningTask
 from tickets.jobs import JOB_TITLES
+from tickets.models import OUTBOX_TONES, AccessRequest, JobRun, Outbox, ProvisioningTask
 from tickets.services.governance import decidable
 
 register = template.Library()

@@ -64,8 +64,8 @@ def approval_step(access_request: AccessRequest) -> str:
     if second_approval_due(access_request):
         first = access_request.first_approved_by
         return f"Second approval (2 of 2); first approved by {display_name(first)}"
-    first = "Owner approval" if has_owners(system) else "First approval"
-    return f"{first} (1 of 2), then a second approver"
+    step = "Owner approval" if has_owners(system) else "First approval"
+    return f"{step} (1 of 2), then a second approver"
 
 
 def display_name(user: ConsoleUser | None) -> str:
