@@ -204,9 +204,13 @@ def test_the_admin_page_uploads_previews_and_applies(client, offline):
     html = preview.content.decode()
     assert "New accounts: 3" in html and "nothing has been written yet" in html
     assert Account.objects.count() == 0
-    applied = client.post(reverse("admin:tickets_account_import_apply"))
-    assert applied.status_code == 302
+    applied = client.post(reverse("admin:tickets_account_import_apply"), follow=True)
+    assert applied.redirect_chain[-1][0] == reverse("admin:tickets_account_changelist")
+    assert applied.status_code == 200
     assert len(inventory()) == 3
+    account = Account.objects.order_by("pk").first()
+    page = client.get(reverse("admin:tickets_account_change", args=[account.pk]))
+    assert page.status_code == 200 and account.name in page.content.decode()
     upload = SimpleUploadedFile("bad.csv", b"username,colour\nada,red\n")
     refused = client.post(url, {"endpoint": offline.pk, "file": upload})
     assert "unknown column(s): &#x27;colour&#x27;" in refused.content.decode()
@@ -309,3 +313,12 @@ def test_imported_people_are_linked_to_their_console_users(offline, people):
     assert report.written
     links = dict(Identity.objects.values_list("username", "user__username"))
     assert links == {"bob": "bob", "bea": "carol", "zed": None}
+
+
+def test_the_identity_page_without_accounts_says_where_they_come_from(client, offline, people):
+    grace = Identity.objects.create(username="grace")
+    client.force_login(factories.user("root", superuser=True))
+    html = client.get(reverse("tickets:identity", args=[grace.username])).content.decode()
+    assert "No accounts recorded yet." in html and "imports the accounts" in html
+    assert 'class="accounts"' not in html  # the message spans the panel, not a grid column
+    assert "create-account" not in html

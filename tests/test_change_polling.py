@@ -79,7 +79,7 @@ def tickets(sim, connection, crm, people):
     tasks = open_tasks(crm, people, 3)
     time.sleep(1.1)  # OTRS's change times count seconds: the watermark comes after these
     first = poll(connection)
-    assert first.how == "full sweep: no watermark yet (the first cycle)"
+    assert first.how == "all open tickets read, as this is the first cycle"
     assert first.tickets == 3
     return tasks
 
@@ -146,7 +146,7 @@ def test_every_open_ticket_is_swept_again_on_its_cadence(sim, connection, ticket
     )
     before = calls(sim)
     result = poll(connection)
-    assert result.how == "full sweep: due every 30 min" and result.tickets == 3
+    assert result.how == "all open tickets read, as every 30 min" and result.tickets == 3
     assert _delta(before, calls(sim)) == {"TicketGet": math.ceil(3 / 2)}
     mark = _mark(connection)
     assert mark.full_sweep_at == mark.changed_since > timezone.now() - timedelta(minutes=1)
@@ -158,7 +158,7 @@ def test_a_clock_that_went_back_means_a_sweep(sim, connection, tickets):
         changed_since=timezone.now() + timedelta(hours=1)
     )
     result = poll(connection)
-    assert result.how == "full sweep: the clock went back past the watermark"
+    assert result.how == "all open tickets read, as the clock went back since the last cycle"
     assert result.tickets == 3 and _mark(connection).changed_since <= timezone.now()
 
 
@@ -170,7 +170,9 @@ def test_a_failed_change_search_means_a_sweep_in_the_same_cycle(sim, connection,
 
     result = poll(connection)
 
-    assert result.how == "full sweep: the change search failed" and result.tickets == 3
+    assert (
+        result.how == "all open tickets read, as the change search failed" and result.tickets == 3
+    )
     [error] = result.errors
     assert "OTRS has no operation for this URL" in error
     assert ProvisioningTask.objects.get(pk=done.pk).status == "completed"
@@ -183,7 +185,9 @@ def test_a_change_search_answer_at_its_limit_is_not_trusted(sim, connection, tic
 
     result = poll(connection)
 
-    assert result.how.startswith("full sweep: the change search answered as many ids as its")
+    assert result.how.startswith(
+        "all open tickets read, as the change search answered as many ids as its"
+    )
     assert result.tickets == 3 and result.changed == 2
 
 
@@ -324,7 +328,7 @@ def test_a_ticket_closed_by_an_agent_between_two_cycles_is_found(server, people)
     endpoint = factories.endpoint(connection, name=f"crm-{uuid.uuid4().hex[:8]}")
     tasks = [approved_task(endpoint, people, username=f"u{uuid.uuid4().hex[:8]}") for _ in range(2)]
     services.provision_due(owner="t", connection=connection)
-    assert poll(connection).how.startswith("full sweep")
+    assert poll(connection).how.startswith("all open tickets read")
     done = ProvisioningTask.objects.get(pk=tasks[0].pk)
 
     server.otrs.set_state(done.ticket.ticket_id, "closed successful")  # an agent closes it

@@ -335,6 +335,37 @@ def test_layout_at_1280_and_390_px(browser, live_server, sim):  # noqa: F811
     # Under the operation, in the value column, not under the row labels.
     assert abs(entitlements_box["x"] - operation_box["x"]) < 2, (operation_box, entitlements_box)
     assert entitlements_box["y"] > operation_box["y"]
+    # On every stacked table, no text falls under the labels and no badge spans the value.
+    for url in ("/", "/requests/", connection.get_absolute_url()):
+        phone.goto(base + url)
+        misplaced = phone.evaluate(STACKED_CELLS_MISPLACED)
+        assert misplaced == [], (url, misplaced)
+    assert phone.locator("td[data-label=Call]").count()  # the connection page had calls
+
+
+# For each cell of a stacked table: its label's right edge, then any text or badge that
+# starts left of it (under the label) or a badge wider than half the value column.
+STACKED_CELLS_MISPLACED = """() => {
+  const out = [];
+  for (const td of document.querySelectorAll(".table-stack td[data-label]")) {
+    if (getComputedStyle(td).display !== "grid") continue;
+    const cell = td.getBoundingClientRect();
+    const valueX = cell.left + parseFloat(getComputedStyle(td).gridTemplateColumns);
+    const walker = document.createTreeWalker(td, NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+      if (!node.textContent.trim()) continue;
+      const range = document.createRange();
+      range.selectNodeContents(node);
+      const box = range.getBoundingClientRect();
+      if (box.width && box.left < valueX) out.push([td.dataset.label, node.textContent.trim()]);
+    }
+    for (const badge of td.querySelectorAll(".badge")) {
+      if (badge.getBoundingClientRect().width > (cell.right - valueX) / 2)
+        out.push([td.dataset.label, "wide badge " + badge.textContent.trim()]);
+    }
+  }
+  return out;
+}"""
 
 
 def test_the_console_has_a_favicon(browser, live_server):  # noqa: F811

@@ -135,6 +135,57 @@ def test_an_upstream_approval_by_the_beneficiary_is_refused_in_the_api(
     assert not AccessRequest.objects.exists()
 
 
+@pytest.mark.parametrize(
+    "second",
+    [{"username": "bob.admin", "email": "BOB@example.com"}, {"username": "BOB", "email": ""}],
+)
+def test_a_second_identity_with_the_approvers_name_is_still_their_own_access(
+    client, offline, people, second
+):
+    """The link is one-to-one: bob's first identity takes it, a second one carrying his
+    address or username stays unlinked, and is still bob in every place that asks."""
+    submit(offline, people.alice, username="bob")  # bob's first identity, linked to him
+    r = submit(offline, people.alice, username="x")
+    r.beneficiary = Identity.objects.create(**second)
+    r.save()
+    assert r.beneficiary.user is None
+    refusal = f"You are the beneficiary of {r.number}; another approver must decide."
+    with pytest.raises(PermissionDenied, match=refusal):
+        services.request_approve(access_request=r, by=people.bob)
+    client.force_login(people.bob)
+    inbox = client.get(reverse("tickets:inbox")).content.decode()
+    assert refusal in inbox and reverse("tickets:request_approve", args=[r.pk]) not in inbox
+    assert nav_badge(inbox) == ""  # neither of bob's own two
+    forced = client.post(reverse("tickets:request_approve", args=[r.pk]))
+    assert forced.status_code == 403 and refusal in forced.content.decode()
+    assert people.bob not in services.governance.deciders(r)
+    assert people.carol in services.governance.deciders(r)
+    assert AccessRequest.objects.get(pk=r.pk).status == "pending_approval"
+
+
+def test_the_api_refuses_an_upstream_approver_whose_address_the_beneficiary_carries(
+    client, offline, people
+):
+    submit(offline, people.alice, username="bob")  # bob's first identity, linked to him
+    _, token = services_api_client(trusted=True)
+    response = client.post(
+        "/api/v1/requests",
+        {
+            "beneficiary": {"username": "bob.admin", "email": "Bob@Example.com"},
+            "endpoint": offline.name,
+            "operation": "create_account",
+            "upstream_approver": "bob",
+        },
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+    )
+    assert response.status_code == 422, response.content
+    assert response.json()["fields"]["upstream_approver"] == [
+        "bob is the beneficiary of this request; another approver must decide."
+    ]
+    assert not Identity.objects.filter(username="bob.admin").exists()
+
+
 def test_a_requester_forcing_a_decision_on_their_own_request_hears_the_real_reason(
     client, offline, people
 ):
@@ -210,7 +261,15 @@ def test_two_approvals_an_owner_first_then_another_approver(client, offline, peo
     inbox = client.get(reverse("tickets:inbox")).content.decode()
     assert "Owner approval (1 of 2), then a second approver" in inbox
     assert f"Only the owners of {system}" in inbox  # bob is not an owner: not the first
-    services.request_approve(access_request=r, by=people.carol, comment="ok from the owner")
+    client.force_login(people.carol)
+    response = client.post(
+        reverse("tickets:request_approve", args=[r.pk]), {"comment": "ok from the owner"}
+    )
+    flashed = [str(m) for m in response.wsgi_request._messages]
+    assert flashed == [
+        f"First approval of {r.number} recorded; it now waits for a second approver."
+    ]
+    client.force_login(people.bob)
     r.refresh_from_db()
     assert r.status == "pending_approval" and r.first_approved_by == people.carol
     assert not r.tasks.exists()
@@ -221,11 +280,35 @@ def test_two_approvals_an_owner_first_then_another_approver(client, offline, peo
     assert nav_badge(inbox) == "1"
     response = client.post(reverse("tickets:request_approve", args=[r.pk]), {"comment": "second"})
     assert response.status_code == 302
+    flashed = [str(m) for m in response.wsgi_request._messages]
+    assert flashed == [f"{r.number} approved. Its tasks are queued for the service desk."]
     r.refresh_from_db()
     assert r.status == "approved" and r.decided_by == people.bob and r.tasks.count() == 1
     reasons = list(r.events.values_list("reason", flat=True))
     assert "first approval: ok from the owner; waits for a second approver" in reasons
     assert "approved: second" in reasons
+
+
+def test_without_owners_the_first_of_two_approvals_is_not_called_the_owners(
+    client, offline, people
+):
+    system = offline.security_system
+    system.two_approvals = True
+    system.save()
+    first, waiting = submit(offline, people.alice), submit(offline, people.alice, username="bea")
+    submit(offline, people.alice, username="cid")
+    client.force_login(people.bob)
+    inbox = client.get(reverse("tickets:inbox")).content.decode()
+    assert "First approval (1 of 2), then a second approver" in inbox
+    assert "Owner approval" not in inbox
+    services.request_approve(access_request=first, by=people.carol)
+    services.request_approve(access_request=waiting, by=people.carol)
+    services.request_approve(access_request=first, by=people.bob)  # approved: waits no more
+    client.force_login(factories.user("olga", "operators"))
+    card = client.get(reverse("tickets:overview")).content.decode()
+    card = card.split("Waiting for approval", 1)[1].split("</a>", 1)[0]
+    assert ">2<" in card
+    assert "requests waiting for a decision, 1 of them for the second of two approvals" in card
 
 
 def test_the_inbox_asks_the_same_number_of_queries_for_many_requests(client, offline, people):

@@ -230,6 +230,29 @@ def test_an_admins_template_replaces_the_built_in_one(offline, people, sent):
     assert mail.body == f"{r.number} why ada@example.com |"
 
 
+def test_the_templates_admin_names_kinds_in_words_and_empty_means_built_in(
+    client, offline, people, sent
+):
+    client.force_login(factories.user("root", superuser=True))
+    add = reverse("admin:tickets_notificationtemplate_add")
+    form = client.get(add).content.decode()
+    assert "Approval needed: a request waits for a decision" in form
+    assert "Task failed, Task flagged, Connection login failed" in form
+    assert "left empty, the built-in text is sent" in form
+    assert "approval_needed" not in form.replace('value="approval_needed"', "")
+    saved = client.post(add, {"kind": notifications.REQUEST_REJECTED, "subject": "", "body": ""})
+    assert saved.status_code == 302, saved.content.decode()
+    listing = client.get(reverse("admin:tickets_notificationtemplate_changelist")).content
+    assert "Request rejected" in listing.decode() and "request_rejected" not in listing.decode()
+    r = submit(offline, people.alice)
+    _, [mail] = sent(
+        lambda: services.request_reject(access_request=r, by=people.bob, comment="why")
+    )
+    assert mail.subject == f"{r.number} was rejected"
+    assert "why" in mail.body and r.number in mail.body
+    assert "\nEndpoint:    CRM (application: CRM system)\n" in mail.body
+
+
 def test_an_address_with_a_line_break_is_refused_at_the_form_and_never_mailed(
     client, offline, people
 ):

@@ -39,7 +39,7 @@ def test_old_rows_go_in_batches_and_recent_ones_stay(settings, offline):
     assert result.deleted == 11 and result.kept == 0 and result.finished
     assert set(ApiCall.objects.values_list("pk", flat=True)) == {r.pk for r in recent}
     assert not ApiCall.objects.filter(pk__in=[r.pk for r in old]).exists()
-    assert str(result) == "11 call log row(s) older than 30 days deleted"
+    assert str(result) == "11 call log rows older than 30 days deleted"
 
 
 def test_calls_of_tasks_in_progress_stay_until_the_task_is_final(sim, connection, crm, people):
@@ -94,7 +94,22 @@ def test_the_job_records_its_run(offline):
     summary = jobs.prune_api_calls(trigger="test")
     run = JobRun.objects.get(name="prune-api-calls")
     assert run.status == "ok" and run.trigger == "test" and run.summary == summary
-    assert summary.startswith("1 call log row(s) older than 30 days deleted")
+    assert summary.startswith("1 call log row older than 30 days deleted")
+
+
+def test_the_overview_names_every_job_in_words(client, offline, people):
+    """Each job the worker runs shows a title and a summary a person reads, no code."""
+    jobs.prune_api_calls(trigger="schedule")
+    jobs.poll_job(trigger="schedule")
+    jobs.send_ticket_notes(trigger="schedule")
+    jobs.deliver_callbacks(trigger="schedule")
+    client.force_login(people.olga)
+    page = client.get("/").content.decode()
+    table = page.split("Last run", 1)[1].split("</table>", 1)[0]
+    for title in ("Call log retention", "Polling", "Ticket notes", "Callbacks to API clients"):
+        assert f">{title}<" in table, title
+    assert "0 call log rows older than 30 days deleted" in table
+    assert "Prune" not in table and "(s)" not in table and "))" not in table
 
 
 def test_retention_days_must_be_at_least_one():
@@ -114,5 +129,5 @@ def test_the_command_runs_the_job_once(offline):
     call(connection, "poll:x", 40)
     out = StringIO()
     call_command("prune_api_calls", stdout=out)
-    assert out.getvalue().startswith("1 call log row(s) older than 30 days deleted")
+    assert out.getvalue().startswith("1 call log row older than 30 days deleted")
     assert JobRun.objects.get(name="prune-api-calls").trigger == "command"

@@ -15,6 +15,7 @@ import pytest
 import requests
 from django.utils import timezone
 
+from connections.models import Endpoint, SecuritySystem
 from tests import factories
 from tests.test_browser import (
     CHROMIUM,
@@ -64,6 +65,16 @@ def set_state(sim, ticket: Ticket, state: str) -> None:
     assert response.status_code in (302, 303), response.text
 
 
+def display_names() -> None:
+    """The names people read: display names, not the test builders' codes."""
+    for name, endpoint, application in (
+        ("crm", "Sales CRM", "CRM"),
+        ("hr-portal", "HR portal", "HR"),
+    ):
+        Endpoint.objects.filter(name=name).update(display_name=endpoint)
+        SecuritySystem.objects.filter(endpoints__name=name).update(display_name=application)
+
+
 def build_history(sim) -> dict[str, AccessRequest]:
     connection = factories.otrs_connection(sim)
     crm = factories.endpoint(connection, name="crm", instant=False)
@@ -73,6 +84,7 @@ def build_history(sim) -> dict[str, AccessRequest]:
     alice = factories.user("alice", "requesters")
     carol = factories.user("carol", "approvers")
     factories.user("olga", "operators")
+    display_names()
     made: dict[str, AccessRequest] = {}
 
     def ask(username, first, last, endpoint, operation, entitlements=(), why=""):
@@ -120,6 +132,7 @@ def build_history(sim) -> dict[str, AccessRequest]:
 
     # A failure: OTRS answers 500 and the system allows one try.
     factories.endpoint(connection, name="crm", tries=1)
+    display_names()
     sim.configure(fail_rate=1)
     # By name: the endpoint object above still holds the old number of tries.
     broken = ask(
@@ -163,7 +176,7 @@ def test_take_screenshots(browser, live_server, sim):  # noqa: F811
     alice = login("alice")
     alice.goto(base + "/requests/new/")
     alice.get_by_label("For whom").fill("grace")
-    alice.get_by_label("Endpoint").select_option(label="HR-PORTAL")
+    alice.get_by_label("Endpoint").select_option(label="HR portal")
     alice.get_by_text("hr-editor").click()
     alice.get_by_label("Operation").select_option("remove_access")
     alice.get_by_role("button", name="Submit request").click()

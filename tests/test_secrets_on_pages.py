@@ -30,7 +30,13 @@ from tests import factories
 from tests.simfixtures import sim_factory  # noqa: F401  (fixture)
 from tickets import services
 from tickets.api import api_client_create
-from tickets.models import AccessRequest, CallbackDelivery, TicketNote
+from tickets.models import (
+    AccessRequest,
+    Account,
+    AccountEntitlement,
+    CallbackDelivery,
+    TicketNote,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -93,6 +99,10 @@ def world(sim_factory, people):  # noqa: F811
         secret=HOOK_SECRET,
         session_id=session_id,
     )
+    account = Account.objects.create(
+        identity=leaky.request.beneficiary, endpoint=leaky.request.endpoint, name="grace"
+    )
+    AccountEntitlement.objects.create(account=account, entitlement="crm-sales")
     Connection.objects.filter(pk=connection.pk).update(last_test_message=f"ok as {session_id}")
     ConnectionToken.objects.filter(connection=connection).update(
         last_error=f"refresh failed with {session_id}"

@@ -119,13 +119,14 @@ def test_a_task_becomes_one_ticket_with_ticket_and_article_at_the_top_level(
     [task] = provisioned(crm, people)
     key = task.correlation_key
     found = otrs_server.ticket(task.ticket.ticket_id, AllArticles=1)
-    assert found["Title"] == f"[{key}] Create account for user0 on crm"
+    assert found["Title"] == f"[{key}] Create account for user0 on CRM"
     assert (found["Queue"], found["State"], found["Priority"]) == ("Raw", "new", "3 normal")
     assert found["CustomerUserID"] == "iga-bridge@example.com"
     assert found["Owner"] == otrs_server.user
     assert found["TicketNumber"] == task.ticket.ticket_number
     [article] = found["Article"]
-    assert article["Subject"] == "Create account for user0 on crm"
+    assert article["Subject"] == "Create account for user0 on CRM"
+    assert "\nEndpoint: CRM (application: CRM system)\n" in article["Body"]
     assert article["Body"].startswith(f"Access request {key}\n\nOperation: Create account\n")
     assert (article["SenderType"], article["ContentType"]) == ("agent", "text/plain; charset=utf8")
     assert otrs_server.search(f"Title=*{key}*") == [str(task.ticket.ticket_id)]

@@ -41,6 +41,7 @@ from .models import (
     TaskEvent,
     Ticket,
     TicketNote,
+    notification_kind_label,
 )
 from .services import accounts, notifications
 
@@ -206,7 +207,11 @@ class EntitlementInline(admin.TabularInline):
     extra = 0
     fields = ("entitlement", "granted_at", "granted_by", "confirmed")
     readonly_fields = fields
-    confirmed = admin.display(description="Confirmed")(_confirmed)
+
+    @admin.display(description="Confirmed")
+    def confirmed(self, obj: Account | AccountEntitlement) -> str:
+        return _confirmed(obj)
+
     can_delete = False
 
     def has_add_permission(self, request, obj=None) -> bool:
@@ -253,7 +258,11 @@ class AccountAdmin(ReadOnlyAdmin):
         "removed_at",
     ]
     list_filter = ["active", "origin", "endpoint"]
-    confirmed = admin.display(description="Confirmed")(_confirmed)
+
+    @admin.display(description="Confirmed")
+    def confirmed(self, obj: Account | AccountEntitlement) -> str:
+        return _confirmed(obj)
+
     list_select_related = ["identity", "endpoint"]
     search_fields = ["name", "identity__username"]
     inlines = [EntitlementInline]
@@ -403,15 +412,21 @@ class NotificationTemplateForm(forms.ModelForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["kind"].choices = [
-            (k.name, f"{k.name}: {k.when}") for k in notifications.KINDS.values()
+            (k.name, f"{notification_kind_label(k.name)}: {k.when}")
+            for k in notifications.KINDS.values()
         ]
         request_kinds = [k for k in notifications.KINDS.values() if not k.operators]
         operator_kinds = [k for k in notifications.KINDS.values() if k.operators]
+        self.fields["subject"].required = False
+        self.fields[
+            "subject"
+        ].help_text = "A Django template, one line. Left empty, the built-in subject is sent."
+        self.fields["body"].required = False
         self.fields["body"].help_text = (
-            "A Django template. Request notifications see "
+            "A Django template; left empty, the built-in text is sent. Request notifications see "
             + ", ".join(notifications.variable_names(request_kinds[0].name))
             + ". Operator notifications ("
-            + ", ".join(k.name for k in operator_kinds)
+            + ", ".join(notification_kind_label(k.name) for k in operator_kinds)
             + ") see "
             + ", ".join(notifications.variable_names(operator_kinds[0].name))
             + ". README lists what each means."
@@ -437,7 +452,11 @@ class NotificationTemplateAdmin(admin.ModelAdmin):
     """The wording of notification emails; a kind without a row is sent in its built-in words."""
 
     form = NotificationTemplateForm
-    list_display = ["kind", "subject", "updated_at"]
+    list_display = ["kind_label", "subject", "updated_at"]
+
+    @admin.display(description="Kind", ordering="kind")
+    def kind_label(self, obj: NotificationTemplate) -> str:
+        return str(obj)
 
 
 @admin.register(TicketNote)

@@ -76,6 +76,18 @@ def deliver_callbacks(trigger: str = "schedule"):
     return record_job_run("callbacks", trigger, services.deliveries_send_due).summary
 
 
+# What the console calls each job run, by the name its run is recorded under (the part
+# before ":connection"). record_job_run refuses a name without a title.
+JOB_TITLES = {
+    "provision": "Provisioning",
+    "poll": "Polling",
+    "refresh": "Ticket refresh",
+    "notes": "Ticket notes",
+    "callbacks": "Callbacks to API clients",
+    "prune-api-calls": "Call log retention",
+}
+
+
 # --- queueing --------------------------------------------------------------------------------
 
 
@@ -137,6 +149,7 @@ def queue_deliveries(sender, **kwargs) -> None:
 
 def record_job_run(name: str, trigger: str, work: Callable[[], object]) -> JobRun:
     """Run one job and record it: a row before it starts, the outcome after (practice 9)."""
+    assert name.partition(":")[0] in JOB_TITLES, f"{name} has no title in JOB_TITLES"
     run = JobRun.objects.create(name=name, trigger=trigger)
     try:
         outcome = work()

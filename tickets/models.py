@@ -573,6 +573,7 @@ class NotificationTemplate(models.Model):
     """
 
     kind = models.CharField(max_length=40, unique=True)
+    # Either may be left empty in the admin: the built-in one is sent in its place.
     subject = models.CharField(max_length=200, help_text="A Django template, one line.")
     body = models.TextField(help_text="A Django template; README lists its variables.")
     updated_at = models.DateTimeField(auto_now=True)
@@ -581,7 +582,12 @@ class NotificationTemplate(models.Model):
         ordering = ["kind"]
 
     def __str__(self) -> str:
-        return self.kind
+        return notification_kind_label(self.kind)
+
+
+def notification_kind_label(kind: str) -> str:
+    """A notification kind in words: "approval_needed" → "Approval needed"."""
+    return kind.replace("_", " ").capitalize()
 
 
 class NotificationThrottle(models.Model):

@@ -269,12 +269,16 @@ class Overview:
     flagged_total: int
     jobs: list[JobRun]
     pending_approval: int
+    second_approval_due: int  # of pending_approval: those that have their first approval
     groups: tuple = OVERVIEW_GROUPS
 
 
 def overview(now: datetime | None = None) -> Overview:
     """Everything on the operator's overview, in ten queries whatever the volume."""
     now = now or timezone.now()
+    waiting = AccessRequest.objects.filter(status=AccessRequest.Status.PENDING_APPROVAL).aggregate(
+        all=Count("id"), second=Count("id", filter=Q(first_approved_by__isnull=False))
+    )
     per_connection: dict[int, dict[str, int]] = {}
     totals = {key: 0 for key, _, _ in OVERVIEW_GROUPS}
     rows = (
@@ -331,9 +335,8 @@ def overview(now: datetime | None = None) -> Overview:
         flagged=list(flagged[:20]),
         flagged_total=flagged.count(),
         jobs=last_job_runs(),
-        pending_approval=AccessRequest.objects.filter(
-            status=AccessRequest.Status.PENDING_APPROVAL
-        ).count(),
+        pending_approval=waiting["all"],
+        second_approval_due=waiting["second"],
     )
 
 

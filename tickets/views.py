@@ -107,14 +107,15 @@ def _back(request: HttpRequest, default: str) -> HttpResponse:
     return redirect(default)
 
 
-def _apply_and_report(request: HttpRequest, action, success: str) -> bool:
-    """Run a service call; say what happened. A refused transition becomes an error message."""
+def _apply_and_report(request: HttpRequest, action, success) -> bool:
+    """Run a service call; say what happened. A refused transition becomes an error message.
+    `success` is the message, or a function of the call's result that words it."""
     try:
-        action()
+        result = action()
     except services.TransitionError as exc:
         messages.error(request, str(exc))
         return False
-    messages.success(request, success)
+    messages.success(request, success(result) if callable(success) else success)
     return True
 
 
@@ -335,7 +336,11 @@ def request_decide(request: ConsoleRequest, pk: int, decision: str) -> HttpRespo
             lambda: services.request_approve(
                 access_request=access_request, by=request.user, comment=comment
             ),
-            f"{access_request} approved. Its tasks are queued for the service desk.",
+            lambda decided: (
+                f"First approval of {decided} recorded; it now waits for a second approver."
+                if decided.status == AccessRequest.Status.PENDING_APPROVAL
+                else f"{decided} approved. Its tasks are queued for the service desk."
+            ),
         )
     else:
         _apply_and_report(

@@ -13,6 +13,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from connections.models import ApiCall
+from tickets.jobs import JOB_TITLES
 from tickets.models import OUTBOX_TONES, AccessRequest, JobRun, Outbox, ProvisioningTask
 from tickets.services.governance import decidable
 
@@ -115,11 +116,8 @@ def get(mapping: dict, key: str):
 def job_title(name: str) -> str:
     """ "provision:otrs-demo" → "Provisioning · otrs-demo"."""
     base, _, connection = name.partition(":")
-    title = JOB_TITLES.get(base, base.capitalize())
+    title = JOB_TITLES.get(base, base.replace("-", " ").capitalize())
     return f"{title} · {connection}" if connection else title
-
-
-JOB_TITLES = {"provision": "Provisioning", "poll": "Polling", "refresh": "Ticket refresh"}
 
 
 @register.filter

@@ -4,7 +4,7 @@ the link between a person (Identity) and the console user they sign in as.
 The rules, in the order a refusal names them:
 
 1. Nobody decides a request they filed, nor one for their own access (the beneficiary's
-   Identity is linked to them).
+   Identity is linked to them, or carries their username or email address).
 2. Deciding needs the approver role.
 3. An application (SecuritySystem) with owners (people, or members of owner groups) is
    decided by them and by admins only. With two approvals required, that rule holds for the
@@ -64,7 +64,8 @@ def approval_step(access_request: AccessRequest) -> str:
     if second_approval_due(access_request):
         first = access_request.first_approved_by
         return f"Second approval (2 of 2); first approved by {display_name(first)}"
-    return "Owner approval (1 of 2), then a second approver"
+    step = "Owner approval" if has_owners(system) else "First approval"
+    return f"{step} (1 of 2), then a second approver"
 
 
 def display_name(user: ConsoleUser | None) -> str:
@@ -87,7 +88,7 @@ def decision_refusal(
     memo = {} if memo is None else memo
     number = access_request.number or f"request {access_request.pk}"
     beneficiary = access_request.beneficiary
-    if beneficiary.user_id is not None and beneficiary.user_id == user.pk:
+    if is_beneficiary(beneficiary, user):
         return f"You are the beneficiary of {number}; another approver must decide."
     if access_request.requester_id is not None and access_request.requester_id == user.pk:
         return f"You requested {number}; another approver must decide."
@@ -113,6 +114,26 @@ def decision_refusal(
     return ""
 
 
+def beneficiary_is(user: ConsoleUser) -> Q:
+    """Rule 1's "their own access" as a condition on requests: the person is linked to
+    `user`, or carries the user's username or email address (case-insensitive). The link is
+    one-to-one, so a second identity of the same person stays unlinked; its names still
+    give it away."""
+    same = Q(beneficiary__user=user.pk) | Q(beneficiary__username__iexact=user.username)
+    if user.email:
+        same |= Q(beneficiary__email__iexact=user.email)
+    return same
+
+
+def is_beneficiary(identity: Identity, user: ConsoleUser) -> bool:
+    """beneficiary_is for one person already loaded."""
+    if identity.user_id is not None and identity.user_id == user.pk:
+        return True
+    if identity.username.lower() == user.username.lower():
+        return True
+    return bool(user.email) and identity.email.lower() == user.email.lower()
+
+
 def is_the_person(identity: Identity, name: str) -> bool:
     """Whether `name` (an upstream approver's username or address) names this person."""
     names = {identity.username, identity.email}
@@ -120,7 +141,12 @@ def is_the_person(identity: Identity, name: str) -> bool:
         user = identity.user
         names |= {user.username, user.email} if user is not None else set()
     wanted = name.strip().lower()
-    return bool(wanted) and wanted in {n.lower() for n in names if n}
+    if not wanted:
+        return False
+    if wanted in {n.lower() for n in names if n}:
+        return True
+    named = User.objects.filter(Q(username__iexact=wanted) | Q(email__iexact=wanted))
+    return any(is_beneficiary(identity, user) for user in named)
 
 
 def decidable(user: ConsoleUser) -> QuerySet[AccessRequest]:
@@ -130,7 +156,7 @@ def decidable(user: ConsoleUser) -> QuerySet[AccessRequest]:
         return pending.none()
     pending = (
         pending.exclude(requester=user)
-        .exclude(beneficiary__user=user)
+        .exclude(beneficiary_is(user))
         .exclude(first_approved_by=user)
     )
     if is_admin(user):

@@ -449,8 +449,8 @@ def _render(message: Message) -> tuple[str, str]:
         body = Template(connection.completion_email_template).render(context)
     else:
         custom = NotificationTemplate.objects.filter(kind=message.kind).first()
-        subject_source = custom.subject if custom else KINDS[message.kind].subject
-        if custom:
+        subject_source = (custom and custom.subject) or KINDS[message.kind].subject
+        if custom and custom.body:
             body = Template(custom.body).render(context)
         else:
             body = render_to_string(default_body_template(message.kind), message.context)

@@ -108,11 +108,11 @@ def _poll_changes(client: TicketClient, cycle: _Cycle, started: datetime) -> Non
             )
         except OTRSError as exc:
             cycle.result.errors.append(exc.message)
-            why = "the change search failed"
+            why = "as the change search failed"
         if changed is None:
-            why = why or "the change search answered as many ids as its limit, maybe cut short"
+            why = why or "as the change search answered as many ids as its limit, maybe cut short"
     if changed is None:
-        cycle.result.how = f"full sweep: {why}"
+        cycle.result.how = f"all open tickets read, {why}"
         if cycle.sweep(client, started):
             PollWatermark.objects.filter(pk=mark.pk).update(
                 changed_since=started, full_sweep_at=started
@@ -128,12 +128,12 @@ def _poll_changes(client: TicketClient, cycle: _Cycle, started: datetime) -> Non
 def _sweep_due(mark: PollWatermark, connection: Connection, now: datetime) -> str | None:
     """Why this cycle must sweep every open ticket instead of asking for changes, if it must."""
     if mark.changed_since is None:
-        return "no watermark yet (the first cycle)"
+        return "as this is the first cycle"
     if now < mark.changed_since:
-        return "the clock went back past the watermark"
+        return "as the clock went back since the last cycle"
     every = timedelta(minutes=connection.full_sweep_minutes)
     if mark.full_sweep_at is None or now - mark.full_sweep_at >= every:
-        return f"due every {connection.full_sweep_minutes} min"
+        return f"as every {connection.full_sweep_minutes} min"
     return None
 
 

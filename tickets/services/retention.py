@@ -38,7 +38,11 @@ class PruneResult:
     errors: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
-        text = f"{self.deleted:,} call log row(s) older than {settings.APICALL_RETENTION_DAYS} days deleted"
+        days = settings.APICALL_RETENTION_DAYS
+        text = (
+            f"{self.deleted:,} call log row{'s' if self.deleted != 1 else ''} older than "
+            f"{days} day{'s' if days != 1 else ''} deleted"
+        )
         if self.kept:
             text += f", {self.kept:,} kept for tasks still in progress"
         if not self.finished:
