@@ -52,14 +52,15 @@ demo: $(VENV)/.installed
 	DEBUG=True $(PY) manage.py load_demo
 
 # honcho answers Ctrl-C by stopping every process and exiting with 130: the normal way to
-# stop, not an error for make to report.
+# stop, not an error for make to report. otrsbridge.foreground gives honcho the terminal,
+# so the Ctrl-C reaches honcho alone (make would report it as an interrupt) and ends in 0.
 run: demo
 	@echo
 	@echo "  Console:        http://127.0.0.1:8000/        (setup: http://127.0.0.1:8000/admin/)"
 	@echo "  OTRS simulator: http://127.0.0.1:8089/        (play the OTRS agent here)"
 	@echo "  Stop everything with one Ctrl-C."
 	@echo
-	DEBUG=True $(VENV)/bin/honcho start -f Procfile || [ $$? -eq 130 ]
+	DEBUG=True $(PY) -m otrsbridge.foreground $(VENV)/bin/honcho start -f Procfile
 
 test: $(VENV)/.installed-test chromium node-deps
 	env -u DATABASE_URL -u TEST_DATABASE_URL $(PY) -m pytest $(PYTEST_ARGS)
