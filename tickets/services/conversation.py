@@ -29,7 +29,7 @@ from ..models import ConsoleUser, Identity, Operation, Ticket, TicketNote
 from ..models import ProvisioningTask as Task
 from . import notifications
 from .context import CONTEXT_RELATIONS, task_context
-from .transitions import SYSTEM, Actor, TransitionError, _event
+from .transitions import SYSTEM, Actor, TransitionError, _task_event
 
 log = logging.getLogger(__name__)
 
@@ -223,18 +223,6 @@ def _label(note: TicketNote) -> str:
 def _note_event(note: TicketNote, reason: str, *, actor: Actor | None = None) -> None:
     task = Task.objects.only("request_id", "status").get(pk=note.task_id)
     _task_event(task, reason, actor or Actor.job("notes"))
-
-
-def _task_event(task: Task, reason: str, actor: Actor) -> None:
-    """An event on the task's timeline that leaves its state as it is."""
-    _event(
-        request_id=task.request_id,
-        task_id=task.pk,
-        from_status=task.status,
-        to=task.status,
-        reason=reason,
-        actor=actor,
-    )
 
 
 # --- the agent's reason -----------------------------------------------------------------------

@@ -24,7 +24,7 @@ from ..models import Ticket
 from . import conversation, notifications, reopening
 from .completion import _record_access, _settle_request
 from .context import agent_link
-from .transitions import Actor, TransitionError, _event, _move
+from .transitions import Actor, TransitionError, _move, _task_event
 
 log = logging.getLogger(__name__)
 
@@ -314,14 +314,7 @@ def ticket_apply_status(
                         f"ticket {ticket} was merged into ticket {status.merged_into}, which task "
                         f"{owner.pk} follows; this task needs an operator (cancel it here, and check the merge in OTRS)"
                     )
-                _event(
-                    request_id=task.request_id,
-                    task_id=task.pk,
-                    from_status=task.status,
-                    to=task.status,
-                    reason=reason,
-                    actor=actor,
-                )
+                _task_event(task, reason, actor)
             return True
         outcome = status.outcome
         closing = outcome in _CLOSING
@@ -342,13 +335,10 @@ def ticket_apply_status(
             if task.flag != flag:
                 Task.objects.filter(pk=task.pk).update(flag=flag)
                 notifications.notify_soon(notifications.TASK_FLAGGED, task.pk)
-                _event(
-                    request_id=task.request_id,
-                    task_id=task.pk,
-                    from_status=task.status,
-                    to=task.status,
-                    reason=f"OTRS reports state {status.state!r}, which the status mapping does not list; the task stays open",
-                    actor=actor,
+                _task_event(
+                    task,
+                    f"OTRS reports state {status.state!r}, which the status mapping does not list; the task stays open",
+                    actor,
                 )
             return True
         to = Task.OUTCOME_STATUS[outcome]

@@ -50,7 +50,7 @@ from ..models import ProvisioningTask as Task
 from ..validators import email_problem, username_problem
 from . import conversation
 from .requests import request_submit
-from .transitions import Actor, RequestInvalid, _event
+from .transitions import Actor, RequestInvalid, _event, _task_event
 
 log = logging.getLogger(__name__)
 
@@ -488,14 +488,7 @@ def _tell_open_task(task: Task, *, actor: Actor, why: str) -> None:
     """The one place that tells the agent working `task` that the beneficiary's name or
     email changed: an event on the task's timeline, and the `identity_changed` note on its
     open ticket (queued; a task without an open ticket yet gets only the event)."""
-    _event(  # no move: the timeline shows the state it stays in
-        request_id=task.request_id,
-        task_id=task.pk,
-        from_status="",
-        to=task.status,
-        reason=f"the identity changed: {why}",
-        actor=actor,
-    )
+    _task_event(task, f"the identity changed: {why}", actor)
     conversation.note_ticket(task=task, kind="identity_changed", actor=actor, why=why)
 
 

@@ -88,6 +88,19 @@ def _event(
     return event
 
 
+def _task_event(task: Task, reason: str, actor: Actor) -> TaskEvent:
+    """An event on the task's timeline that leaves its state as it is (a note sent, a flag,
+    a change told to the agent)."""
+    return _event(
+        request_id=task.request_id,
+        task_id=task.pk,
+        from_status=task.status,
+        to=task.status,
+        reason=reason,
+        actor=actor,
+    )
+
+
 def _event_row(
     *, request_id: int, task_id: int | None, from_status: str, to: str, reason: str, actor: Actor
 ) -> TaskEvent:
