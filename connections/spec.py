@@ -45,6 +45,7 @@ from .spec_calls import (
     TEST_SCOPE,
     Scope,
     read_call,
+    read_one_ticket_call,
     ticket_scope,
 )
 from .spec_conversation import closing_article_spec, update_spec
@@ -457,18 +458,9 @@ def _merge_target(report: Report, document: dict, auths: dict | None) -> MergeTa
     if raw is None:
         return None
     where = "mergeTargetCall"
-    call = read_call(
-        report,
-        raw,
-        where,
-        scope=ticket_scope(batch=False),
-        auths=auths,
-        default_name="mergeTarget",
-    )
+    call = read_one_ticket_call(report, raw, where, auths=auths, default_name="mergeTarget")
     if call is None:
         return None
-    if "ticketID" not in call.variables:
-        report.add(where, "must use ${ticketID}")
     pattern = report.string(raw, "targetPattern", where)
     if pattern:
         try:

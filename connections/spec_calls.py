@@ -73,6 +73,24 @@ def ticket_scope(*, batch: bool) -> Scope:
     return Scope(frozenset({"access_token", "ticketIDs" if batch else "ticketID"}))
 
 
+def read_one_ticket_call(
+    report: Report, obj: Any, where: str, *, auths: dict[str, Any] | None, default_name: str
+) -> CallSpec | None:
+    """A call about one ticket (its merge target, its closing article): it must name the
+    ticket with `${ticketID}`."""
+    call = read_call(
+        report,
+        obj,
+        where,
+        scope=ticket_scope(batch=False),
+        auths=auths,
+        default_name=default_name,
+    )
+    if call is not None and "ticketID" not in call.variables:
+        report.add(where, "must use ${ticketID}")
+    return call
+
+
 def _check_reference(
     inner: str, scope: Scope, properties: frozenset[str] | None, auth_name: str
 ) -> str | None:

@@ -12,7 +12,13 @@ from typing import Any, NamedTuple
 
 from .documents import ClosingArticleSpec, NoteTemplate, UpdateSpec
 from .paths import join_path
-from .spec_calls import TASK_SCOPE, Scope, check_templates, read_call, ticket_scope
+from .spec_calls import (
+    TASK_SCOPE,
+    Scope,
+    check_templates,
+    read_call,
+    read_one_ticket_call,
+)
 from .spec_fields import Report, type_name
 
 # What a cancel does to the ticket unless the document says otherwise.
@@ -133,18 +139,9 @@ def closing_article_spec(
     if raw is None:
         return None
     where = "closingArticleCall"
-    call = read_call(
-        report,
-        raw,
-        where,
-        scope=ticket_scope(batch=False),
-        auths=auths,
-        default_name="closingArticle",
-    )
+    call = read_one_ticket_call(report, raw, where, auths=auths, default_name="closingArticle")
     if call is None:
         return None
-    if "ticketID" not in call.variables:
-        report.add(where, "must use ${ticketID}")
     return ClosingArticleSpec(
         call=call,
         article_list_path=report.path(raw, "articleListPath", where, required=True),
