@@ -33,6 +33,12 @@ def _ctrl_c_under_make(tmp_path: Path, recipe: str) -> tuple[int, str]:
     if pid == 0:  # the child: make, with the pseudo-terminal as its controlling terminal
         os.chdir(tmp_path)
         os.environ["PYTHONPATH"] = str(ROOT)
+        for name in (
+            "MAKELEVEL",
+            "MAKEFLAGS",
+            "MFLAGS",
+        ):  # a make of its own, even under `make test`
+            os.environ.pop(name, None)
         os.execvp("make", ["make", "--no-print-directory", "run"])
     shown, deadline, pressed = b"", time.monotonic() + 20, False
     while time.monotonic() < deadline:
@@ -67,4 +73,4 @@ def test_without_it_make_reports_the_ctrl_c_as_an_interrupt(tmp_path):
     """The control: the same command run by make directly."""
     code, shown = _ctrl_c_under_make(tmp_path, COMMAND)
     assert "stopping" in shown
-    assert "make: ***" in shown and code != 0  # "Interrupt" or "Error 130"
+    assert "***" in shown and code != 0  # "Interrupt" or "Error 130"
