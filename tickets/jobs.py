@@ -199,7 +199,7 @@ def provision_job(
         name,
         trigger,
         lambda: services.provision_due(
-            owner=f"{name}:{uuid.uuid4().hex[:6]}",
+            owner=services.worker_name(name),
             workers=threads,
             connection=connection,
             progress=progress,
@@ -297,7 +297,7 @@ def schedules_sync() -> int:
 
 def provision_one(*, task_id: int) -> str:
     """Provision one task now if it is still due (instant provisioning, retry button)."""
-    owner = f"instant:{uuid.uuid4().hex[:6]}"
+    owner = services.worker_name("instant")
     task = ProvisioningTask.objects.filter(pk=task_id).first()
     if task is None or task.status not in ProvisioningTask.DUE:
         return f"task {task_id} is not due"

@@ -43,6 +43,7 @@ from .provisioning import (
     task_claim_next,
     task_claim_next_specific,
     task_provision,
+    worker_name,
 )
 from .reopening import watched as watched_tickets
 from .requests import (
@@ -99,4 +100,5 @@ __all__ = [
     "ticket_apply_status",
     "ticket_refresh",
     "tickets_poll",
+    "worker_name",
 ]

@@ -5,7 +5,9 @@ run that keeps many attempts in flight; provisioning_store.py stores what they f
 from __future__ import annotations
 
 import logging
+import os
 import random
+import socket
 import threading
 import time
 import uuid
@@ -80,6 +82,14 @@ def _due_row(now: datetime) -> Q:
 def due_tasks(now: datetime | None = None):
     """Tasks a provisioning run may claim now (their connection must be enabled)."""
     return Task.objects.filter(_due_row(now or timezone.now()), connection__enabled=True)
+
+
+def worker_name(kind: str) -> str:
+    """Who holds a claimed task: the job's kind, the machine and process it runs in, and a
+    tag of this run, e.g. `instant:web-1:4711:3fa2c9`. An operator finds the process that
+    holds a task from it; the tag keeps two runs in one process apart."""
+    host = socket.gethostname().split(".")[0][:40]
+    return f"{kind}:{host}:{os.getpid()}:{uuid.uuid4().hex[:6]}"[:100]
 
 
 def task_claim_next(*, owner: str, connection: Connection | None = None) -> Task | None:
@@ -323,7 +333,7 @@ def provision_due(
     worker and a store up to two per worker, so the database sees a few statements per
     batch instead of a few per task.
     """
-    owner = (owner or f"worker-{uuid.uuid4().hex[:8]}")[:100]
+    owner = (owner or worker_name("worker"))[:100]
     budget = settings.JOB_TIME_BUDGET_SECONDS if budget_seconds is None else budget_seconds
     deadline = time.monotonic() + budget
     workers = max(1, workers)
