@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 import requests
+from django.utils import timezone
 
 from connections.models import ApiCall, Connection
 from tests import factories, simfixtures, test_browser
@@ -401,6 +402,39 @@ def test_a_note_while_otrs_is_down_waits_and_is_tried_again(sim, connection, peo
         'note "Cancelled" not added yet (try 1 of 8), will try again in 60 s: '
     )
     assert services.notes_send_due() == "no notes due"  # not before its time
+
+
+def test_a_note_whose_answer_was_lost_is_found_in_the_ticket_and_not_added_twice(
+    sim, connection, people
+):
+    crm = factories.endpoint(connection, name="crm")
+    [task] = provisioned(crm, people)
+    ticket_id = task.ticket.ticket_id
+    services.task_cancel(task=task, by=people.olga, why="duplicate")
+    sim.configure(drop_after_commit=1.0)
+    assert services.notes_send_due() == "1 note(s) due, 0 sent"
+    note = TicketNote.objects.get(task=task)
+    assert (note.status, note.attempts) == ("pending", 1)
+    # OTRS added the article and set the state; only its answer never arrived.
+    server = sim_server(sim)
+    assert server.ticket(ticket_id)["State"] == "closed unsuccessful"
+
+    sim.configure(drop_after_commit=0.0)
+    TicketNote.objects.filter(pk=note.pk).update(next_attempt_at=timezone.now())
+    assert services.notes_send_due() == "1 note(s) due, 1 sent"
+    cancelled = [
+        article
+        for article in newest_articles(server, ticket_id, n=10)
+        if article["Subject"].startswith("Cancelled:")
+    ]
+    assert len(cancelled) == 1
+    note.refresh_from_db()
+    assert (note.status, note.article_id) == ("sent", int(cancelled[0]["ArticleID"]))
+    assert ApiCall.objects.filter(call_name="ticketUpdate").count() == 1  # the lost one
+    assert timeline(task)[-1] == (
+        f'OTRS ticket {task.ticket}: note "Cancelled" added and set its state to '
+        "'closed unsuccessful' (by an earlier try whose answer was lost)"
+    )
 
 
 # --- the documents ----------------------------------------------------------------------------

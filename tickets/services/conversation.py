@@ -131,9 +131,13 @@ def note_send(*, note_id: int) -> str:
         template = update.notes[note.kind] if update else None
         state = update.cancel_state if update and note.kind == "cancelled" else ""
         rendered = _render(note, template) if template else {}
-        article_id = client.update_ticket(
-            ticket.ticket_id, {**rendered, "state": state}, ref=f"task:{task.pk}"
-        )
+        earlier = _added_before(client, note, rendered)
+        if earlier is not None:
+            article_id = earlier.article_id
+        else:
+            article_id = client.update_ticket(
+                ticket.ticket_id, {**rendered, "state": state}, ref=f"task:{task.pk}"
+            )
     except OTRSError as exc:
         return _failed(note, exc)
     with transaction.atomic():
@@ -146,12 +150,43 @@ def note_send(*, note_id: int) -> str:
             article_id=article_id,
         )
         moved = f" and set its state to {state!r}" if state else ""
-        _note_event(note, f'OTRS ticket {ticket}: note "{_label(note)}" added{moved}')
+        found = " (by an earlier try whose answer was lost)" if earlier is not None else ""
+        _note_event(note, f'OTRS ticket {ticket}: note "{_label(note)}" added{moved}{found}')
         Task.objects.filter(pk=task.pk, flag__startswith=_FLAG).update(flag="")
     return TicketNote.Status.SENT
 
 
 _FLAG = "the ticket was not told"
+
+
+def _added_before(
+    client: TicketClient, note: TicketNote, rendered: dict[str, str]
+) -> Article | None:
+    """The article an earlier try of this note added after all, or None.
+
+    A try whose answer was lost (a timeout, a reset, a 5xx after OTRS wrote) may have added
+    the article; sending it again would add it twice. So before a note that failed once is
+    sent again, the ticket's newest articles (closingArticleCall) are read, and an article
+    with the note's subject and text that no other note of the ticket claims is taken as
+    this one. Without a closingArticleCall, or when the agents wrote more articles since
+    than it reads, the note is sent again.
+    """
+    if not note.last_error or not rendered:
+        return None
+    ticket = note.task.ticket
+    articles = client.closing_articles(ticket.ticket_id, ref=f"task:{note.task_id}")
+    others = set(
+        TicketNote.objects.filter(task__ticket=ticket, article_id__isnull=False)
+        .exclude(pk=note.pk)
+        .values_list("article_id", flat=True)
+    )
+    wanted = (_printable(rendered["subject"]), _printable(rendered["body"]))
+    for article in articles:
+        if article.article_id in others:
+            continue
+        if (_printable(article.subject), _printable(article.body)) == wanted:
+            return article
+    return None
 
 
 def _render(note: TicketNote, template) -> dict[str, str]:
