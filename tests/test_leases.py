@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
 from datetime import datetime
@@ -45,6 +46,20 @@ def test_the_lease_comes_from_the_setting(settings, sim, crm, people):
     before = timezone.now()
     task = services.task_claim_next(owner="w")
     assert 59 <= (task.lease_until - before).total_seconds() <= 61
+
+
+@pytest.mark.django_db
+def test_a_claim_names_the_machine_and_process_that_hold_the_task(sim, crm, people):
+    approve_many(crm, people, 1)
+    owner = services.worker_name("provision:crm")
+    task = services.task_claim_next(owner=owner)
+    host, pid = socket.gethostname().split(".")[0], os.getpid()
+    assert task.lease_owner == owner and owner.startswith(f"provision:crm:{host}:{pid}:")
+    event = TaskEvent.objects.filter(task=task, to_status=CLAIMED).get()
+    tag = owner.rsplit(":", 1)[1]
+    assert event.actor_label == f"provision:crm on {host}, process {pid} (run {tag})"
+    assert event.reason == f"attempt 1 of {task.max_attempts}"
+    assert services.worker_name("instant") != services.worker_name("instant")  # two runs
 
 
 @pytest.mark.django_db

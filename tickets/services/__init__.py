@@ -43,7 +43,6 @@ from .provisioning import (
     task_claim_next,
     task_claim_next_specific,
     task_provision,
-    worker_name,
 )
 from .reopening import watched as watched_tickets
 from .requests import (
@@ -56,7 +55,7 @@ from .requests import (
     tasks_retry,
 )
 from .retention import PruneResult, api_calls_prune
-from .transitions import Actor, RequestInvalid, TransitionError, request_moved
+from .transitions import Actor, RequestInvalid, TransitionError, request_moved, worker_name
 
 # What the rest of the project uses (views, API, admin, commands, jobs, bench, tests).
 __all__ = [

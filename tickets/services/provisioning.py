@@ -5,12 +5,9 @@ run that keeps many attempts in flight; provisioning_store.py stores what they f
 from __future__ import annotations
 
 import logging
-import os
 import random
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -31,7 +28,7 @@ from ..models import ProvisioningTask as Task
 from ..models import TaskEvent
 from .context import CONTEXT_RELATIONS, task_context
 from .provisioning_store import AttemptOutcome, store_outcome, store_outcomes
-from .transitions import Actor, TransitionError, _event_row
+from .transitions import Actor, TransitionError, _event_row, worker_name
 
 log = logging.getLogger(__name__)
 
@@ -82,14 +79,6 @@ def _due_row(now: datetime) -> Q:
 def due_tasks(now: datetime | None = None):
     """Tasks a provisioning run may claim now (their connection must be enabled)."""
     return Task.objects.filter(_due_row(now or timezone.now()), connection__enabled=True)
-
-
-def worker_name(kind: str) -> str:
-    """Who holds a claimed task: the job's kind, the machine and process it runs in, and a
-    tag of this run, e.g. `instant:web-1:4711:3fa2c9`. An operator finds the process that
-    holds a task from it; the tag keeps two runs in one process apart."""
-    host = socket.gethostname().split(".")[0][:40]
-    return f"{kind}:{host}:{os.getpid()}:{uuid.uuid4().hex[:6]}"[:100]
 
 
 def task_claim_next(*, owner: str, connection: Connection | None = None) -> Task | None:
@@ -192,7 +181,7 @@ def _claim(read: dict[int, tuple[str, bool]], owner: str, now: datetime) -> list
             # The loaded task says whether to search first: the last outcome was unknown,
             # or the last worker's lease ran out (it may have created the ticket).
             task.outcome_unknown = unknown or was == Task.Status.CLAIMED
-            reason = f"claimed by {owner}, attempt {task.attempts} of {task.max_attempts}"
+            reason = f"attempt {task.attempts} of {task.max_attempts}"
             if was == Task.Status.CLAIMED:
                 reason += " (the previous worker's lease ran out)"
             events.append(
@@ -202,7 +191,7 @@ def _claim(read: dict[int, tuple[str, bool]], owner: str, now: datetime) -> list
                     from_status=was,
                     to=Task.Status.CLAIMED,
                     reason=reason,
-                    actor=Actor.job(owner),
+                    actor=Actor.worker(owner),
                 )
             )
         TaskEvent.objects.bulk_create(events)
