@@ -93,11 +93,12 @@ def test_a_file_with_bad_rows_writes_nothing_and_names_every_line(offline):
         + "bob,,,,bob2,\n"  # 9: bob already has "taken"
         + "hal,hal@,,,,\n"  # 10: not an address
         + "ida,,,\n"  # 11: too few values
+        + "j k,jk@,,,,\n"  # 12: two problems, one message
     )
     report = run(offline, text)
     assert not report.written
     lines = {p.line: p.message for p in report.problems}
-    assert sorted(lines) == [3, 4, 6, 7, 8, 9, 10, 11]
+    assert sorted(lines) == [3, 4, 6, 7, 8, 9, 10, 11, 12]
     assert "is not a username" in lines[3]
     assert "line break" in lines[4]
     assert "does not offer: crm-everything" in lines[6]
@@ -106,6 +107,8 @@ def test_a_file_with_bad_rows_writes_nothing_and_names_every_line(offline):
     assert "bob already has the account 'taken'" in lines[9]
     assert "is not an email address" in lines[10]
     assert "it has 4 values, the header names 6" in lines[11]
+    assert "is not a username" in lines[12] and "is not an email address" in lines[12]
+    assert ".;" not in lines[12] and "; " in lines[12]
     assert Identity.objects.filter(username="ada").count() == 0
     assert Account.objects.count() == 1
 

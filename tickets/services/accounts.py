@@ -170,7 +170,9 @@ def import_rows(
                     f"has one account on {endpoint}"
                 )
         if problems:
-            report.problems.append(RowProblem(line, "; ".join(problems)))
+            report.problems.append(
+                RowProblem(line, "; ".join(problem.rstrip(".") for problem in problems))
+            )
             continue
         assert checked is not None
         seen_accounts[checked.account_name] = line
