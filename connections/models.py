@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -163,6 +164,14 @@ class Connection(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("connections:detail", args=[self.name])
+
+    @property
+    def polled_ok_at(self) -> datetime | None:
+        """When its last poll cycle without an error ended; None before the first."""
+        try:
+            return self.poll_watermark.polled_ok_at
+        except PollWatermark.DoesNotExist:
+            return None
 
     # --- secrets -------------------------------------------------------------------------
     @property

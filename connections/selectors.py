@@ -75,7 +75,7 @@ def mask_calls(calls: list[ApiCall], secrets: list[str]) -> None:
 
 
 def connections_with_tokens() -> QuerySet[Connection]:
-    return Connection.objects.prefetch_related(
+    return Connection.objects.select_related("poll_watermark").prefetch_related(
         Prefetch("tokens", queryset=ConnectionToken.objects.order_by("auth_name"))
     )
 

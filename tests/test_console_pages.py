@@ -252,3 +252,25 @@ def test_no_connection_secret_on_any_page(client, sim_factory, people):  # noqa:
     partial = client.get(r.get_absolute_url(), headers={"HX-Request": "true"}).content.decode()
     assert secret not in partial and session_id not in partial and "Leaky" in partial
     assert checked == 11
+
+
+def test_the_connection_pages_say_when_polling_last_went_well(client, connection, people):
+    client.force_login(factories.user("root", "admins"))
+    detail, overview = connection.get_absolute_url(), reverse("tickets:overview")
+    # Not yet polled, not tested: said so, and the test is "not run" rather than failed.
+    page = client.get(detail).content.decode()
+    assert re.search(r"Last good poll</dt>\s*<dd><span class=\"muted\">None yet", page)
+    assert "Test not run" in page
+    assert "No good poll yet" in client.get(overview).content.decode()
+
+    services.tickets_poll(connection=connection)
+    connection.refresh_from_db()
+    stamp = connection.polled_ok_at.isoformat()
+    assert re.search(
+        rf'Last good poll</dt>\s*<dd><time datetime="{re.escape(stamp)}"',
+        client.get(detail).content.decode(),
+    )
+    assert re.search(
+        rf'Last good poll <time datetime="{re.escape(stamp)}"',
+        client.get(overview).content.decode(),
+    )
