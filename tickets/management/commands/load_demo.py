@@ -28,10 +28,10 @@ DEMO_PASSWORD = "demo-password-1"
 CONNECTION = "otrs-demo"
 DEMO_WEBHOOK_SECRET = "demo-webhook-secret"
 PEOPLE = [
-    ("admin", ["admins", "operators", "approvers", "requesters"], True),
-    ("alice", ["requesters"], False),
-    ("bob", ["approvers", "requesters"], False),
-    ("olga", ["operators", "requesters"], False),
+    ("admin", "Avery", "Admin", ["admins", "operators", "approvers", "requesters"], True),
+    ("alice", "Alice", "Archer", ["requesters"], False),
+    ("bob", "Bob", "Baker", ["approvers", "requesters"], False),
+    ("olga", "Olga", "Ivanova", ["operators", "requesters"], False),
 ]
 IDENTITIES = [
     ("ada.lovelace", "Ada", "Lovelace"),
@@ -108,10 +108,15 @@ class Command(BaseCommand):
             )
 
     def _people(self) -> None:
-        for username, roles, superuser in PEOPLE:
+        for username, first, last, roles, superuser in PEOPLE:
             person, created = User.objects.get_or_create(
                 username=username,
-                defaults={"email": f"{username}@example.com", "is_staff": superuser},
+                defaults={
+                    "email": f"{username}@example.com",
+                    "first_name": first,
+                    "last_name": last,
+                    "is_staff": superuser,
+                },
             )
             if created:
                 person.set_password(DEMO_PASSWORD)
