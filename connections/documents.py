@@ -267,6 +267,9 @@ class ClosingArticleSpec:
     subject_path: str
     body_path: str
     article_id_path: str
+    # Where an article gives its number in the ticket (1 = the first, which TicketCreate
+    # wrote); Znuny keeps it when the list is filtered or cut.
+    article_number_path: str = "ArticleNumber"
 
 
 @dataclass(frozen=True)

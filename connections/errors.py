@@ -355,6 +355,7 @@ class Article:
     article_id: int | None
     subject: str
     body: str
+    number: int | None = None  # its place in the ticket: 1 is the article TicketCreate wrote
 
 
 def articles_at(spec: ClosingArticleSpec, body: Any) -> list[Article]:
@@ -371,6 +372,7 @@ def articles_at(spec: ClosingArticleSpec, body: Any) -> list[Article]:
                 as_ticket_id(value_at(item, spec.article_id_path)),
                 subject if isinstance(subject, str) else "",
                 text if isinstance(text, str) else "",
+                as_ticket_id(value_at(item, spec.article_number_path)),
             )
         )
     return articles

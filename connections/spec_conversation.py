@@ -148,4 +148,5 @@ def closing_article_spec(
         subject_path=report.path(raw, "subjectPath", where) or "Subject",
         body_path=report.path(raw, "bodyPath", where) or "Body",
         article_id_path=report.path(raw, "articleIdPath", where) or "ArticleID",
+        article_number_path=report.path(raw, "articleNumberPath", where) or "ArticleNumber",
     )

@@ -25,6 +25,7 @@ from tickets.models import (
     Identity,
     ProvisioningTask,
     TaskEvent,
+    Ticket,
     TicketNote,
 )
 
@@ -331,6 +332,30 @@ def test_a_close_with_no_agent_article_leaves_the_reason_empty(
         ProvisioningTask.OUTCOME_LABEL
         not in client.get(task.request.get_absolute_url()).content.decode()
     )
+
+
+def test_a_ticket_adopted_after_a_lost_answer_does_not_take_its_create_text_as_the_reason(
+    otrs_server, otrs, crm, people
+):
+    """A ticket found by its correlation key after TicketCreate's answer was lost has no
+    create ArticleID kept; its first article is still known as the bridge's own."""
+    [task, other] = provisioned(crm, people, 2)
+    # As adopted: TicketSearch found them, so no create ArticleID was kept.
+    Ticket.objects.filter(pk__in=[task.ticket.pk, other.ticket.pk]).update(create_article_id=None)
+    ticket_id = task.ticket.ticket_id
+    poll(otrs)
+    otrs_server.set_state(ticket_id, "closed successful")
+    poll(otrs)
+    task = fresh(task)
+    assert task.status == "completed"
+    assert (task.outcome_subject, task.outcome_reason) == ("", "")
+
+    # An agent's article written after it is still read as the reason.
+    agent_writes(otrs_server, other.ticket.ticket_id, "Done", "Account created by hand")
+    otrs_server.set_state(other.ticket.ticket_id, "closed successful")
+    poll(otrs)
+    other = fresh(other)
+    assert (other.outcome_subject, other.outcome_reason) == ("Done", "Account created by hand")
 
 
 # --- hostile input ----------------------------------------------------------------------------

@@ -273,13 +273,17 @@ def closing_article(client: TicketClient, ticket: Ticket) -> Article | None:
     except OTRSError as exc:
         log.warning("ticket %s: its closing article could not be read: %s", ticket, exc.message)
         return None
-    # The bridge's own: the article TicketCreate wrote and the notes it added since.
+    # The bridge's own: the article TicketCreate wrote (by its id, kept from TicketCreate's
+    # answer, and as the ticket's first article: a ticket adopted after a lost answer has no
+    # id kept) and the notes it added since.
     ours = set(
         TicketNote.objects.filter(task__ticket=ticket, article_id__isnull=False).values_list(
             "article_id", flat=True
         )
     ) | {ticket.create_article_id}
     for article in articles:
+        if article.number == 1:
+            continue
         if article.article_id is None or article.article_id not in ours:
             return article
     return None
