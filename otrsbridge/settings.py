@@ -378,6 +378,12 @@ OIDC_USE_PKCE = True
 OIDC_TIMEOUT = 10
 OIDC_CREATE_USER = True
 OIDC_AUTHENTICATION_CALLBACK_URL = "oidc_authentication_callback"
+# RP-initiated logout: with the IdP's end-session endpoint set, the console's "Log out" ends
+# the IdP session too. mozilla-django-oidc then keeps the ID token in the session, to send
+# it back as id_token_hint (Okta and Keycloak require it).
+OIDC_OP_LOGOUT_ENDPOINT = env.str("OIDC_END_SESSION_ENDPOINT", default="")
+OIDC_STORE_ID_TOKEN = bool(OIDC_OP_LOGOUT_ENDPOINT)
+OIDC_OP_LOGOUT_URL_METHOD = "otrsbridge.sso.provider_logout_url"
 LOGIN_REDIRECT_URL_FAILURE = "/login/"
 if OIDC_ENABLED:
     _missing = [
@@ -397,9 +403,17 @@ if OIDC_ENABLED:
         )
     AUTHENTICATION_BACKENDS.append("otrsbridge.sso.RoleMappingBackend")
     # The sign-in button leads the browser to the IdP, and a form may follow it there.
+    # So does the logout form, to the end-session endpoint.
     SECURE_CSP["form-action"] = [
         *SECURE_CSP["form-action"],
-        _origin("OIDC_AUTHORIZATION_ENDPOINT", OIDC_OP_AUTHORIZATION_ENDPOINT),
+        *dict.fromkeys(
+            _origin(name, url)
+            for name, url in (
+                ("OIDC_AUTHORIZATION_ENDPOINT", OIDC_OP_AUTHORIZATION_ENDPOINT),
+                ("OIDC_END_SESSION_ENDPOINT", OIDC_OP_LOGOUT_ENDPOINT),
+            )
+            if url
+        ),
     ]
 
 # Largest upload accepted by the package import (bytes).

@@ -17,17 +17,41 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.models import Group, User
 from django.core.exceptions import SuspiciousOperation
 from django.db import transaction
+from django.http import HttpRequest
+from django.shortcuts import resolve_url
 from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 
 log = logging.getLogger("otrsbridge.logins")
 
 USERNAME_MAX = User._meta.get_field("username").max_length or 150
+
+
+def provider_logout_url(request: HttpRequest) -> str:
+    """Where "Log out" sends the browser (OIDC_OP_LOGOUT_URL_METHOD): for a person who signed
+    in through the IdP, when its end-session endpoint is set, that endpoint (RP-initiated
+    logout), which ends their session there too and sends them back to the login page;
+    otherwise the login page at once. The login page's address must be registered at the
+    IdP as a post-logout redirect URI."""
+    back = request.build_absolute_uri(resolve_url(settings.LOGOUT_REDIRECT_URL))
+    id_token = request.session.get("oidc_id_token")
+    endpoint = settings.OIDC_OP_LOGOUT_ENDPOINT
+    if not (endpoint and id_token):
+        return back
+    query = urlencode(
+        {
+            "id_token_hint": id_token,
+            "client_id": settings.OIDC_RP_CLIENT_ID,
+            "post_logout_redirect_uri": back,
+        }
+    )
+    return f"{endpoint}{'&' if '?' in endpoint else '?'}{query}"
 
 
 class SSORefused(SuspiciousOperation):

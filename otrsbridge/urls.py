@@ -8,6 +8,7 @@ from django.templatetags.static import static
 from django.urls import include, path
 from django.utils.functional import lazy
 from django.views.generic import RedirectView
+from mozilla_django_oidc.views import OIDCLogoutView
 
 from otrsbridge import monitoring
 from tickets.api import error_handler
@@ -32,7 +33,12 @@ urlpatterns = [
         ),
         name="login",
     ),
-    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # With single sign-on, logout also ends the IdP session (otrsbridge/sso.py).
+    path(
+        "logout/",
+        OIDCLogoutView.as_view() if settings.OIDC_ENABLED else auth_views.LogoutView.as_view(),
+        name="logout",
+    ),
     path("admin/", admin.site.urls),
     path("connections/", include("connections.urls")),
     path("api/v1/", include("tickets.api_urls")),

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
@@ -59,14 +60,15 @@ class Sites:
     bridge_log: Path
 
 
-def start_provider(redirect_uri: str) -> tuple[subprocess.Popen, str]:
+def start_provider(bridge: str) -> tuple[subprocess.Popen, str]:
     if not (NODE_DIR / "node_modules" / "oidc-provider").exists():
         pytest.fail("the OpenID provider is not installed: run `make node-deps`")
     config = {
         "port": 0,
         "client_id": CLIENT_ID,
         "client_secret": CLIENT_SECRET,
-        "redirect_uri": redirect_uri,
+        "redirect_uri": f"{bridge}/oidc/callback/",
+        "post_logout_redirect_uri": f"{bridge}/login/",
         "accounts": ACCOUNTS,
     }
     proc = subprocess.Popen(
@@ -92,7 +94,7 @@ def start_provider(redirect_uri: str) -> tuple[subprocess.Popen, str]:
 def sites(tmp_path) -> Iterator[Sites]:
     port = free_port()
     bridge = f"http://127.0.0.1:{port}"
-    provider, issuer = start_provider(f"{bridge}/oidc/callback/")
+    provider, issuer = start_provider(bridge)
     env = _worker_env()
     env.update(
         {
@@ -106,6 +108,7 @@ def sites(tmp_path) -> Iterator[Sites]:
             "OIDC_TOKEN_ENDPOINT": f"{issuer}/token",
             "OIDC_USERINFO_ENDPOINT": f"{issuer}/me",
             "OIDC_JWKS_ENDPOINT": f"{issuer}/jwks",
+            "OIDC_END_SESSION_ENDPOINT": f"{issuer}/session/end",
             "OIDC_SCOPES": "openid email profile groups",
             "OIDC_REQUESTERS_GROUPS": "bridge-requesters",
             "OIDC_APPROVERS_GROUPS": "bridge-approvers",
@@ -250,3 +253,44 @@ def test_a_local_break_glass_admin_is_never_taken_over_and_still_logs_in(browser
 def test_the_policy_lets_forms_reach_the_identity_provider_and_nothing_else(sites):
     policy = requests.get(f"{sites.bridge}/login/", timeout=5).headers["Content-Security-Policy"]
     assert f"form-action 'self' {sites.issuer};" in policy
+
+
+def test_log_out_ends_the_identity_providers_session_too(browser, sites):  # noqa: F811
+    from playwright.sync_api import expect
+
+    factories.ensure_roles()
+    page = sign_in(browser, sites, "ada", [])
+    to_provider: list[str] = []
+    bridge_pages: list[str] = []
+    page.on("request", lambda r: to_provider.append(r.url) if "/session/end" in r.url else None)
+    page.on(
+        "load",
+        lambda p: bridge_pages.append(p.content()) if p.url.startswith(sites.bridge) else None,
+    )
+    page.get_by_role("button", name="Log out").click()
+    page.wait_for_url(f"{sites.issuer}/session/end**")
+    page.get_by_role("button", name="Yes, sign me out").click()
+    page.wait_for_url(f"{sites.bridge}/login/**")
+
+    # Signing in again asks the IdP's login form: the session there ended too.
+    page.get_by_role("link", name=f"Sign in with {IDP_NAME}").click()
+    page.wait_for_url(f"{sites.issuer}/**")
+    expect(page.locator("input[name=login]")).to_be_visible()
+
+    # The ID token went back to the IdP as the hint, and nowhere else.
+    query = parse_qs(urlsplit(to_provider[0]).query)
+    assert query["client_id"] == [CLIENT_ID]
+    assert query["post_logout_redirect_uri"] == [f"{sites.bridge}/login/"]
+    [token] = query["id_token_hint"]
+    assert token.count(".") == 2  # a JWT
+    assert token not in sites.bridge_log.read_text() + "\n".join(bridge_pages)
+
+
+def test_a_local_account_logs_out_without_visiting_the_identity_provider(browser, sites):  # noqa: F811
+    factories.user("root", "admins", superuser=True)
+    page = log_in(browser, sites.bridge, "root")
+    visited: list[str] = []
+    page.on("request", lambda r: visited.append(r.url))
+    page.get_by_role("button", name="Log out").click()
+    page.wait_for_url(f"{sites.bridge}/login/**")
+    assert not [url for url in visited if url.startswith(sites.issuer)]

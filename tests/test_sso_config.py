@@ -4,6 +4,7 @@ with the names of what is missing, and the roles it maps are the console's group
 from __future__ import annotations
 
 import importlib
+import json
 
 import pytest
 from django.conf import settings
@@ -57,3 +58,33 @@ def test_the_mapped_roles_are_the_consoles_role_groups():
     roles = importlib.import_module("tickets.migrations.0002_roles").ROLES
     assert set(settings.CONSOLE_ROLES) == set(roles)
     assert list(settings.OIDC_ROLE_GROUPS) == list(settings.CONSOLE_ROLES)
+
+
+def test_an_end_session_endpoint_on_another_host_is_allowed_as_a_form_target_and_checked():
+    sso = {
+        "DEBUG": "True",
+        "OIDC_CLIENT_ID": "bridge",
+        "OIDC_CLIENT_SECRET": "s",
+        "OIDC_AUTHORIZATION_ENDPOINT": "https://idp.example.com/auth",
+        "OIDC_TOKEN_ENDPOINT": "https://idp.example.com/token",
+        "OIDC_JWKS_ENDPOINT": "https://idp.example.com/keys",
+    }
+    show = "import json; from django.conf import settings; print(json.dumps(settings.SECURE_CSP['form-action']))"
+    result = _manage(
+        "shell",
+        "-c",
+        show,
+        env={**sso, "OIDC_END_SESSION_ENDPOINT": "https://logout.example.com/end?x=1"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1]) == [
+        "'self'",
+        "https://idp.example.com",
+        "https://logout.example.com",
+    ]
+
+    wrong = _manage("check", env={**sso, "OIDC_END_SESSION_ENDPOINT": "logout.example.com"})
+    assert wrong.returncode != 0
+    assert "OIDC_END_SESSION_ENDPOINT: 'logout.example.com' is not an http(s) URL." in (
+        wrong.stderr
+    )

@@ -4,6 +4,7 @@
 //   node provider.mjs CONFIG_JSON
 //
 // CONFIG_JSON: {"port": 0, "client_id": "...", "client_secret": "...", "redirect_uri": "...",
+//               "post_logout_redirect_uri": "..." (RP-initiated logout returns there),
 //               "accounts": {"ada": {"email": "...", "name": "...", "groups": ["..."]}}}
 // Prints `listening <issuer>` once it answers; stops on SIGTERM.
 import http from "node:http";
@@ -21,6 +22,9 @@ server.listen(config.port || 0, "127.0.0.1", () => {
         client_id: config.client_id,
         client_secret: config.client_secret,
         redirect_uris: [config.redirect_uri],
+        post_logout_redirect_uris: config.post_logout_redirect_uri
+          ? [config.post_logout_redirect_uri]
+          : [],
         response_types: ["code"],
         grant_types: ["authorization_code"],
         token_endpoint_auth_method: "client_secret_post",
