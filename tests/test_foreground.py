@@ -12,6 +12,7 @@ import os
 import pty
 import select
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -39,6 +40,9 @@ def _ctrl_c_under_make(tmp_path: Path, recipe: str) -> tuple[int, str]:
             "MFLAGS",
         ):  # a make of its own, even under `make test`
             os.environ.pop(name, None)
+        # As at a terminal: a run started in the background (nohup, `cmd &` in a script)
+        # inherits SIGINT ignored, and make and sh keep an ignored signal ignored.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.execvp("make", ["make", "--no-print-directory", "run"])
     shown, deadline, pressed = b"", time.monotonic() + 20, False
     while time.monotonic() < deadline:
@@ -55,7 +59,17 @@ def _ctrl_c_under_make(tmp_path: Path, recipe: str) -> tuple[int, str]:
             time.sleep(0.3)  # the terminal has been handed over by now
             os.write(fd, b"\x03")
             pressed = True
-    _, status = os.waitpid(pid, 0)
+    waited = time.monotonic() + 5  # the terminal closes a moment before make is reaped
+    while not (ended_status := os.waitpid(pid, os.WNOHANG))[0] and time.monotonic() < waited:
+        time.sleep(0.05)
+    ended, status = ended_status
+    if not ended:  # still running after the deadline: stop it, and say what was shown
+        os.killpg(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(fd)
+        pytest.fail(
+            f"make run did not end within 20 s of the Ctrl-C; the terminal showed {shown!r}"
+        )
     os.close(fd)
     return os.waitstatus_to_exitcode(status), shown.decode(errors="replace")
 
