@@ -12,6 +12,7 @@ from connections.models import ApiCall
 from tests import factories
 from tests.console_data import make_requests
 from tests.simfixtures import sim_factory  # noqa: F401  (fixture)
+from tests.test_reliability import approve_many
 from tickets import services
 from tickets.models import AccessRequest, Identity, ProvisioningTask
 
@@ -274,3 +275,20 @@ def test_the_connection_pages_say_when_polling_last_went_well(client, connection
         rf'Last good poll <time datetime="{re.escape(stamp)}"',
         client.get(overview).content.decode(),
     )
+
+
+def test_the_connection_page_says_what_caused_each_call(client, connection, people):
+    crm = factories.endpoint(connection, name="crm")
+    [request_id] = approve_many(crm, people, 1)
+    services.provision_due(owner="pages")
+    task = ProvisioningTask.objects.select_related("ticket", "request").get(request_id=request_id)
+    services.tickets_poll(connection=connection)
+    services.ticket_refresh(ticket=task.ticket, actor=services.Actor.job("refresh"))
+    client.force_login(factories.user("root", "admins"))
+    page = client.get(connection.get_absolute_url()).content.decode()
+    causes = re.findall(r'<td data-label="For" class="small">(.*?)</td>', page)
+    url = task.request.get_absolute_url()
+    assert f'<a href="{url}">{task.request.number} · task {task.pk}</a>' in causes
+    assert f'<a href="{url}">status of {task.ticket.ticket_number}</a>' in causes
+    assert "polling" in causes
+    assert not [c for c in causes if re.search(r"\b(task|refresh|poll):", c)]  # no raw refs

@@ -14,7 +14,15 @@ from django.utils.html import format_html
 
 from connections.models import ApiCall
 from tickets.jobs import JOB_TITLES
-from tickets.models import OUTBOX_TONES, AccessRequest, JobRun, Outbox, ProvisioningTask
+from tickets.models import (
+    OUTBOX_TONES,
+    AccessRequest,
+    JobRun,
+    Outbox,
+    ProvisioningTask,
+    Ticket,
+    parse_id,
+)
 from tickets.services.governance import decidable
 
 register = template.Library()
@@ -124,3 +132,41 @@ def job_title(name: str) -> str:
 def has_ticket(tasks) -> bool:
     """Whether any of (prefetched) tasks has a ticket: no query when the tasks are prefetched."""
     return any(task.ticket_id for task in tasks)
+
+
+# What caused a call to OTRS, by the first part of its ApiCall.ref, when it names no row.
+CALL_CAUSES = {"poll": "polling", "test-connection": "connection test"}
+
+
+@register.simple_tag
+def call_causes(calls) -> dict[str, tuple[str, str]]:
+    """What caused each call, in words, and the request page it concerns, by its ref: "task:9"
+    is "REQ-000009 · task 9" and "refresh:3" "status of 2026…" (ticket row 3), each linking
+    to its request; "poll:otrs-demo" is "polling". Two queries for any number of calls."""
+    wanted: dict[str, set[int]] = {"task": set(), "refresh": set()}
+    for call in calls:
+        kind, _, value = call.ref.partition(":")
+        if kind in wanted and (pk := parse_id(value)) is not None:
+            wanted[kind].add(pk)
+    found: dict[str, tuple[str, str]] = {}
+    if wanted["task"]:
+        for task in ProvisioningTask.objects.filter(pk__in=wanted["task"]).select_related(
+            "request"
+        ):
+            label = f"{task.request} · task {task.pk}"
+            found[f"task:{task.pk}"] = (label, task.request.get_absolute_url())
+    if wanted["refresh"]:
+        for ticket in Ticket.objects.filter(pk__in=wanted["refresh"]).select_related(
+            "task__request"
+        ):
+            found[f"refresh:{ticket.pk}"] = (f"status of {ticket}", _request_url(ticket))
+    return {
+        call.ref: found.get(call.ref)
+        or (CALL_CAUSES.get(call.ref.partition(":")[0], call.ref or "—"), "")
+        for call in calls
+    }
+
+
+def _request_url(ticket: Ticket) -> str:
+    task = getattr(ticket, "task", None)
+    return task.request.get_absolute_url() if task is not None else ""
