@@ -1,7 +1,9 @@
 """`manage.py load_demo`: demo data for `make run` (idempotent; refused unless DEBUG is on).
 
-Imports the shipped OTRS package pointed at the local simulator, adds two applications,
-a few people with roles, and some requests in different states of approval.
+Imports the shipped OTRS package pointed at the local simulator, adds two applications
+(ERP owned by bob, so only he and the admins decide its requests), a few people with roles,
+an account on ERP that existed before the bridge (imported, as from a CSV), and some
+requests in different states of approval.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class Command(BaseCommand):
             connection = self._connection()
             self._applications(connection)
             self._people()
+            self._governance()
             created = self._requests()
         jobs.schedules_sync()
         self.stdout.write(f"Demo data ready ({created} new request(s)).")
@@ -132,6 +135,25 @@ class Command(BaseCommand):
                     "email": f"{username}@example.com",
                 },
             )
+
+    def _governance(self) -> None:
+        """ERP's owner, and an account on it that the bridge did not create."""
+        erp = Endpoint.objects.select_related("security_system").get(name="erp")
+        erp.security_system.owners.set([User.objects.get(username="bob")])
+        services.accounts.import_rows(
+            endpoint=erp,
+            rows=[
+                {
+                    "username": "edsger.dijkstra",
+                    "email": "edsger.dijkstra@example.com",
+                    "first_name": "Edsger",
+                    "last_name": "Dijkstra",
+                    "account_name": "edijkstra",
+                    "entitlements": "ledger-view;ledger-post",
+                }
+            ],
+            actor="load_demo",
+        )
 
     def _requests(self) -> int:
         if AccessRequest.objects.exists():
