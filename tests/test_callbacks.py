@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from django.core.management import call_command
+from django.urls import reverse
 from django.utils import timezone
 
 from connections import crypto
@@ -229,6 +230,23 @@ def test_a_receiver_answering_500_or_too_slowly_is_tried_again_then_given_up(
     delivery.refresh_from_db()
     assert (delivery.status, delivery.attempts, len(delivery.attempt_log)) == ("failed", 3, 3)
     assert services.deliveries_send_due() == "no callbacks due"
+
+    # The overview says so: with a link to the failed deliveries for an admin, and where
+    # to redeliver for an operator without the setup screens.
+    client.force_login(factories.user("root", "admins"))
+    page = client.get(reverse("tickets:overview")).content.decode()
+    assert (
+        "1 callback delivery failed: an API client was not told that its request changed." in page
+    )
+    admin_list = reverse("admin:tickets_callbackdelivery_changelist") + "?status__exact=failed"
+    assert f'<a href="{admin_list}">Deliver again in Setup</a>' in page
+    client.force_login(factories.user("olga", "operators"))
+    page = client.get(reverse("tickets:overview")).content.decode()
+    assert "Deliver again from each request's page." in page
+    services.delivery_redeliver(delivery=delivery)
+    assert (
+        "callback delivery failed" not in client.get(reverse("tickets:overview")).content.decode()
+    )
 
 
 @pytest.mark.parametrize(

@@ -270,11 +270,12 @@ class Overview:
     jobs: list[JobRun]
     pending_approval: int
     second_approval_due: int  # of pending_approval: those that have their first approval
+    deliveries_failed: int  # callbacks given up: an API client was not told of a change
     groups: tuple = OVERVIEW_GROUPS
 
 
 def overview(now: datetime | None = None) -> Overview:
-    """Everything on the operator's overview, in ten queries whatever the volume."""
+    """Everything on the operator's overview, in eleven queries whatever the volume."""
     now = now or timezone.now()
     waiting = AccessRequest.objects.filter(status=AccessRequest.Status.PENDING_APPROVAL).aggregate(
         all=Count("id"), second=Count("id", filter=Q(first_approved_by__isnull=False))
@@ -337,6 +338,9 @@ def overview(now: datetime | None = None) -> Overview:
         jobs=last_job_runs(),
         pending_approval=waiting["all"],
         second_approval_due=waiting["second"],
+        deliveries_failed=CallbackDelivery.objects.filter(
+            status=CallbackDelivery.Status.FAILED
+        ).count(),
     )
 
 
