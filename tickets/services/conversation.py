@@ -131,7 +131,7 @@ def note_send(*, note_id: int) -> str:
         template = update.notes[note.kind] if update else None
         state = update.cancel_state if update and note.kind == "cancelled" else ""
         rendered = _render(note, template) if template else {}
-        earlier = _added_before(client, note, rendered)
+        earlier = _added_before(client, note, ticket, rendered)
         if earlier is not None:
             article_id = earlier.article_id
         else:
@@ -160,7 +160,7 @@ _FLAG = "the ticket was not told"
 
 
 def _added_before(
-    client: TicketClient, note: TicketNote, rendered: dict[str, str]
+    client: TicketClient, note: TicketNote, ticket: Ticket, rendered: dict[str, str]
 ) -> Article | None:
     """The article an earlier try of this note added after all, or None.
 
@@ -173,7 +173,6 @@ def _added_before(
     """
     if not note.last_error or not rendered:
         return None
-    ticket = note.task.ticket
     articles = client.closing_articles(ticket.ticket_id, ref=f"task:{note.task_id}")
     others = set(
         TicketNote.objects.filter(task__ticket=ticket, article_id__isnull=False)
