@@ -14,6 +14,7 @@ from tests.console_data import make_requests
 from tests.simfixtures import sim_factory  # noqa: F401  (fixture)
 from tests.test_reliability import approve_many
 from tickets import services
+from tickets.api import api_client_create
 from tickets.models import AccessRequest, Identity, ProvisioningTask
 
 pytestmark = pytest.mark.django_db
@@ -292,3 +293,33 @@ def test_the_connection_page_says_what_caused_each_call(client, connection, peop
     assert f'<a href="{url}">status of {task.ticket.ticket_number}</a>' in causes
     assert "polling" in causes
     assert not [c for c in causes if re.search(r"\b(task|refresh|poll):", c)]  # no raw refs
+
+
+def test_people_and_api_clients_show_by_name_where_a_request_says_who(client, offline, people):
+    people.alice.first_name, people.alice.last_name = "Alice", "Archer"
+    people.alice.save()
+    by_person = services.request_submit(
+        beneficiary={"username": "ada"},
+        endpoint=offline,
+        operation="create_account",
+        requester=people.alice,
+        entitlements=["crm-read"],
+    )
+    iga, _ = api_client_create(name="iga", trusted=True)
+    by_client = services.request_submit(
+        beneficiary={"username": "bea"},
+        endpoint=offline,
+        operation="create_account",
+        api_client=iga,
+        entitlements=["crm-read"],
+        upstream_approver="Mia Manager (IGA)",
+    )
+    client.force_login(people.olga)
+    detail = client.get(by_person.get_absolute_url()).content.decode()
+    assert re.search(r"<dt>Requested by</dt><dd>Alice Archer \(alice\) ·", detail)
+    detail = client.get(by_client.get_absolute_url()).content.decode()
+    assert re.search(r"<dt>Requested by</dt><dd>API client iga ·", detail)
+    assert "Approved by Mia Manager (IGA) ·" in detail
+    listing = client.get(reverse("tickets:request_list")).content.decode()
+    requesters = re.findall(r'<td data-label="Requester">(.*?)</td>', listing)
+    assert sorted(requesters) == ["API client iga", "Alice Archer (alice)"]

@@ -31,6 +31,12 @@ ConsoleUser: TypeAlias = User
 MAX_DB_INT = 2**63 - 1
 
 
+def person_display(user: ConsoleUser) -> str:
+    """A console user as pages show people: "Alice Archer (alice)", or the username alone."""
+    full = user.get_full_name()
+    return f"{full} ({user.get_username()})" if full else user.get_username()
+
+
 def parse_id(value: object) -> int | None:
     """A positive database id from a URL, a form or a JSON body; None for anything else.
 
@@ -248,9 +254,24 @@ class AccessRequest(models.Model):
 
     @property
     def requester_label(self) -> str:
+        """Who filed it, as an id: a username, or "api:<client>" (the tickets' `requestor`)."""
         if self.requester is not None:  # no query when requester_id is None
             return self.requester.get_username()
         return f"api:{self.api_client.name}" if self.api_client is not None else "-"
+
+    @property
+    def requester_display(self) -> str:
+        """Who filed it, as the console shows it: "Alice Archer (alice)", "API client iga"."""
+        if self.requester is not None:
+            return person_display(self.requester)
+        return f"API client {self.api_client.name}" if self.api_client is not None else "—"
+
+    @property
+    def decider_display(self) -> str:
+        """Who decided it: a person as requester_display, or the upstream approver."""
+        if self.decided_by is not None:
+            return person_display(self.decided_by)
+        return self.decided_by_label or "—"
 
     @property
     def is_terminal(self) -> bool:
