@@ -13,6 +13,7 @@ from django.utils import timezone
 from connections.errors import TicketStatus
 from tests import factories, flaky_mail
 from tickets import services
+from tickets.api import api_client_create
 from tickets.models import (
     AccessRequest,
     NotificationTemplate,
@@ -332,3 +333,21 @@ def test_after_the_first_of_two_approvals_the_other_approvers_are_asked(offline,
     assert recipients(mail) == {"bob@example.com"}  # anyone but the first approver
     assert mail.subject == f"{r.number} waits for your approval"
     assert "Second approval (2 of 2); first approved by carol" in mail.body
+
+
+def test_a_request_an_api_client_filed_names_it_in_words_in_its_mails(offline, people, sent):
+    iga, _ = api_client_create(name="iga")
+    access_request = services.request_submit(
+        beneficiary={"username": "ada", "email": "ada@example.com"},
+        endpoint=offline,
+        operation="create_account",
+        api_client=iga,
+        entitlements=["crm-read"],
+    )
+    _, [mail] = sent(
+        lambda: services.request_reject(
+            access_request=access_request, by=people.carol, comment="no"
+        )
+    )
+    assert "Requested by: API client iga" in mail.body
+    assert "api:iga" not in mail.body

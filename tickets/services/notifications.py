@@ -288,7 +288,7 @@ def finished_kind(access_request: AccessRequest, statuses: list[str]) -> str:
 def request_context(access_request: AccessRequest, tasks: list[Task]) -> dict:
     """What a request notification's template sees: plain values, never model objects."""
     r, identity, endpoint = access_request, access_request.beneficiary, access_request.endpoint
-    requester = _person(r.requester) if r.requester is not None else r.requester_label
+    requester = _person(r.requester) if r.requester is not None else r.requester_display
     decided_by = r.decided_by_label or _person(r.decided_by) or _person(r.first_approved_by)
     return {
         "request": _Shown(
