@@ -269,7 +269,7 @@ class ClosingArticleSpec:
     article_id_path: str
     # Where an article gives its number in the ticket (1 = the first, which TicketCreate
     # wrote); Znuny keeps it when the list is filtered or cut.
-    article_number_path: str = "ArticleNumber"
+    article_number_path: str
 
 
 @dataclass(frozen=True)

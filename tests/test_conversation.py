@@ -422,6 +422,7 @@ def test_a_note_while_otrs_is_down_waits_and_is_tried_again(sim, connection, peo
     assert services.notes_send_due() == "1 note(s) due, 0 sent"
     note = TicketNote.objects.get(task=task)
     assert (note.status, note.attempts) == ("pending", 1)
+    assert not note.maybe_added  # refused before sending: the next try need not search
     assert "Connection refused" in note.last_error or "Cannot reach" in note.last_error
     assert timeline(task)[-1].startswith(
         'note "Cancelled" not added yet (try 1 of 8), will try again in 60 s: '
@@ -439,7 +440,7 @@ def test_a_note_whose_answer_was_lost_is_found_in_the_ticket_and_not_added_twice
     sim.configure(drop_after_commit=1.0)
     assert services.notes_send_due() == "1 note(s) due, 0 sent"
     note = TicketNote.objects.get(task=task)
-    assert (note.status, note.attempts) == ("pending", 1)
+    assert (note.status, note.attempts, note.maybe_added) == ("pending", 1, True)
     # OTRS added the article and set the state; only its answer never arrived.
     server = sim_server(sim)
     assert server.ticket(ticket_id)["State"] == "closed unsuccessful"
@@ -459,6 +460,30 @@ def test_a_note_whose_answer_was_lost_is_found_in_the_ticket_and_not_added_twice
     assert timeline(task)[-1] == (
         f'OTRS ticket {task.ticket}: note "Cancelled" added and set its state to '
         "'closed unsuccessful' (by an earlier try whose answer was lost)"
+    )
+
+
+def test_a_failing_article_read_never_keeps_a_note_from_being_sent(sim, connection, people):
+    crm = factories.endpoint(connection, name="crm")
+    [task] = provisioned(crm, people)
+    services.task_cancel(task=task, by=people.olga, why="duplicate")
+    sim.configure(drop_after_commit=1.0)
+    services.notes_send_due()
+    sim.configure(drop_after_commit=0.0)
+    # The read of the ticket's articles now answers 404: it cannot say whether the lost try
+    # added the article, so the note is sent again rather than failed.
+    document = connection.ticket_status_json
+    document["closingArticleCall"]["url"] = document["closingArticleCall"]["url"].replace(
+        "/Ticket/", "/NoSuchRoute/"
+    )
+    Connection.objects.filter(pk=connection.pk).update(ticket_status_json=document)
+    note = TicketNote.objects.get(task=task)
+    TicketNote.objects.filter(pk=note.pk).update(next_attempt_at=timezone.now())
+    assert services.notes_send_due() == "1 note(s) due, 1 sent"
+    assert ApiCall.objects.filter(call_name="closingArticle", outcome="ok").count() == 0
+    assert timeline(task)[-1] == (
+        f'OTRS ticket {task.ticket}: note "Cancelled" added and set its state to '
+        "'closed unsuccessful'"
     )
 
 

@@ -60,6 +60,11 @@ def test_a_claim_names_the_machine_and_process_that_hold_the_task(sim, crm, peop
     assert event.actor_label == f"provision:crm on {host}, process {pid} (run {tag})"
     assert event.reason == f"attempt 1 of {task.max_attempts}"
     assert services.worker_name("instant") != services.worker_name("instant")  # two runs
+    # A long connection name gives way: the process and the run tag stay.
+    long = services.worker_name("provision:" + "c" * 100)
+    assert len(long) == ProvisioningTask._meta.get_field("lease_owner").max_length
+    assert long.endswith(f":{host}:{pid}:" + long.rsplit(":", 1)[1])
+    assert long != services.worker_name("provision:" + "c" * 100)
 
 
 @pytest.mark.django_db

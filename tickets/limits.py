@@ -41,6 +41,9 @@ UPSTREAM_APPROVER = 200
 DECISION_COMMENT = 2000
 CANCEL_REASON = 2000
 
+# Who holds a claimed task (services.transitions.worker_name).
+LEASE_OWNER = 100
+
 # The timeline: an event's reason is cut to this length, and who made the change.
 EVENT_REASON = 2000
 ACTOR_LABEL = 200

@@ -439,7 +439,7 @@ class ProvisioningTask(models.Model):
     max_attempts = models.PositiveSmallIntegerField(default=5)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     lease_until = models.DateTimeField(null=True, blank=True)
-    lease_owner = models.CharField(max_length=100, blank=True)
+    lease_owner = models.CharField(max_length=limits.LEASE_OWNER, blank=True)
     # The last create attempt may have reached OTRS: search for the key before creating.
     outcome_unknown = models.BooleanField(default=False)
     last_error = models.TextField(blank=True)
@@ -648,6 +648,9 @@ class TicketNote(OutboxItem):
     subject = models.CharField(max_length=limits.NOTE_SUBJECT, blank=True)
     state = models.CharField(max_length=100, blank=True)
     article_id = models.BigIntegerField(null=True, blank=True)
+    # A try failed in a way that may have reached OTRS (a timeout, a reset, a 5xx): before
+    # the next one the ticket is searched for the article.
+    maybe_added = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     sent_at = models.DateTimeField(null=True, blank=True)
 

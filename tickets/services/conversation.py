@@ -164,24 +164,30 @@ def _added_before(
 ) -> Article | None:
     """The article an earlier try of this note added after all, or None.
 
-    A try whose answer was lost (a timeout, a reset, a 5xx after OTRS wrote) may have added
-    the article; sending it again would add it twice. So before a note that failed once is
-    sent again, the ticket's newest articles (closingArticleCall) are read, and an article
-    with the note's subject and text that no other note of the ticket claims is taken as
-    this one. Without a closingArticleCall, or when the agents wrote more articles since
-    than it reads, the note is sent again.
+    A try whose answer was lost (a timeout, a reset, a 5xx after OTRS wrote: `maybe_added`)
+    may have added the article; sending it again would add it twice. So before such a note
+    is sent again, the ticket's newest articles (closingArticleCall) are read, and an
+    article with the note's subject and text that no other note of the ticket claims is
+    taken as this one. The note is sent again (and may appear twice) when that cannot be
+    told: no closingArticleCall, the read failing, more agent articles since than it reads,
+    or another sent note of the ticket whose article id is not known.
     """
-    if not note.last_error or not rendered:
+    if not note.maybe_added or not rendered:
         return None
-    articles = client.closing_articles(ticket.ticket_id, ref=f"task:{note.task_id}")
-    others = set(
-        TicketNote.objects.filter(task__ticket=ticket, article_id__isnull=False)
-        .exclude(pk=note.pk)
-        .values_list("article_id", flat=True)
+    others = TicketNote.objects.filter(task__ticket=ticket, status=TicketNote.Status.SENT).exclude(
+        pk=note.pk
     )
+    if others.filter(article_id__isnull=True).exists():
+        return None
+    try:
+        articles = client.closing_articles(ticket.ticket_id, ref=f"task:{note.task_id}")
+    except OTRSError as exc:
+        log.warning("note %s: the ticket's articles could not be read: %s", note.pk, exc.message)
+        return None
+    claimed = set(others.values_list("article_id", flat=True))
     wanted = (_printable(rendered["subject"]), _printable(rendered["body"]))
     for article in articles:
-        if article.article_id in others:
+        if article.article_id in claimed:
             continue
         if (_printable(article.subject), _printable(article.body)) == wanted:
             return article
@@ -208,11 +214,12 @@ def _failed(note: TicketNote, exc: OTRSError) -> str:
     """Try again later with backoff, or, when the error is permanent or the tries are used
     up, mark the note failed and flag its task."""
     message = exc.message[:2000]
+    reached = {"maybe_added": True} if exc.outcome_unknown else {}
     if not exc.permanent and note.attempts < NOTE_TRIES:
         delay = RETRY_DELAYS[note.attempts - 1]
         with transaction.atomic():
             TicketNote.objects.filter(pk=note.pk).update(
-                last_error=message, next_attempt_at=timezone.now() + delay
+                last_error=message, next_attempt_at=timezone.now() + delay, **reached
             )
             _note_event(
                 note,
@@ -222,7 +229,7 @@ def _failed(note: TicketNote, exc: OTRSError) -> str:
         return TicketNote.Status.PENDING
     with transaction.atomic():
         TicketNote.objects.filter(pk=note.pk).update(
-            status=TicketNote.Status.FAILED, last_error=message, next_attempt_at=None
+            status=TicketNote.Status.FAILED, last_error=message, next_attempt_at=None, **reached
         )
         _note_event(
             note,
@@ -272,16 +279,22 @@ def closing_article(client: TicketClient, ticket: Ticket) -> Article | None:
     except OTRSError as exc:
         log.warning("ticket %s: its closing article could not be read: %s", ticket, exc.message)
         return None
-    # The bridge's own: the article TicketCreate wrote (by its id, kept from TicketCreate's
-    # answer, and as the ticket's first article: a ticket adopted after a lost answer has no
-    # id kept) and the notes it added since.
+    # The bridge's own: the article TicketCreate wrote, by the id kept from its answer (also
+    # that of a ticket merged into this one, whose articles moved here), and the notes it
+    # added since. A ticket adopted after a lost answer has no id kept: its first article
+    # (number 1) is the create article, unless other tickets were merged into it.
+    merged_in = Ticket.objects.filter(
+        connection_id=ticket.connection_id, merged_into=ticket.ticket_id
+    )
     ours = set(
         TicketNote.objects.filter(task__ticket=ticket, article_id__isnull=False).values_list(
             "article_id", flat=True
         )
-    ) | {ticket.create_article_id}
+    )
+    ours |= {ticket.create_article_id, *merged_in.values_list("create_article_id", flat=True)}
+    first_is_ours = ticket.create_article_id is None and not merged_in.exists()
     for article in articles:
-        if article.number == 1:
+        if first_is_ours and article.number == 1:
             continue
         if article.article_id is None or article.article_id not in ours:
             return article

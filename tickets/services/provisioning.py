@@ -24,6 +24,7 @@ from connections.client import TicketClient
 from connections.errors import OTRSError
 from connections.models import Connection
 
+from ..limits import LEASE_OWNER
 from ..models import ProvisioningTask as Task
 from ..models import TaskEvent
 from .context import CONTEXT_RELATIONS, task_context
@@ -126,7 +127,7 @@ def task_claim_batch(
             rows = rows[:size]
         try:
             claimed = _claim(
-                {pk: (status, unknown) for pk, status, unknown in rows}, owner[:100], now
+                {pk: (status, unknown) for pk, status, unknown in rows}, owner[:LEASE_OWNER], now
             )
         except OperationalError as exc:
             # Two claims locking overlapping rows in a different order can deadlock on
@@ -206,7 +207,7 @@ def task_provision(*, task: Task, owner: str) -> str:
     2. Otherwise check the lease is still held, send TicketCreate, and store the ids.
     3. A transient failure waits with backoff while tries are left; a permanent one fails.
     """
-    if task.status != Task.Status.CLAIMED or task.lease_owner != owner[:100]:
+    if task.status != Task.Status.CLAIMED or task.lease_owner != owner[:LEASE_OWNER]:
         raise TransitionError(f"Task {task.pk} is not claimed by {owner}.")
     with LeaseKeeper(owner) as keeper:
         keeper.hold([task.pk])
@@ -258,7 +259,7 @@ def _send_attempt(
             waited = time.monotonic() - claimed_at if claimed_at is not None else 0.0
             if verify_lease or waited > _verify_after():
                 holds = Task.objects.filter(
-                    pk=task.pk, status=Task.Status.CLAIMED, lease_owner=owner[:100]
+                    pk=task.pk, status=Task.Status.CLAIMED, lease_owner=owner[:LEASE_OWNER]
                 )
                 if not holds.update(lease_until=timezone.now() + lease_length()):
                     return AttemptOutcome(lost_lease=True, notes=notes, calls=_taken(client))
@@ -322,7 +323,7 @@ def provision_due(
     worker and a store up to two per worker, so the database sees a few statements per
     batch instead of a few per task.
     """
-    owner = (owner or worker_name("worker"))[:100]
+    owner = (owner or worker_name("worker"))[:LEASE_OWNER]
     budget = settings.JOB_TIME_BUDGET_SECONDS if budget_seconds is None else budget_seconds
     deadline = time.monotonic() + budget
     workers = max(1, workers)
@@ -391,7 +392,7 @@ class LeaseKeeper:
     """
 
     def __init__(self, owner: str) -> None:
-        self.owner = owner[:100]
+        self.owner = owner[:LEASE_OWNER]
         self._renew_until = time.monotonic() + settings.Q_CLUSTER["timeout"]
         self._held: set[int] = set()
         self._lock = threading.Lock()

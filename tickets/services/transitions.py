@@ -88,7 +88,9 @@ def worker_name(kind: str) -> str:
     holds a task from it (`Actor.worker` reads it in words); the tag keeps two runs of one
     process apart."""
     host = socket.gethostname().split(".")[0][:40]
-    return f"{kind}:{host}:{os.getpid()}:{uuid.uuid4().hex[:6]}"[:100]
+    # The kind gives way to the length limit: the process and the tag keep runs apart.
+    suffix = f":{host}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    return kind[: limits.LEASE_OWNER - len(suffix)] + suffix
 
 
 # Sent inside the transaction of every request status change, with `request_ids`; the
