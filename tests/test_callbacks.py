@@ -22,7 +22,7 @@ from connections import crypto
 from connections.models import ApiCall
 from tests import factories
 from tests.test_znuny_contract import poll
-from tickets import api, services
+from tickets import api, selectors, services
 from tickets.models import ApiClient, CallbackDelivery, TaskEvent
 
 pytestmark = pytest.mark.django_db
@@ -231,18 +231,23 @@ def test_a_receiver_answering_500_or_too_slowly_is_tried_again_then_given_up(
     assert (delivery.status, delivery.attempts, len(delivery.attempt_log)) == ("failed", 3, 3)
     assert services.deliveries_send_due() == "no callbacks due"
 
-    # The overview says so: with a link to the failed deliveries for an admin, and where
-    # to redeliver for an operator without the setup screens.
+    # The overview says so, with the request to deliver again from and, for an admin, the
+    # failed deliveries in Setup, which the admins role may open.
+    shown = f'<a href="{request.get_absolute_url()}">{request.number}</a>'
+    admin_list = reverse("admin:tickets_callbackdelivery_changelist") + "?status__exact=failed"
     client.force_login(factories.user("root", "admins"))
     page = client.get(reverse("tickets:overview")).content.decode()
     assert (
         "1 callback delivery failed: an API client was not told that its request changed." in page
     )
-    admin_list = reverse("admin:tickets_callbackdelivery_changelist") + "?status__exact=failed"
-    assert f'<a href="{admin_list}">Deliver again in Setup</a>' in page
+    assert shown in page and f'<a href="{admin_list}">Setup</a>' in page
+    assert client.get(admin_list).status_code == 200
     client.force_login(factories.user("olga", "operators"))
     page = client.get(reverse("tickets:overview")).content.decode()
-    assert "Deliver again from each request's page." in page
+    assert shown in page and admin_list not in page
+    client.force_login(factories.user("carol", "approvers"))  # may not deliver again
+    page = client.get(reverse("tickets:overview")).content.decode()
+    assert "1 callback delivery failed" in page and "Deliver again" not in page
     services.delivery_redeliver(delivery=delivery)
     assert (
         "callback delivery failed" not in client.get(reverse("tickets:overview")).content.decode()
@@ -304,3 +309,23 @@ def test_the_secret_never_shows_in_pages_logs_or_call_rows(
         assert secret not in text
         for session_id in session_ids:
             assert session_id not in text
+
+
+def test_a_failed_delivery_overtaken_by_a_delivered_one_is_no_longer_counted(client, crm):
+    iga, token = api.api_client_create(name="iga")
+    submit(client, token, trusted=False)
+    request = iga.requests.get()
+
+    def delivery(status: str) -> CallbackDelivery:
+        return CallbackDelivery.objects.create(
+            client=iga, request=request, request_status=request.status, body="{}", status=status
+        )
+
+    older = delivery("failed")
+    assert selectors.overview().deliveries_failed == 1
+    assert [r.pk for r in selectors.overview().failed_delivery_requests] == [request.pk]
+    delivery("sent")  # the client has heard of a later status since
+    assert selectors.overview().deliveries_failed == 0
+    CallbackDelivery.objects.filter(pk=older.pk).update(status="failed")
+    delivery("failed")  # a failure after the delivered one counts again
+    assert selectors.overview().deliveries_failed == 1

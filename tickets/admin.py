@@ -28,6 +28,7 @@ from . import limits, services
 from .api import api_client_create
 from .forms import IdentityAdminForm
 from .models import (
+    OPERATE_PERMISSION,
     UNCONFIRMED_LABEL,
     AccessRequest,
     Account,
@@ -47,7 +48,11 @@ from .services import accounts, notifications
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
-    """History: viewable, never added, changed or deleted through the admin."""
+    """History: viewable, never added, changed or deleted through the admin. Its actions
+    that send or retry something need the operators' permission, as the console's buttons."""
+
+    def has_operate_permission(self, request) -> bool:
+        return request.user.has_perm(OPERATE_PERMISSION)
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
@@ -112,7 +117,9 @@ class ProvisioningTaskAdmin(ReadOnlyAdmin):
     def console(self, obj: ProvisioningTask) -> str:
         return console_link(f"{obj.request.get_absolute_url()}#task-{obj.pk}")
 
-    @admin.action(description="Retry selected tasks (failed or waiting to retry)")
+    @admin.action(
+        description="Retry selected tasks (failed or waiting to retry)", permissions=["operate"]
+    )
     def retry_selected(self, request, queryset) -> None:
         """The console's Retry button, for many tasks: the service checks role and state."""
         done, refused = services.tasks_retry(tasks=queryset, by=request.user)
@@ -470,7 +477,7 @@ class TicketNoteAdmin(ReadOnlyAdmin):
     search_fields = ["task__request__number", "task__ticket__ticket_number"]
     actions = ["send_again"]
 
-    @admin.action(description="Send the selected failed notes again")
+    @admin.action(description="Send the selected failed notes again", permissions=["operate"])
     def send_again(self, request, queryset) -> None:
         _send_again(
             self,
@@ -515,7 +522,7 @@ class CallbackDeliveryAdmin(ReadOnlyAdmin):
     search_fields = ["request__number"]
     actions = ["redeliver"]
 
-    @admin.action(description="Deliver the selected callbacks again")
+    @admin.action(description="Deliver the selected callbacks again", permissions=["operate"])
     def redeliver(self, request, queryset) -> None:
         _send_again(
             self,

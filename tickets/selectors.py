@@ -15,7 +15,7 @@ from itertools import chain
 from typing import Any
 
 from django.core.paginator import Page, Paginator
-from django.db.models import Count, Max, Prefetch, Q, QuerySet
+from django.db.models import Count, Exists, Max, OuterRef, Prefetch, Q, QuerySet
 from django.utils import timezone
 
 from connections.models import ApiCall, Connection
@@ -270,12 +270,15 @@ class Overview:
     jobs: list[JobRun]
     pending_approval: int
     second_approval_due: int  # of pending_approval: those that have their first approval
-    deliveries_failed: int  # callbacks given up: an API client was not told of a change
+    # Callbacks given up and not overtaken by a later delivered one: an API client was not
+    # told of a change. Their count, and the newest six requests they concern.
+    deliveries_failed: int
+    failed_delivery_requests: list[AccessRequest]
     groups: tuple = OVERVIEW_GROUPS
 
 
 def overview(now: datetime | None = None) -> Overview:
-    """Everything on the operator's overview, in eleven queries whatever the volume."""
+    """Everything on the operator's overview, in twelve queries whatever the volume."""
     now = now or timezone.now()
     waiting = AccessRequest.objects.filter(status=AccessRequest.Status.PENDING_APPROVAL).aggregate(
         all=Count("id"), second=Count("id", filter=Q(first_approved_by__isnull=False))
@@ -321,6 +324,15 @@ def overview(now: datetime | None = None) -> Overview:
         .select_related("request__beneficiary", "ticket", "connection")
         .order_by("id")
     )
+    delivered_later = CallbackDelivery.objects.filter(
+        request=OuterRef("request"),
+        client=OuterRef("client"),
+        pk__gt=OuterRef("pk"),
+        status=CallbackDelivery.Status.SENT,
+    )
+    undelivered = CallbackDelivery.objects.filter(status=CallbackDelivery.Status.FAILED).exclude(
+        Exists(delivered_later)
+    )
     return Overview(
         connections=connection_rows,
         totals=totals,
@@ -338,9 +350,12 @@ def overview(now: datetime | None = None) -> Overview:
         jobs=last_job_runs(),
         pending_approval=waiting["all"],
         second_approval_due=waiting["second"],
-        deliveries_failed=CallbackDelivery.objects.filter(
-            status=CallbackDelivery.Status.FAILED
-        ).count(),
+        deliveries_failed=undelivered.count(),
+        failed_delivery_requests=list(
+            AccessRequest.objects.filter(Exists(undelivered.filter(request=OuterRef("pk"))))
+            .only("id", "number")
+            .order_by("-id")[:6]
+        ),
     )
 
 
