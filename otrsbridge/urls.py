@@ -18,6 +18,8 @@ admin.site.site_title = "OTRS Bridge setup"
 admin.site.index_title = "Connections, applications and jobs"
 admin.site.site_url = "/"
 
+logout_view = OIDCLogoutView.as_view() if settings.OIDC_ENABLED else auth_views.LogoutView.as_view()
+
 urlpatterns = [
     path("healthz", monitoring.healthz, name="healthz"),
     path("readyz", monitoring.readyz, name="readyz"),
@@ -33,12 +35,10 @@ urlpatterns = [
         ),
         name="login",
     ),
-    # With single sign-on, logout also ends the IdP session (otrsbridge/sso.py).
-    path(
-        "logout/",
-        OIDCLogoutView.as_view() if settings.OIDC_ENABLED else auth_views.LogoutView.as_view(),
-        name="logout",
-    ),
+    # With single sign-on, logout also ends the IdP session (otrsbridge/sso.py); Setup's own
+    # "Log out" goes the same way.
+    path("logout/", logout_view, name="logout"),
+    path("admin/logout/", logout_view),
     path("admin/", admin.site.urls),
     path("connections/", include("connections.urls")),
     path("api/v1/", include("tickets.api_urls")),

@@ -21,6 +21,7 @@ import socket
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import pytest
 import requests
@@ -37,6 +38,7 @@ from tests.test_reliability import (
     spawn,
     stop,
 )
+from tickets import services
 from tickets.api import api_client_create
 from tickets.models import AccessRequest, JobRun, ProvisioningTask, TaskEvent
 
@@ -88,12 +90,23 @@ def group_pids(pgid: int) -> set[int]:
     return pids
 
 
-def claimed_in(pgid: int) -> list[int]:
-    """The tasks claimed right now by a process of this group (the lease owner names the
-    process: `kind:host:pid:tag`)."""
-    pids = group_pids(pgid)
+def holds_a_task(pgid: int, seen: set[int]) -> bool:
+    """Whether a process of this group holds a claimed task; `seen` keeps the group's
+    processes as last read."""
+    seen.clear()
+    seen.update(group_pids(pgid))
+    return bool(claimed_by(seen))
+
+
+def claimed_by(pids: set[int]) -> list[int]:
+    """The tasks claimed right now by one of these processes (the lease owner names the
+    process: services.worker_name)."""
     claimed = ProvisioningTask.objects.filter(status=TS.CLAIMED).values_list("pk", "lease_owner")
-    return [pk for pk, owner in claimed if int(owner.split(":")[-2]) in pids]
+    return [
+        pk
+        for pk, owner in claimed
+        if (parts := services.worker_parts(owner)) is not None and parts[2] in pids
+    ]
 
 
 def count(**status) -> int:
@@ -171,8 +184,9 @@ def test_fault_campaign_1000_requests_two_clusters_one_killed(sim, connection):
             held: list[int] = []
             for _ in range(5):
                 pgid = clusters["a"].pid
+                pids: set[int] = set()
                 wait_for(
-                    lambda: claimed_in(pgid),  # noqa: B023
+                    partial(holds_a_task, pgid, pids),
                     seconds=120,
                     what="a task claimed by cluster a",
                     procs=procs(),
@@ -181,7 +195,8 @@ def test_fault_campaign_1000_requests_two_clusters_one_killed(sim, connection):
                 os.killpg(pgid, signal.SIGKILL)
                 killed_at = timezone.now()
                 clusters["a"].communicate()
-                held = claimed_in(pgid)  # the dead processes' pids are still in the owners
+                # Its processes as seen before the kill: dead ones leave /proc once reaped.
+                held = claimed_by(pids)
                 time.sleep(2)
                 clusters["a"] = spawn("qcluster", env=env)
                 if held:

@@ -9,6 +9,7 @@ import json
 import pytest
 from django.conf import settings
 
+from tests import factories
 from tests.test_settings import _manage
 
 
@@ -88,3 +89,13 @@ def test_an_end_session_endpoint_on_another_host_is_allowed_as_a_form_target_and
     assert "OIDC_END_SESSION_ENDPOINT: 'logout.example.com' is not an http(s) URL." in (
         wrong.stderr
     )
+
+
+@pytest.mark.django_db
+def test_setups_log_out_is_the_consoles(client):
+    """Setup's own "Log out" goes through the same view, so with single sign-on it ends the
+    identity provider's session too."""
+    client.force_login(factories.user("root", "admins"))
+    answer = client.post("/admin/logout/")
+    assert (answer.status_code, answer["Location"]) == (302, "/login/")
+    assert client.get("/admin/").status_code == 302  # signed out: sent to the login

@@ -80,6 +80,7 @@ def deliver_callbacks(trigger: str = "schedule"):
 # before ":connection"). record_job_run refuses a name without a title.
 JOB_TITLES = {
     "provision": "Provisioning",
+    "instant": "Instant provisioning",
     "poll": "Polling",
     "refresh": "Ticket refresh",
     "notes": "Ticket notes",

@@ -20,10 +20,12 @@ from tickets.models import (
     JobRun,
     Outbox,
     ProvisioningTask,
+    TaskEvent,
     Ticket,
     parse_id,
 )
 from tickets.services.governance import decidable
+from tickets.services.transitions import worker_parts
 
 register = template.Library()
 
@@ -126,6 +128,17 @@ def job_title(name: str) -> str:
     base, _, connection = name.partition(":")
     title = JOB_TITLES.get(base, base.replace("-", " ").capitalize())
     return f"{title} · {connection}" if connection else title
+
+
+@register.filter
+def actor(event: TaskEvent) -> str:
+    """Who made a change, as the timeline shows it: a job run holding a task in words
+    ("Provisioning · crm on web-1, process 4711"), anyone else by their label."""
+    parts = worker_parts(event.actor_label) if event.actor_kind == TaskEvent.Actor.JOB else None
+    if parts is None:
+        return event.actor_label
+    kind, host, pid = parts
+    return f"{job_title(kind)} on {host}, process {pid}"
 
 
 @register.filter

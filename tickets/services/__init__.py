@@ -55,7 +55,14 @@ from .requests import (
     tasks_retry,
 )
 from .retention import PruneResult, api_calls_prune
-from .transitions import Actor, RequestInvalid, TransitionError, request_moved, worker_name
+from .transitions import (
+    Actor,
+    RequestInvalid,
+    TransitionError,
+    request_moved,
+    worker_name,
+    worker_parts,
+)
 
 # What the rest of the project uses (views, API, admin, commands, jobs, bench, tests).
 __all__ = [
@@ -100,4 +107,5 @@ __all__ = [
     "ticket_refresh",
     "tickets_poll",
     "worker_name",
+    "worker_parts",
 ]

@@ -192,7 +192,7 @@ def _claim(read: dict[int, tuple[str, bool]], owner: str, now: datetime) -> list
                     from_status=was,
                     to=Task.Status.CLAIMED,
                     reason=reason,
-                    actor=Actor.worker(owner),
+                    actor=Actor.job(owner),
                 )
             )
         TaskEvent.objects.bulk_create(events)

@@ -65,7 +65,7 @@ class AttemptOutcome:
 
 def store_outcome(task: Task, attempt: AttemptOutcome, owner: str) -> str:
     """Store what one attempt found: the ticket, or the failure. Returns the new status."""
-    actor = Actor.worker(owner)
+    actor = Actor.job(owner)
     TaskEvent.objects.bulk_create(_note_rows([(task, attempt)], actor))
     if attempt.lost_lease:
         return _lost_lease(task, owner)
@@ -111,7 +111,7 @@ def _release(task: Task, owner: str) -> str:
                 from_status=Task.Status.CLAIMED,
                 guard={"lease_owner": owner[:100]},
                 reason="not sent: the run's time budget ran out first; the next run takes it",
-                actor=Actor.worker(owner),
+                actor=Actor.job(owner),
                 attempts=max(task.attempts - 1, 0),
                 outcome_unknown=task.outcome_unknown,
                 next_attempt_at=timezone.now(),
@@ -288,7 +288,7 @@ def store_outcomes(
         try:
             with transaction.atomic():
                 ApiCall.objects.bulk_create(calls)
-                TaskEvent.objects.bulk_create(_note_rows(batch, Actor.worker(owner)))
+                TaskEvent.objects.bulk_create(_note_rows(batch, Actor.job(owner)))
                 _store_tickets(created, owner)
             done = [(task, Task.Status.TICKET_OPEN) for task, _, _ in created]
             calls = []
@@ -317,7 +317,7 @@ def store_outcomes(
 
 def _store_tickets(created: list[tuple[Task, CreatedTicket, str]], owner: str) -> None:
     """Store the tickets the tasks created: (task, ticket, how it was found) each."""
-    actor = Actor.worker(owner)
+    actor = Actor.job(owner)
     # A ticket already known (adopted twice, say) breaks the unique (connection, TicketID)
     # constraint: IntegrityError, and the batch is stored task by task.
     tickets = Ticket.objects.bulk_create(

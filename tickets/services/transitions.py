@@ -52,16 +52,6 @@ class Actor:
         return cls(TaskEvent.Actor.JOB, name)
 
     @classmethod
-    def worker(cls, owner: str) -> Actor:
-        """The job run that holds a task, by the name `worker_name` gave it, in words:
-        "provision:crm on web-1, process 4711 (run 3fa2c9)"."""
-        parts = owner.split(":")
-        if len(parts) < 4 or not parts[-2].isdigit():
-            return cls.job(owner)
-        kind, host, pid, tag = ":".join(parts[:-3]), parts[-3], parts[-2], parts[-1]
-        return cls.job(f"{kind} on {host}, process {pid} (run {tag})")
-
-    @classmethod
     def webhook(cls, connection: Connection) -> Actor:
         return cls(TaskEvent.Actor.WEBHOOK, f"webhook:{connection.name}")
 
@@ -85,12 +75,21 @@ SYSTEM = Actor(TaskEvent.Actor.SYSTEM, "system")
 def worker_name(kind: str) -> str:
     """The lease owner of a job run: the job's kind, the machine and process it runs in and
     a tag of this run, e.g. `instant:web-1:4711:3fa2c9`. An operator finds the process that
-    holds a task from it (`Actor.worker` reads it in words); the tag keeps two runs of one
+    holds a task from it (`worker_parts` reads it back); the tag keeps two runs of one
     process apart."""
     host = socket.gethostname().split(".")[0][:40]
     # The kind gives way to the length limit: the process and the tag keep runs apart.
     suffix = f":{host}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
     return kind[: limits.LEASE_OWNER - len(suffix)] + suffix
+
+
+def worker_parts(owner: str) -> tuple[str, str, int] | None:
+    """The job's kind, the machine and the process of a `worker_name`; None for another
+    name (a test's, or one written before names had this shape)."""
+    parts = owner.split(":")
+    if len(parts) < 4 or not parts[-2].isdigit():
+        return None
+    return ":".join(parts[:-3]), parts[-3], int(parts[-2])
 
 
 # Sent inside the transaction of every request status change, with `request_ids`; the
