@@ -293,6 +293,10 @@ def test_the_connection_page_says_what_caused_each_call(client, connection, peop
     assert f'<a href="{url}">status of {task.ticket.ticket_number}</a>' in causes
     assert "polling" in causes
     assert not [c for c in causes if re.search(r"\b(task|refresh|poll):", c)]  # no raw refs
+    # The request's own timeline lists its calls with their cause in words too.
+    detail = client.get(url).content.decode()
+    assert f" ms · task {task.pk}</span>" in detail and " ms · status refresh</span>" in detail
+    assert not re.search(r" ms · (task|refresh|poll):", detail)
 
 
 def test_people_and_api_clients_show_by_name_where_a_request_says_who(client, offline, people):

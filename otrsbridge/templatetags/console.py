@@ -147,8 +147,21 @@ def has_ticket(tasks) -> bool:
     return any(task.ticket_id for task in tasks)
 
 
-# What caused a call to OTRS, by the first part of its ApiCall.ref, when it names no row.
-CALL_CAUSES = {"poll": "polling", "test-connection": "connection test"}
+# What caused a call to OTRS in words, by the first part of its ApiCall.ref.
+REF_WORDS = {
+    "task": "task {}",
+    "refresh": "status refresh",
+    "poll": "polling",
+    "test-connection": "connection test",
+}
+
+
+@register.filter
+def ref_words(ref: str) -> str:
+    """ "task:9" → "task 9", "poll:otrs-demo" → "polling": a call's cause without its row."""
+    kind, _, value = ref.partition(":")
+    words = REF_WORDS.get(kind)
+    return words.format(value) if words is not None else (ref or "—")
 
 
 @register.simple_tag
@@ -173,11 +186,7 @@ def call_causes(calls) -> dict[str, tuple[str, str]]:
             "task__request"
         ):
             found[f"refresh:{ticket.pk}"] = (f"status of {ticket}", _request_url(ticket))
-    return {
-        call.ref: found.get(call.ref)
-        or (CALL_CAUSES.get(call.ref.partition(":")[0], call.ref or "—"), "")
-        for call in calls
-    }
+    return {call.ref: found.get(call.ref) or (ref_words(call.ref), "") for call in calls}
 
 
 def _request_url(ticket: Ticket) -> str:

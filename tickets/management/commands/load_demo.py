@@ -19,7 +19,7 @@ from django.db import transaction
 from connections.models import Connection, Endpoint, SecuritySystem
 from connections.packages import apply_import, load_package, plan_import
 from tickets import jobs, services
-from tickets.models import AccessRequest, Identity
+from tickets.models import AccessRequest, Account, Identity
 
 PACKAGE = Path(settings.BASE_DIR) / "packages" / "otrs-genericticketconnector.json"
 SIM_BASE = os.environ.get(
@@ -114,13 +114,11 @@ class Command(BaseCommand):
         for username, first, last, roles, superuser in PEOPLE:
             person, created = User.objects.get_or_create(
                 username=username,
-                defaults={
-                    "email": f"{username}@example.com",
-                    "first_name": first,
-                    "last_name": last,
-                    "is_staff": superuser,
-                },
+                defaults={"email": f"{username}@example.com", "is_staff": superuser},
             )
+            if (person.first_name, person.last_name) != (first, last):  # demo data of before
+                person.first_name, person.last_name = first, last
+                person.save(update_fields=["first_name", "last_name"])
             if created:
                 person.set_password(DEMO_PASSWORD)
                 person.is_superuser = superuser
@@ -137,10 +135,13 @@ class Command(BaseCommand):
             )
 
     def _governance(self) -> None:
-        """ERP's owner, and an account on it that the bridge did not create."""
+        """ERP's owner, and an account on it that the bridge did not create (once: an account
+        the demo has since removed is not imported again)."""
         erp = Endpoint.objects.select_related("security_system").get(name="erp")
         erp.security_system.owners.set([User.objects.get(username="bob")])
-        services.accounts.import_rows(
+        if Account.objects.filter(endpoint=erp, identity__username="edsger.dijkstra").exists():
+            return
+        report = services.accounts.import_rows(
             endpoint=erp,
             rows=[
                 {
@@ -154,6 +155,8 @@ class Command(BaseCommand):
             ],
             actor="load_demo",
         )
+        if report.problems:
+            raise CommandError(f"The demo's account import failed: {report.problems[0]}")
 
     def _requests(self) -> int:
         if AccessRequest.objects.exists():
