@@ -321,6 +321,7 @@ def test_people_and_api_clients_show_by_name_where_a_request_says_who(client, of
     client.force_login(people.olga)
     detail = client.get(by_person.get_absolute_url()).content.decode()
     assert re.search(r"<dt>Requested by</dt><dd>Alice Archer \(alice\) ·", detail)
+    assert "Person: Alice Archer (alice)</div>" in detail  # on the timeline too
     detail = client.get(by_client.get_absolute_url()).content.decode()
     assert re.search(r"<dt>Requested by</dt><dd>API client iga ·", detail)
     assert "Approved by Mia Manager (IGA) ·" in detail

@@ -83,7 +83,14 @@ def build_history(sim) -> dict[str, AccessRequest]:
     )
     alice = factories.user("alice", "requesters")
     carol = factories.user("carol", "approvers")
-    factories.user("olga", "operators")
+    olga = factories.user("olga", "operators")
+    for person, first, last in (
+        (alice, "Alice", "Archer"),
+        (carol, "Carol", "Chen"),
+        (olga, "Olga", "Ivanova"),
+    ):
+        person.first_name, person.last_name = first, last
+        person.save()
     display_names()
     made: dict[str, AccessRequest] = {}
 

@@ -391,7 +391,7 @@ def request_detail(access_request: AccessRequest) -> tuple[list[ProvisioningTask
     tasks = list(
         access_request.tasks.select_related("ticket", "connection", "endpoint").order_by("id")
     )
-    events = list(access_request.events.select_related("task").order_by("at", "id"))
+    events = list(access_request.events.select_related("task", "actor_user").order_by("at", "id"))
     refs = [f"task:{t.pk}" for t in tasks] + [
         f"refresh:{t.ticket_id}" for t in tasks if t.ticket_id
     ]

@@ -23,6 +23,7 @@ from tickets.models import (
     TaskEvent,
     Ticket,
     parse_id,
+    person_display,
 )
 from tickets.services.governance import decidable
 from tickets.services.transitions import worker_parts
@@ -132,8 +133,11 @@ def job_title(name: str) -> str:
 
 @register.filter
 def actor(event: TaskEvent) -> str:
-    """Who made a change, as the timeline shows it: a job run holding a task in words
-    ("Provisioning · crm on web-1, process 4711"), anyone else by their label."""
+    """Who made a change, as the timeline shows it: a person by name ("Alice Archer
+    (alice)"), a job run holding a task in words ("Provisioning · crm on web-1, process
+    4711"), anyone else by their label."""
+    if event.actor_kind == TaskEvent.Actor.PERSON and event.actor_user is not None:
+        return person_display(event.actor_user)
     parts = worker_parts(event.actor_label) if event.actor_kind == TaskEvent.Actor.JOB else None
     if parts is None:
         return event.actor_label
