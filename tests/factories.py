@@ -41,7 +41,11 @@ def ensure_roles() -> None:
 
     from django.contrib.auth.models import Permission
 
-    for role, perms in importlib.import_module("tickets.migrations.0002_roles").ROLES.items():
+    granted = [
+        importlib.import_module("tickets.migrations.0002_roles").ROLES,
+        importlib.import_module("tickets.migrations.0009_admin_role_history_permissions").ADDED,
+    ]
+    for role, perms in (item for grant in granted for item in grant.items()):
         group, _ = Group.objects.get_or_create(name=role)
         for dotted in perms:
             app_label, codename = dotted.split(".")

@@ -9,11 +9,13 @@ import json
 import re
 
 import pytest
+from django.contrib import admin
 from django.urls import reverse
 
 from connections import crypto
 from connections.models import ApiCall, Connection, ConnectionToken
 from connections.packages import apply_import, load_package, plan_import
+from tests import factories
 from tests.test_packages import (
     BASEURL,
     CONNECTION_JSON,
@@ -21,6 +23,8 @@ from tests.test_packages import (
     _corrected_saviynt_documents,
     _saviynt_zip,
 )
+from tickets.models import Account
+from tickets.services import accounts
 
 PASSWORD = "Adm1n-page-secret-pw"
 VALUES = {"BASEURL": BASEURL, "USERNAME": "bridge", "PASSWORD": PASSWORD}
@@ -449,3 +453,25 @@ def test_a_new_api_token_travels_in_no_cookie_and_no_session(client, django_user
         "/admin/",
     ):
         assert token not in client.get(url).content.decode(), url
+
+
+def test_the_admins_role_opens_every_list_of_setup_and_sees_an_accounts_entitlements(
+    client, offline
+):
+    """A member of the admins role who is no superuser: every registered list answers, and
+    an account's page shows its entitlements (an inline with a permission of its own)."""
+    accounts.import_rows(
+        endpoint=offline,
+        rows=[{"username": "ada", "account_name": "ada", "entitlements": "crm-read"}],
+        actor="test",
+    )
+    client.force_login(factories.user("root", "admins"))
+    ours = [m for m in admin.site._registry if m._meta.app_label in ("tickets", "connections")]
+    assert len(ours) >= 16
+    for model in ours:
+        meta = model._meta
+        url = reverse(f"admin:{meta.app_label}_{meta.model_name}_changelist")
+        assert client.get(url).status_code == 200, url
+    account = Account.objects.get(name="ada")
+    page = client.get(reverse("admin:tickets_account_change", args=[account.pk])).content.decode()
+    assert "crm-read" in page

@@ -234,7 +234,7 @@ def test_a_receiver_answering_500_or_too_slowly_is_tried_again_then_given_up(
     # The overview says so, with the request to deliver again from and, for an admin, the
     # failed deliveries in Setup, which the admins role may open.
     shown = f'<a href="{request.get_absolute_url()}">{request.number}</a>'
-    admin_list = reverse("admin:tickets_callbackdelivery_changelist") + "?status__exact=failed"
+    admin_list = reverse("admin:tickets_callbackdelivery_changelist") + "?not_told=yes"
     client.force_login(factories.user("root", "admins"))
     page = client.get(reverse("tickets:overview")).content.decode()
     assert (
@@ -326,6 +326,16 @@ def test_a_failed_delivery_overtaken_by_a_delivered_one_is_no_longer_counted(cli
     assert [r.pk for r in selectors.overview().failed_delivery_requests] == [request.pk]
     delivery("sent")  # the client has heard of a later status since
     assert selectors.overview().deliveries_failed == 0
+    # Sending it again would move the client back: refused, and the page says why.
+    with pytest.raises(services.TransitionError, match="later status"):
+        services.delivery_redeliver(delivery=older)
+    client.force_login(factories.user("olga", "operators"))
+    page = client.get(request.get_absolute_url()).content.decode()
+    assert "A later status was delivered since; this one is not sent again." in page
+    assert page.count("Deliver again") == 0
+    client.force_login(factories.user("root", "admins"))
+    admin_list = reverse("admin:tickets_callbackdelivery_changelist")
+    assert "0 callback deliveries" in client.get(admin_list + "?not_told=yes").content.decode()
     CallbackDelivery.objects.filter(pk=older.pk).update(status="failed")
     delivery("failed")  # a failure after the delivered one counts again
     assert selectors.overview().deliveries_failed == 1

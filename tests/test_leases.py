@@ -61,6 +61,14 @@ def test_a_claim_names_the_machine_and_process_that_hold_the_task(sim, crm, peop
     # The timeline shows it in words.
     assert actor(event) == f"Provisioning · crm on {host}, process {pid}"
     assert services.worker_parts("rescuer") is None
+    assert services.worker_parts("a:b:²:x") is None  # a digit, but not a number int() reads
+    # Other actors in words too; and a ticket's agent reads the run as the bridge's.
+    job, api, hook = TaskEvent.Actor.JOB, TaskEvent.Actor.API, TaskEvent.Actor.WEBHOOK
+    assert actor(TaskEvent(actor_kind=job, actor_label="poll")) == "Polling"
+    assert actor(TaskEvent(actor_kind=api, actor_label="api:iga")) == "iga"
+    assert actor(TaskEvent(actor_kind=hook, actor_label="webhook:otrs-demo")) == "otrs-demo"
+    assert actor(TaskEvent(actor_kind=job, actor_label="")) == "—"
+    assert services.Actor.job(owner).display == f"OTRS Bridge (provision:crm on {host})"
     assert services.worker_name("instant") != services.worker_name("instant")  # two runs
     # A long connection name gives way: the process and the run tag stay.
     long = services.worker_name("provision:" + "c" * 100)

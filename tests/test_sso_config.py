@@ -8,6 +8,7 @@ import json
 
 import pytest
 from django.conf import settings
+from django.urls import resolve
 
 from tests import factories
 from tests.test_settings import _manage
@@ -95,6 +96,7 @@ def test_an_end_session_endpoint_on_another_host_is_allowed_as_a_form_target_and
 def test_setups_log_out_is_the_consoles(client):
     """Setup's own "Log out" goes through the same view, so with single sign-on it ends the
     identity provider's session too."""
+    assert resolve("/admin/logout/").func.view_class is resolve("/logout/").func.view_class
     client.force_login(factories.user("root", "admins"))
     answer = client.post("/admin/logout/")
     assert (answer.status_code, answer["Location"]) == (302, "/login/")

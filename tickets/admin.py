@@ -501,6 +501,22 @@ def _send_again(model_admin, request, queryset, service, noun: str) -> None:
         model_admin.message_user(request, f"{queued} {noun} queued again.", messages.SUCCESS)
 
 
+class NotToldFilter(admin.SimpleListFilter):
+    """Failed deliveries whose client has not heard of a later status since (the overview's
+    count links here)."""
+
+    title = "client not told"
+    parameter_name = "not_told"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Failed, no later status delivered")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(status=CallbackDelivery.Status.FAILED).not_overtaken()
+        return queryset
+
+
 @admin.register(CallbackDelivery)
 class CallbackDeliveryAdmin(ReadOnlyAdmin):
     """Signed POSTs of request documents to API clients' callback URLs, each attempt
@@ -517,7 +533,7 @@ class CallbackDeliveryAdmin(ReadOnlyAdmin):
         "created_at",
         "delivered_at",
     ]
-    list_filter = ["status", "client"]
+    list_filter = [NotToldFilter, "status", "client"]
     list_select_related = ["request", "client"]
     search_fields = ["request__number"]
     actions = ["redeliver"]

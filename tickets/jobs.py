@@ -77,7 +77,8 @@ def deliver_callbacks(trigger: str = "schedule"):
 
 
 # What the console calls each job run, by the name its run is recorded under (the part
-# before ":connection"). record_job_run refuses a name without a title.
+# before ":connection"), and a task's instant provisioning (a worker kind, no JobRun).
+# record_job_run refuses a name without a title.
 JOB_TITLES = {
     "provision": "Provisioning",
     "instant": "Instant provisioning",

@@ -14,7 +14,7 @@ from typing import NamedTuple, TypeAlias
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import models
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.urls import reverse
 from django.utils import timezone
 
@@ -662,9 +662,34 @@ class TicketNote(OutboxItem):
         return f"{self.get_kind_display()} note on task {self.task_id}"
 
 
+class DeliveryQuerySet(models.QuerySet):
+    def overtaken(self) -> DeliveryQuerySet:
+        """Those a later delivered one of the same request to the same client made moot:
+        the client has heard of a later status. Sending one again would move it back."""
+        return self.filter(Exists(_later_delivered()))
+
+    def not_overtaken(self) -> DeliveryQuerySet:
+        return self.exclude(Exists(_later_delivered()))
+
+    def with_overtaken(self) -> DeliveryQuerySet:
+        """Each with `overtaken` (as above) for the page to say so."""
+        return self.annotate(overtaken=Exists(_later_delivered()))
+
+
+def _later_delivered() -> models.QuerySet:
+    return CallbackDelivery.objects.filter(
+        request=OuterRef("request"),
+        client=OuterRef("client"),
+        pk__gt=OuterRef("pk"),
+        status=Outbox.SENT,
+    )
+
+
 class CallbackDelivery(OutboxItem):
     """One signed POST of a request document to its API client's callback URL, with every
     attempt recorded; retried with backoff for up to a day."""
+
+    objects = DeliveryQuerySet.as_manager()
 
     client = models.ForeignKey(ApiClient, on_delete=models.CASCADE, related_name="deliveries")
     request = models.ForeignKey(AccessRequest, on_delete=models.CASCADE, related_name="deliveries")

@@ -324,15 +324,9 @@ def overview(now: datetime | None = None) -> Overview:
         .select_related("request__beneficiary", "ticket", "connection")
         .order_by("id")
     )
-    delivered_later = CallbackDelivery.objects.filter(
-        request=OuterRef("request"),
-        client=OuterRef("client"),
-        pk__gt=OuterRef("pk"),
-        status=CallbackDelivery.Status.SENT,
-    )
-    undelivered = CallbackDelivery.objects.filter(status=CallbackDelivery.Status.FAILED).exclude(
-        Exists(delivered_later)
-    )
+    undelivered = CallbackDelivery.objects.filter(
+        status=CallbackDelivery.Status.FAILED
+    ).not_overtaken()
     return Overview(
         connections=connection_rows,
         totals=totals,
@@ -423,7 +417,11 @@ def request_outboxes(
     )
     for note in unsent.order_by("id"):
         notes.setdefault(note.task_id, []).append(note)
-    deliveries = list(access_request.deliveries.order_by("-id")[:20])
+    deliveries = list(
+        CallbackDelivery.objects.filter(request=access_request)
+        .with_overtaken()
+        .order_by("-id")[:20]
+    )
     return notes, deliveries
 
 

@@ -136,13 +136,19 @@ def actor(event: TaskEvent) -> str:
     """Who made a change, as the timeline shows it: a person by name ("Alice Archer
     (alice)"), a job run holding a task in words ("Provisioning · crm on web-1, process
     4711"), anyone else by their label."""
-    if event.actor_kind == TaskEvent.Actor.PERSON and event.actor_user is not None:
+    kind, label = event.actor_kind, event.actor_label
+    if kind == TaskEvent.Actor.PERSON and event.actor_user is not None:
         return person_display(event.actor_user)
-    parts = worker_parts(event.actor_label) if event.actor_kind == TaskEvent.Actor.JOB else None
-    if parts is None:
-        return event.actor_label
-    kind, host, pid = parts
-    return f"{job_title(kind)} on {host}, process {pid}"
+    if kind == TaskEvent.Actor.JOB:
+        parts = worker_parts(label)
+        if parts is None:
+            return job_title(label) if label else "—"
+        job, host, pid = parts
+        return f"{job_title(job)} on {host}, process {pid}"
+    if kind in (TaskEvent.Actor.API, TaskEvent.Actor.WEBHOOK):
+        # "api:iga" and "webhook:otrs-demo", shown under "API" and "Webhook": the name.
+        return label.partition(":")[2] or label or "—"
+    return label or "—"
 
 
 @register.filter

@@ -1,6 +1,6 @@
 """The admins role sees what the setup screens list since the governance, conversation and
-callback work: accounts, ticket notes, callback deliveries, the timeline, and edits the
-notification templates. Without these a non-superuser admin got 403 on those lists."""
+callback work: accounts and their entitlements, ticket notes, callback deliveries, the
+timeline, and edits the notification templates. Without these a non-superuser admin got 403 on those lists."""
 
 from django.contrib.auth.management import create_permissions
 from django.db import migrations
@@ -8,6 +8,7 @@ from django.db import migrations
 ADDED = {
     "admins": [
         "tickets.view_account",
+        "tickets.view_accountentitlement",
         "tickets.view_ticketnote",
         "tickets.view_callbackdelivery",
         "tickets.view_taskevent",

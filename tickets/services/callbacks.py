@@ -181,6 +181,11 @@ def _record(
 def delivery_redeliver(*, delivery: CallbackDelivery, by: ConsoleUser | None = None) -> None:
     """Send a delivery again now, with the same body (signed anew), a day of tries ahead."""
     with transaction.atomic():
+        if CallbackDelivery.objects.filter(pk=delivery.pk).overtaken().exists():
+            raise TransitionError(
+                f"Delivery {delivery.pk} is not sent again: the client has since been told of a "
+                "later status of the request."
+            )
         changed = CallbackDelivery.objects.filter(
             pk=delivery.pk,
             status__in=(CallbackDelivery.Status.FAILED, CallbackDelivery.Status.PENDING),

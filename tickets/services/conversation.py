@@ -15,6 +15,7 @@ import logging
 from datetime import timedelta
 
 from django.db import transaction
+from django.db.models import Q
 from django.dispatch import Signal
 from django.utils import timezone
 
@@ -135,6 +136,8 @@ def note_send(*, note_id: int) -> str:
         if earlier is not None:
             article_id = earlier.article_id
         else:
+            # Should this worker die in the call, the next one searches before sending.
+            TicketNote.objects.filter(pk=note.pk).update(maybe_added=True)
             article_id = client.update_ticket(
                 ticket.ticket_id, {**rendered, "state": state}, ref=f"task:{task.pk}"
             )
@@ -214,7 +217,8 @@ def _failed(note: TicketNote, exc: OTRSError) -> str:
     """Try again later with backoff, or, when the error is permanent or the tries are used
     up, mark the note failed and flag its task."""
     message = exc.message[:2000]
-    reached = {"maybe_added": True} if exc.outcome_unknown else {}
+    # As before this try (`note` was read before it), or set when it may have reached OTRS.
+    reached = {"maybe_added": note.maybe_added or exc.outcome_unknown}
     if not exc.permanent and note.attempts < NOTE_TRIES:
         delay = RETRY_DELAYS[note.attempts - 1]
         with transaction.atomic():
@@ -287,9 +291,9 @@ def closing_article(client: TicketClient, ticket: Ticket) -> Article | None:
         connection_id=ticket.connection_id, merged_into=ticket.ticket_id
     )
     ours = set(
-        TicketNote.objects.filter(task__ticket=ticket, article_id__isnull=False).values_list(
-            "article_id", flat=True
-        )
+        TicketNote.objects.filter(
+            Q(task__ticket=ticket) | Q(task__ticket__in=merged_in), article_id__isnull=False
+        ).values_list("article_id", flat=True)
     )
     ours |= {ticket.create_article_id, *merged_in.values_list("create_article_id", flat=True)}
     first_is_ours = ticket.create_article_id is None and not merged_in.exists()

@@ -22,6 +22,7 @@ from connections.client import CreatedTicket
 from connections.errors import OTRSError
 from connections.models import ApiCall
 
+from ..limits import LEASE_OWNER
 from ..models import AccessRequest, TaskEvent, Ticket
 from ..models import ProvisioningTask as Task
 from . import notifications
@@ -109,7 +110,7 @@ def _release(task: Task, owner: str) -> str:
                 task,
                 Task.Status.RETRY_WAIT,
                 from_status=Task.Status.CLAIMED,
-                guard={"lease_owner": owner[:100]},
+                guard={"lease_owner": owner[:LEASE_OWNER]},
                 reason="not sent: the run's time budget ran out first; the next run takes it",
                 actor=Actor.job(owner),
                 attempts=max(task.attempts - 1, 0),
@@ -148,7 +149,7 @@ def _store_ticket(task: Task, created, *, how: str, owner: str, actor: Actor) ->
         task,
         Task.Status.TICKET_OPEN,
         from_status=Task.Status.CLAIMED,
-        guard={"lease_owner": owner[:100]},
+        guard={"lease_owner": owner[:LEASE_OWNER]},
         reason=f"{how}: {ticket.ticket_number or ticket.ticket_id}",
         actor=actor,
         ticket=ticket,
@@ -196,7 +197,7 @@ def _provision_failed(
     """
     task.refresh_from_db()
     message = str(exc.message)[:2000]
-    guard = {"lease_owner": owner[:100]}
+    guard = {"lease_owner": owner[:LEASE_OWNER]}
     fields: dict[str, Any] = {"last_error": message, "lease_until": None}
     if clear_unknown:
         fields["outcome_unknown"] = False
@@ -336,7 +337,7 @@ def _store_tickets(created: list[tuple[Task, CreatedTicket, str]], owner: str) -
     moved = Task.objects.filter(
         pk__in=[task.pk for task, _, _ in created],
         status=Task.Status.CLAIMED,
-        lease_owner=owner[:100],
+        lease_owner=owner[:LEASE_OWNER],
     ).update(
         status=Task.Status.TICKET_OPEN,
         # CASE id WHEN <task> THEN <ticket> …: the same as Case(When(pk=…)), which Django

@@ -61,11 +61,15 @@ class Actor:
 
     @property
     def display(self) -> str:
-        """Who it was, as a person reads it: a name, "API client iga", a job's label."""
+        """Who it was, as a person (or a ticket's agent) reads it: a name, "API client iga",
+        "OTRS Bridge (provision:crm on web-1)" for a job run holding a task, a job's label."""
         if self.user is not None:
             return self.user.get_full_name() or self.label
         if self.kind == TaskEvent.Actor.API:
             return f"API client {self.label.removeprefix('api:')}"
+        parts = worker_parts(self.label) if self.kind == TaskEvent.Actor.JOB else None
+        if parts is not None:
+            return f"OTRS Bridge ({parts[0]} on {parts[1]})"
         return self.label
 
 
@@ -87,7 +91,7 @@ def worker_parts(owner: str) -> tuple[str, str, int] | None:
     """The job's kind, the machine and the process of a `worker_name`; None for another
     name (a test's, or one written before names had this shape)."""
     parts = owner.split(":")
-    if len(parts) < 4 or not parts[-2].isdigit():
+    if len(parts) < 4 or not (parts[-2].isascii() and parts[-2].isdigit()):
         return None
     return ":".join(parts[:-3]), parts[-3], int(parts[-2])
 
