@@ -39,19 +39,12 @@ def ensure_roles() -> None:
         return
     import importlib
 
-    from django.contrib.auth.models import Permission
+    from django.apps import apps
 
-    granted = [
-        importlib.import_module("tickets.migrations.0002_roles").ROLES,
-        importlib.import_module("tickets.migrations.0009_admin_role_history_permissions").ADDED,
-    ]
-    for role, perms in (item for grant in granted for item in grant.items()):
-        group, _ = Group.objects.get_or_create(name=role)
-        for dotted in perms:
-            app_label, codename = dotted.split(".")
-            group.permissions.add(
-                Permission.objects.get(content_type__app_label=app_label, codename=codename)
-            )
+    roles = importlib.import_module("tickets.migrations.0002_roles")
+    roles.grant(apps, roles.ROLES)
+    later = importlib.import_module("tickets.migrations.0009_admin_role_history_permissions")
+    roles.grant(apps, later.ADDED)
 
 
 def otrs_connection(

@@ -56,9 +56,15 @@ def create_roles(apps, schema_editor):
         app_config.models_module = True
         create_permissions(app_config, apps=apps, verbosity=0)
         app_config.models_module = None
+    grant(apps, ROLES)
+
+
+def grant(apps, roles: dict[str, list[str]]) -> None:
+    """Give each role (a group, made if missing) its "app.codename" permissions. Later
+    migrations that widen a role, and the tests that rebuild the roles, use it too."""
     Group = apps.get_model("auth", "Group")
     Permission = apps.get_model("auth", "Permission")
-    for role, perms in ROLES.items():
+    for role, perms in roles.items():
         group, _ = Group.objects.get_or_create(name=role)
         for dotted in perms:
             app_label, codename = dotted.split(".")

@@ -2,6 +2,8 @@
 callback work: accounts and their entitlements, ticket notes, callback deliveries, the
 timeline, and edits the notification templates. Without these a non-superuser admin got 403 on those lists."""
 
+import importlib
+
 from django.contrib.auth.management import create_permissions
 from django.db import migrations
 
@@ -19,21 +21,12 @@ ADDED = {
 }
 
 
-def grant(apps, schema_editor):
+def forwards(apps, schema_editor):
     for app_config in apps.get_app_configs():
         app_config.models_module = True
         create_permissions(app_config, apps=apps, verbosity=0)
         app_config.models_module = None
-    Group = apps.get_model("auth", "Group")
-    Permission = apps.get_model("auth", "Permission")
-    for role, perms in ADDED.items():
-        group, _ = Group.objects.get_or_create(name=role)
-        for dotted in perms:
-            app_label, codename = dotted.split(".")
-            permission = Permission.objects.get(
-                content_type__app_label=app_label, codename=codename
-            )
-            group.permissions.add(permission)
+    importlib.import_module("tickets.migrations.0002_roles").grant(apps, ADDED)
 
 
 def revoke(apps, schema_editor):
@@ -56,4 +49,4 @@ class Migration(migrations.Migration):
         ("contenttypes", "0002_remove_content_type_name"),
     ]
 
-    operations = [migrations.RunPython(grant, revoke)]
+    operations = [migrations.RunPython(forwards, revoke)]
