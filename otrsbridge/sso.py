@@ -28,6 +28,8 @@ from django.http import HttpRequest
 from django.shortcuts import resolve_url
 from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 
+from tickets.services.governance import ADMINS_GROUP
+
 log = logging.getLogger("otrsbridge.logins")
 
 USERNAME_MAX = User._meta.get_field("username").max_length or 150
@@ -70,15 +72,16 @@ def roles_from_claims(claims: dict[str, Any]) -> list[str]:
 class RoleMappingBackend(OIDCAuthenticationBackend):
     """mozilla-django-oidc's code flow, with our user matching and role mapping."""
 
-    def verify_token(self, token: str, **kwargs: Any) -> dict[str, Any]:
-        payload = super().verify_token(token, **kwargs)
+    def get_or_create_user(self, access_token: str, id_token: str, payload: dict) -> Any:
+        # Checked here rather than in verify_token, which the library calls outside its
+        # handling of refusals: a wrong aud or iss then answered a bare 400 page.
         audience = payload.get("aud")
         audiences = audience if isinstance(audience, list) else [audience]
         if settings.OIDC_RP_CLIENT_ID not in audiences:
-            raise SSORefused("the ID token was issued to another client (aud)")
+            self._refuse(payload, "the ID token was issued to another client (aud)")
         if settings.OIDC_ISSUER and payload.get("iss") != settings.OIDC_ISSUER:
-            raise SSORefused("the ID token comes from another issuer (iss)")
-        return payload
+            self._refuse(payload, "the ID token comes from another issuer (iss)")
+        return super().get_or_create_user(access_token, id_token, payload)
 
     def get_userinfo(self, access_token: str, id_token: str, payload: dict) -> dict:
         claims = dict(payload)
@@ -131,7 +134,7 @@ class RoleMappingBackend(OIDCAuthenticationBackend):
             first, _, last = claims["name"].partition(" ")
             user.first_name, user.last_name = first[:150], last[:150]
         user.email = str(claims.get("email", user.email))[:254]
-        user.is_staff = "admins" in roles
+        user.is_staff = ADMINS_GROUP in roles
         user.is_superuser = False
         user.save()
         keep = user.groups.exclude(name__in=settings.OIDC_ROLE_GROUPS)

@@ -101,3 +101,32 @@ def test_setups_log_out_is_the_consoles(client):
     answer = client.post("/admin/logout/")
     assert (answer.status_code, answer["Location"]) == (302, "/login/")
     assert client.get("/admin/").status_code == 302  # signed out: sent to the login
+
+
+@pytest.mark.django_db
+def test_an_id_token_for_another_client_or_issuer_is_refused_as_a_sign_in_not_a_400(settings, rf):
+    """The library handles refusals from get_or_create_user (the login page says why);
+    one raised in verify_token became a bare 400 page."""
+    from django.contrib.messages.storage.fallback import FallbackStorage
+
+    from otrsbridge.sso import RoleMappingBackend, SSORefused
+
+    settings.OIDC_RP_CLIENT_ID, settings.OIDC_ISSUER = "bridge", "https://idp.example.com"
+    settings.OIDC_OP_TOKEN_ENDPOINT = "https://idp.example.com/token"
+    settings.OIDC_OP_USER_ENDPOINT = ""
+    settings.OIDC_OP_JWKS_ENDPOINT = "https://idp.example.com/keys"
+    request = rf.get("/oidc/callback/")
+    request.session, request._messages = {}, None
+    request._messages = FallbackStorage(request)
+    backend = RoleMappingBackend()
+    backend.request = request
+    for payload, why in (
+        ({"aud": "other", "iss": "https://idp.example.com"}, "another client"),
+        ({"aud": ["bridge"], "iss": "https://evil.example.com"}, "another issuer"),
+    ):
+        with pytest.raises(SSORefused, match=why):
+            backend.get_or_create_user("access", "id", {"sub": "ada", **payload})
+    assert [str(m) for m in request._messages] == [
+        "Single sign-on refused: the ID token was issued to another client (aud).",
+        "Single sign-on refused: the ID token comes from another issuer (iss).",
+    ]
