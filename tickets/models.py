@@ -31,6 +31,12 @@ ConsoleUser: TypeAlias = User
 MAX_DB_INT = 2**63 - 1
 
 
+def person_name(user: ConsoleUser | None) -> str:
+    """A console user's name as messages say it: "Alice Archer", else the username; ""
+    for nobody."""
+    return (user.get_full_name() or user.get_username()) if user is not None else ""
+
+
 def person_display(user: ConsoleUser) -> str:
     """A console user as pages show people: "Alice Archer (alice)", or the username alone."""
     full = user.get_full_name()

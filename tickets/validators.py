@@ -39,7 +39,7 @@ USERNAME_RULE = (
 _CONTROL_CATEGORIES = {"Cc", "Cf", "Zl", "Zp"}
 
 
-def _has_control(value: str) -> bool:
+def has_control(value: str) -> bool:
     return any(unicodedata.category(char) in _CONTROL_CATEGORIES for char in value)
 
 
@@ -47,7 +47,7 @@ def username_problem(value: str) -> str:
     """Why `value` cannot be a username, as a sentence; "" when it can."""
     if _USERNAME.fullmatch(value):
         return ""
-    if _has_control(value) or any(char.isspace() for char in value):
+    if has_control(value) or any(char.isspace() for char in value):
         reason = "it holds a space, a line break or another control character"
     elif any(part in (".", "..") for part in re.split(r"[/\\]", value)):
         reason = "no part of it may be . or .."
@@ -65,7 +65,7 @@ def email_problem(value: str) -> str:
     """Why `value` cannot be an email address we send to, as a sentence; "" when it can."""
     if len(value) > limits.EMAIL:
         return f"An email address has at most {limits.EMAIL} characters."
-    if _has_control(value) or any(char.isspace() for char in value):
+    if has_control(value) or any(char.isspace() for char in value):
         return (
             f"{value!r} is not an email address: it holds a space, a line break or another "
             "control character."

@@ -23,7 +23,7 @@ from connections.models import Endpoint
 
 from .. import limits
 from ..models import Account, AccountEntitlement, Identity
-from ..validators import email_problem, username_problem
+from ..validators import email_problem, has_control, username_problem
 from . import governance
 
 log = logging.getLogger(__name__)
@@ -86,10 +86,6 @@ def _text(row: Mapping, name: str) -> str:
     return "" if value is None else str(value).strip()
 
 
-def _control(value: str) -> bool:
-    return any(ord(c) < 32 or ord(c) == 127 for c in value)
-
-
 def _check_row(row: Mapping, line: int, endpoint: Endpoint) -> tuple[_Row | None, list[str]]:
     if row.get("problem"):
         return None, [str(row["problem"])]
@@ -111,12 +107,12 @@ def _check_row(row: Mapping, line: int, endpoint: Endpoint) -> tuple[_Row | None
         names[name] = _text(row, name)
         if len(names[name]) > limits.PERSON_NAME:
             problems.append(f"{name.replace('_', ' ')} is longer than {limits.PERSON_NAME}")
-        elif _control(names[name]):
+        elif has_control(names[name]):
             problems.append(f"{name.replace('_', ' ')} holds a line break or a control character")
     account_name = _text(row, "account_name") or username
     if len(account_name) > limits.ACCOUNT_NAME:
         problems.append(f"the account name is longer than {limits.ACCOUNT_NAME} characters")
-    elif _control(account_name):
+    elif has_control(account_name):
         problems.append("the account name holds a line break or a control character")
     raw = row.get("entitlements") or []
     cells = raw.split(ENTITLEMENT_SEPARATOR) if isinstance(raw, str) else [str(e) for e in raw]
@@ -125,7 +121,7 @@ def _check_row(row: Mapping, line: int, endpoint: Endpoint) -> tuple[_Row | None
     unknown = [e for e in entitlements if offered and e not in offered]
     if unknown:
         problems.append(f"{endpoint} does not offer: {', '.join(unknown)[:200]}")
-    if any(len(e) > limits.ENTITLEMENT or _control(e) for e in entitlements):
+    if any(len(e) > limits.ENTITLEMENT or has_control(e) for e in entitlements):
         problems.append(
             f"an entitlement is longer than {limits.ENTITLEMENT} characters or holds a line break"
         )

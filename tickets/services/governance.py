@@ -23,7 +23,7 @@ from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from connections.models import SecuritySystem
 
-from ..models import APPROVE_PERMISSION, AccessRequest, ConsoleUser, Identity
+from ..models import APPROVE_PERMISSION, AccessRequest, ConsoleUser, Identity, person_name
 
 # Members of this group (with the approver role) may decide any application's requests,
 # as superusers may.
@@ -69,9 +69,7 @@ def approval_step(access_request: AccessRequest) -> str:
 
 
 def display_name(user: ConsoleUser | None) -> str:
-    if user is None:
-        return "-"
-    return user.get_full_name() or user.get_username()
+    return person_name(user) or "-"
 
 
 def decision_refusal(
@@ -173,16 +171,19 @@ def decidable(user: ConsoleUser) -> QuerySet[AccessRequest]:
     return pending.filter(Q(first_approved_by__isnull=False) | (~any_people & ~any_groups) | owns)
 
 
-def approvers() -> QuerySet[User]:
-    """Active users holding the approver role through a group or directly."""
-    permission = Permission.objects.filter(
-        content_type__app_label=APPROVE_PERMISSION.split(".")[0],
-        codename=APPROVE_PERMISSION.split(".")[1],
-    )
+def users_with_permission(dotted: str) -> QuerySet[User]:
+    """Active users holding an "app.codename" permission through a group or directly."""
+    app_label, codename = dotted.split(".")
+    permission = Permission.objects.filter(content_type__app_label=app_label, codename=codename)
     return User.objects.filter(
         Q(groups__permissions__in=permission) | Q(user_permissions__in=permission),
         is_active=True,
     ).distinct()
+
+
+def approvers() -> QuerySet[User]:
+    """Active users holding the approver role through a group or directly."""
+    return users_with_permission(APPROVE_PERMISSION)
 
 
 def deciders(access_request: AccessRequest) -> list[User]:

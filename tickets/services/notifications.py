@@ -35,10 +35,9 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import User
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
-from django.db.models import Q
 from django.dispatch import Signal
 from django.template import Context, Template
 from django.template.loader import render_to_string
@@ -53,10 +52,11 @@ from ..models import (
     AccessRequest,
     NotificationTemplate,
     NotificationThrottle,
+    person_name,
 )
 from ..models import ProvisioningTask as Task
 from ..validators import email_problem
-from .governance import approval_step, deciders
+from .governance import approval_step, deciders, users_with_permission
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,9 @@ notification_wanted = Signal()
 RETRY_DELAYS = (1, 5)
 # At most one operator mail per subject in this time.
 OPERATOR_THROTTLE = timedelta(hours=1)
+# The same period in words, for the kinds' descriptions and the job's summary.
+_THROTTLE_WORDS = f"{int(OPERATOR_THROTTLE.total_seconds() // 60)} min"
+_OPERATORS = f"the operators, at most once every {_THROTTLE_WORDS} per connection"
 
 APPROVAL_NEEDED = "approval_needed"
 REQUEST_APPROVED = "request_approved"
@@ -100,7 +103,7 @@ VARIABLES: dict[str, dict[str, str]] = {
         "request.account_name": "the account on the endpoint",
         "request.entitlements": "the entitlements it names, a list",
         "request.justification": "why the access is needed, as the requester wrote it",
-        "request.requester": "who filed it: a display name, or api:NAME for an API client",
+        "request.requester": 'who filed it: a display name, or "API client NAME"',
         "request.beneficiary": "the person who gets the access, by name",
         "request.beneficiary.email": "their email address",
         "request.endpoint": "the endpoint's display name",
@@ -185,7 +188,7 @@ KINDS: dict[str, Kind] = {
         Kind(
             TASK_FAILED,
             "a task failed for good (no tries left, or a permanent error)",
-            "the operators, at most once an hour per connection",
+            _OPERATORS,
             "Provisioning fails on {{ connection }}",
             ("operator",),
             operators=True,
@@ -194,7 +197,7 @@ KINDS: dict[str, Kind] = {
             TASK_FLAGGED,
             "a task was flagged for an operator (unmapped state, merge, stale ticket, ticket "
             "reopened, a note its ticket did not get)",
-            "the operators, at most once an hour per connection",
+            _OPERATORS,
             "Tickets on {{ connection }} need an operator",
             ("operator",),
             operators=True,
@@ -202,7 +205,7 @@ KINDS: dict[str, Kind] = {
         Kind(
             CONNECTION_LOGIN_FAILED,
             "a connection cannot log in to its ticket system",
-            "the operators, at most once an hour per connection",
+            _OPERATORS,
             "{{ connection }} cannot log in to its ticket system",
             ("operator",),
             operators=True,
@@ -270,10 +273,6 @@ class _Shown(dict):
         return self.label
 
 
-def _person(user: User | None) -> str:
-    return (user.get_full_name() or user.get_username()) if user is not None else ""
-
-
 def finished_kind(access_request: AccessRequest, statuses: list[str]) -> str:
     """Which "finished" notification a settled request gets."""
     if access_request.status == AccessRequest.Status.COMPLETED:
@@ -288,8 +287,8 @@ def finished_kind(access_request: AccessRequest, statuses: list[str]) -> str:
 def request_context(access_request: AccessRequest, tasks: list[Task]) -> dict:
     """What a request notification's template sees: plain values, never model objects."""
     r, identity, endpoint = access_request, access_request.beneficiary, access_request.endpoint
-    requester = _person(r.requester) if r.requester is not None else r.requester_display
-    decided_by = r.decided_by_label or _person(r.decided_by) or _person(r.first_approved_by)
+    requester = person_name(r.requester) or r.requester_display
+    decided_by = r.decided_by_label or person_name(r.decided_by) or person_name(r.first_approved_by)
     return {
         "request": _Shown(
             r.number or "",
@@ -340,20 +339,12 @@ def request_context(access_request: AccessRequest, tasks: list[Task]) -> dict:
 
 def operators() -> list[User]:
     """Active users holding the operator role through a group or directly."""
-    app_label, codename = OPERATE_PERMISSION.split(".")
-    permission = Permission.objects.filter(content_type__app_label=app_label, codename=codename)
-    return list(
-        User.objects.filter(
-            Q(groups__permissions__in=permission) | Q(user_permissions__in=permission),
-            is_active=True,
-        )
-        .distinct()
-        .order_by("pk")
-    )
+    return list(users_with_permission(OPERATE_PERMISSION).order_by("pk"))
 
 
 def _claim_throttle(key: str) -> bool:
-    """Take the right to mail about `key` now; False when a mail went out within the hour."""
+    """Take the right to mail about `key` now; False when a mail about it went out within
+    OPERATOR_THROTTLE."""
     now = timezone.now()
     key = key[:200]
     if NotificationThrottle.objects.filter(key=key, sent_at__lt=now - OPERATOR_THROTTLE).update(
@@ -492,7 +483,7 @@ def notification_send(*, kind: str, ref: int) -> str:
     if not to:
         return f"{message.kind} {ref}: nobody to send to"
     if message.throttle_key and not _claim_throttle(message.throttle_key):
-        return f"{message.kind} {ref}: already mailed within the hour"
+        return f"{message.kind} {ref}: already mailed in the last {_THROTTLE_WORDS}"
     try:
         subject, body = _render(message)
     except Exception:
