@@ -255,7 +255,8 @@ class BridgeCollector:
         )
         followed = GaugeMetricFamily(
             "otrsbridge_connection_followed",
-            "1 while the connection passes readiness (a good poll within three intervals)",
+            "1 while the connection passes readiness (a good poll within "
+            f"{POLL_INTERVALS_ALLOWED} intervals)",
             labels=["connection"],
         )
         for state in poll_states():

@@ -48,7 +48,7 @@ def provision_task(task_id: int):
 
 def prune_api_calls(trigger: str = "schedule"):
     """Delete call log rows older than APICALL_RETENTION_DAYS (not those of open tasks)."""
-    return record_job_run("prune-api-calls", trigger, lambda: services.api_calls_prune()).summary
+    return record_job_run(PRUNE_SCHEDULE, trigger, services.api_calls_prune).summary
 
 
 def refresh_ticket(ticket_pk: int, connection_name: str = ""):
@@ -76,6 +76,9 @@ def deliver_callbacks(trigger: str = "schedule"):
     return record_job_run("callbacks", trigger, services.deliveries_send_due).summary
 
 
+# The retention job's name: its run, its schedule and its title.
+PRUNE_SCHEDULE = "prune-api-calls"
+
 # What the console calls each job run, by the name its run is recorded under (the part
 # before ":connection"), and a task's instant provisioning (a worker kind, no JobRun).
 # record_job_run refuses a name without a title.
@@ -86,7 +89,7 @@ JOB_TITLES = {
     "refresh": "Ticket refresh",
     "notes": "Ticket notes",
     "callbacks": "Callbacks to API clients",
-    "prune-api-calls": "Call log retention",
+    PRUNE_SCHEDULE: "Call log retention",
 }
 
 
@@ -236,9 +239,6 @@ def poll_job(*, trigger: str, connection_id: int | None = None, progress=None) -
         return out
 
     return record_job_run(name, trigger, work)
-
-
-PRUNE_SCHEDULE = "prune-api-calls"
 
 
 def schedules_sync() -> int:

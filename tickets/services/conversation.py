@@ -287,16 +287,18 @@ def closing_article(client: TicketClient, ticket: Ticket) -> Article | None:
     # that of a ticket merged into this one, whose articles moved here), and the notes it
     # added since. A ticket adopted after a lost answer has no id kept: its first article
     # (number 1) is the create article, unless other tickets were merged into it.
-    merged_in = Ticket.objects.filter(
-        connection_id=ticket.connection_id, merged_into=ticket.ticket_id
+    merged_in = dict(
+        Ticket.objects.filter(
+            connection_id=ticket.connection_id, merged_into=ticket.ticket_id
+        ).values_list("pk", "create_article_id")
     )
     ours = set(
         TicketNote.objects.filter(
-            Q(task__ticket=ticket) | Q(task__ticket__in=merged_in), article_id__isnull=False
+            Q(task__ticket=ticket) | Q(task__ticket__in=list(merged_in)), article_id__isnull=False
         ).values_list("article_id", flat=True)
     )
-    ours |= {ticket.create_article_id, *merged_in.values_list("create_article_id", flat=True)}
-    first_is_ours = ticket.create_article_id is None and not merged_in.exists()
+    ours |= {ticket.create_article_id, *merged_in.values()}
+    first_is_ours = ticket.create_article_id is None and not merged_in
     for article in articles:
         if first_is_ours and article.number == 1:
             continue

@@ -23,6 +23,7 @@ from connections.call_tally import ROW_FIELDS, add_to_tallies, lock_tallies
 from connections.models import ApiCall
 
 from ..models import ProvisioningTask as Task
+from ..models import parse_id
 
 # Rows looked at per transaction: short enough that the poller and the workers, which
 # write ApiCall rows all along, never wait long for SQLite's write lock.
@@ -56,10 +57,11 @@ def _live_refs(refs: set[str]) -> set[str]:
     ticket_pks: dict[int, str] = {}
     for ref in refs:
         kind, _, number = ref.partition(":")
-        if number.isdigit() and kind == "task":
-            task_ids[int(number)] = ref
-        elif number.isdigit() and kind == "refresh":
-            ticket_pks[int(number)] = ref
+        pk = parse_id(number)
+        if pk is not None and kind == "task":
+            task_ids[pk] = ref
+        elif pk is not None and kind == "refresh":
+            ticket_pks[pk] = ref
     live = set()
     if task_ids:
         open_tasks = Task.objects.filter(pk__in=task_ids).exclude(status__in=Task.TERMINAL)
