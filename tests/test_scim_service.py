@@ -14,6 +14,7 @@ import requests
 from django.core.management import call_command
 from django.db import connection as db
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -409,6 +410,19 @@ def test_existing_accounts_are_users_and_their_entitlements_group_members(scim, 
         grace,
         "approved",
     )
+
+
+@pytest.mark.django_db
+def test_an_account_whose_name_a_scim_user_holds_is_not_tried_again_at_every_read(scim, offline):
+    client, _ = scim
+    assert send(client, "POST", "/Users", {"schemas": [USER], "userName": "ada"}).status_code == 201
+    bob = Identity.objects.create(username="bob")
+    Account.objects.create(identity=bob, endpoint=offline, name="ADA")  # imported, same name
+    client.get(f"{BASE}/Users")
+    with CaptureQueriesContext(db) as read:
+        users = client.get(f"{BASE}/Users").json()["Resources"]
+    assert [u["userName"] for u in users] == ["ada"]
+    assert not [q for q in read.captured_queries if "INSERT" in q["sql"].upper()]
 
 
 @pytest.mark.django_db

@@ -280,10 +280,17 @@ def scim_adopt_inventory(endpoint: Endpoint) -> None:
     managed = ScimUser.objects.filter(endpoint=endpoint, identity=OuterRef("identity")).filter(
         Q(deleted_at__isnull=True) | Q(deleted_at__gte=OuterRef("created_at"))
     )
+    # Nor one whose name a live SCIM user of another person holds: it would fail on the
+    # unique name at every read.
+    name_taken = ScimUser.objects.filter(
+        endpoint=endpoint, deleted_at__isnull=True, user_name__iexact=OuterRef("name")
+    )
     accounts = (
         Account.objects.filter(endpoint=endpoint, active=True)
         .exclude(Exists(managed))
+        .exclude(Exists(name_taken))
         .select_related("identity")
+        .prefetch_related("entitlements")
     )
     names = set(endpoint.entitlements or [])
     names |= set(
@@ -337,7 +344,7 @@ def scim_adopt_inventory(endpoint: Endpoint) -> None:
             ScimMember.objects.bulk_create(
                 [
                     ScimMember(group=groups[e], user=user)
-                    for e in account.entitlements.values_list("entitlement", flat=True)
+                    for e in (grant.entitlement for grant in account.entitlements.all())
                     if e in groups
                 ],
                 ignore_conflicts=True,
