@@ -21,6 +21,7 @@ from typing import Annotated, Any, Union
 
 from django.db.models import Prefetch
 from django.http import HttpRequest, HttpResponse
+from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from pydantic import ValidationError
 from scim2_models import (
@@ -246,7 +247,9 @@ def _syntax(detail: str) -> SCIMException:
 
 
 def _base(request: ScimRequest) -> str:
-    return request.build_absolute_uri(f"/scim/v2/{request.endpoint.name}")
+    """The endpoint's service root, from the URL configuration (no prefix written here)."""
+    root = reverse("scim:not_found", kwargs={"path": request.endpoint.name})
+    return request.build_absolute_uri(root)
 
 
 # --- discovery --------------------------------------------------------------------------------

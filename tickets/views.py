@@ -265,7 +265,7 @@ def inbox(request: ConsoleRequest) -> HttpResponse:
     )
     memo: dict = {}
     for r in pending:
-        r.step = governance.approval_step(r)  # type: ignore[attr-defined]
+        r.step = governance.approval_step(r, memo=memo)  # type: ignore[attr-defined]
         r.refusal = (  # type: ignore[attr-defined]
             "" if r.pk in mine else governance.decision_refusal(r, request.user, memo=memo)
         )

@@ -56,15 +56,20 @@ def second_approval_due(access_request: AccessRequest) -> bool:
     return access_request.first_approved_by_id is not None
 
 
-def approval_step(access_request: AccessRequest) -> str:
-    """Which decision the request waits for, as the inbox shows it ("" for a single one)."""
+def approval_step(access_request: AccessRequest, memo: dict | None = None) -> str:
+    """Which decision the request waits for, as the inbox shows it ("" for a single one).
+    `memo` (a dict the caller keeps) remembers which applications have owners."""
     system = access_request.endpoint.security_system
     if not system.two_approvals:
         return ""
     if second_approval_due(access_request):
         first = access_request.first_approved_by
         return f"Second approval (2 of 2); first approved by {display_name(first)}"
-    step = "Owner approval" if has_owners(system) else "First approval"
+    memo = {} if memo is None else memo
+    key = ("has_owners", system.pk)
+    if key not in memo:
+        memo[key] = has_owners(system)
+    step = "Owner approval" if memo[key] else "First approval"
     return f"{step} (1 of 2), then a second approver"
 
 
